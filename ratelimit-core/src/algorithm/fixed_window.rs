@@ -1,0 +1,60 @@
+//! Fixed window: epoch-aligned windows `[k*P, (k+1)*P)`; a request at exactly `(k+1)*P` is in
+//! the next window.
+
+use super::Verdict;
+
+/// The count of the window that starts at `window_start`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowState {
+    /// Start of the window the count belongs to (ms, a multiple of the period).
+    pub window_start: u64,
+    /// Cost admitted in that window.
+    pub count: u64,
+}
+
+pub(super) fn window_start(window_ms: u64, now_ms: u64) -> u64 {
+    now_ms - now_ms % window_ms
+}
+
+/// The count in the window that contains `now_ms`: a count from an older window is gone.
+fn current_count(window_ms: u64, state: Option<&WindowState>, now_ms: u64) -> u64 {
+    match state {
+        Some(state) if state.window_start == window_start(window_ms, now_ms) => state.count,
+        _ => 0,
+    }
+}
+
+pub(super) fn evaluate(
+    limit: u64,
+    window_ms: u64,
+    state: Option<&WindowState>,
+    now_ms: u64,
+    cost: u64,
+) -> Verdict {
+    let used = current_count(window_ms, state, now_ms);
+    let reset_after_ms = window_start(window_ms, now_ms) + window_ms - now_ms;
+    let allowed = used.saturating_add(cost) <= limit;
+    let used_after = if allowed { used + cost } else { used };
+    Verdict {
+        allowed,
+        limit,
+        remaining: limit.saturating_sub(used_after),
+        reset_after_ms,
+        // The next window starts empty, so a cost within the limit fits there.
+        retry_after_ms: (!allowed && cost <= limit).then_some(reset_after_ms),
+        window_ms,
+    }
+}
+
+pub(super) fn admit(
+    window_ms: u64,
+    state: Option<WindowState>,
+    now_ms: u64,
+    cost: u64,
+) -> WindowState {
+    let used = current_count(window_ms, state.as_ref(), now_ms);
+    WindowState {
+        window_start: window_start(window_ms, now_ms),
+        count: used.saturating_add(cost),
+    }
+}

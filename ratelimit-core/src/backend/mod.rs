@@ -1,0 +1,55 @@
+//! Where counts live: the [`Backend`] trait and its implementations.
+
+pub mod memory;
+
+use async_trait::async_trait;
+
+use crate::decision::Decision;
+use crate::health::HealthStatus;
+use crate::limit::{Limit, LimitError};
+
+pub use memory::{MemoryBackend, MemoryBackendBuilder};
+
+/// A store that applies the algorithms atomically per key.
+///
+/// Implement it (with [`macro@async_trait`]) for a custom store; the registry holds backends
+/// as `Arc<dyn Backend>`.
+#[async_trait]
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// Checks and, when every quota allows, counts a request of `cost` for `key`.
+    async fn check_n(&self, key: &str, limit: &Limit, cost: u64) -> Result<Decision, BackendError>;
+
+    /// [`Backend::check_n`] with cost 1.
+    async fn check(&self, key: &str, limit: &Limit) -> Result<Decision, BackendError> {
+        self.check_n(key, limit, 1).await
+    }
+
+    /// Exactly what [`Backend::check_n`] with the same cost would return now; records nothing.
+    async fn peek_n(&self, key: &str, limit: &Limit, cost: u64) -> Result<Decision, BackendError>;
+
+    /// [`Backend::peek_n`] with cost 1.
+    async fn peek(&self, key: &str, limit: &Limit) -> Result<Decision, BackendError> {
+        self.peek_n(key, limit, 1).await
+    }
+
+    /// Forgets every state of `key`, for every quota.
+    async fn reset(&self, key: &str) -> Result<(), BackendError>;
+
+    /// Probes the store (a round trip where there is one) and reports its health.
+    async fn health(&self) -> HealthStatus;
+
+    /// The last known health, without any I/O.
+    fn health_status(&self) -> HealthStatus;
+
+    /// Removes expired state; returns how many entries it removed.
+    async fn cleanup(&self) -> Result<u64, BackendError>;
+}
+
+/// Why a backend could not decide.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The limit's settings do not fit together, or the cost is 0.
+    #[error("invalid limit: {0}")]
+    InvalidLimit(#[from] LimitError),
+}

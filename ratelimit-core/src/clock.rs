@@ -1,0 +1,120 @@
+//! Time sources. Every decision is a function of a millisecond unix timestamp taken from a
+//! [`Clock`]; tests inject a [`ManualClock`] to make every backend deterministic.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A source of millisecond unix timestamps.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// Milliseconds since the unix epoch.
+    fn now_millis(&self) -> u64;
+}
+
+/// The process clock: wall time read once, then advanced by the monotonic clock, so a
+/// wall-clock jump on the host (NTP step, manual change) changes no decision.
+#[derive(Clone, Copy, Debug)]
+pub struct SystemClock {
+    anchor_instant: Instant,
+    anchor_millis: u64,
+}
+
+impl SystemClock {
+    /// Anchors a new clock to the current wall time.
+    #[must_use]
+    pub fn new() -> Self {
+        let anchor_millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since_epoch| duration_millis(since_epoch));
+        Self {
+            anchor_instant: Instant::now(),
+            anchor_millis,
+        }
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> u64 {
+        self.anchor_millis
+            .saturating_add(duration_millis(self.anchor_instant.elapsed()))
+    }
+}
+
+/// A clock that only moves when told to. Clones share one time, so a test can hold one clone
+/// and give another to a backend.
+#[derive(Clone, Debug, Default)]
+pub struct ManualClock {
+    millis: Arc<AtomicU64>,
+}
+
+impl ManualClock {
+    /// A clock stopped at `start_millis` milliseconds after the unix epoch.
+    #[must_use]
+    pub fn new(start_millis: u64) -> Self {
+        Self {
+            millis: Arc::new(AtomicU64::new(start_millis)),
+        }
+    }
+
+    /// Moves every clone of this clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.millis.fetch_add(duration_millis(by), Ordering::SeqCst);
+    }
+
+    /// Sets every clone of this clock to `millis`.
+    pub fn set_millis(&self, millis: u64) {
+        self.millis.store(millis, Ordering::SeqCst);
+    }
+
+    /// The current time of this clock.
+    #[must_use]
+    pub fn now_millis(&self) -> u64 {
+        self.millis.load(Ordering::SeqCst)
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_millis(&self) -> u64 {
+        ManualClock::now_millis(self)
+    }
+}
+
+/// Whole milliseconds in `duration`, saturating rather than wrapping for absurd values.
+pub(crate) fn duration_millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_clock_clones_share_time() {
+        let clock = ManualClock::new(1_000);
+        let other = clock.clone();
+        clock.advance(Duration::from_millis(250));
+        assert_eq!(other.now_millis(), 1_250);
+        other.set_millis(5);
+        assert_eq!(clock.now_millis(), 5);
+    }
+
+    #[test]
+    fn system_clock_is_near_wall_time_and_never_goes_back() {
+        let clock = SystemClock::new();
+        let wall = duration_millis(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
+        );
+        let first = clock.now_millis();
+        assert!(first.abs_diff(wall) < 1_000, "{first} vs {wall}");
+        assert!(clock.now_millis() >= first);
+    }
+}

@@ -1,0 +1,64 @@
+//! Health reports for backends, the CLI and the health endpoint.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The state of a backend's circuit breaker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    /// Calls go through.
+    #[default]
+    Closed,
+    /// Calls fail fast until the next attempt time.
+    Open,
+    /// A few trial calls decide whether to close again.
+    HalfOpen,
+}
+
+/// What a backend reports about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HealthStatus {
+    /// The backend's kind, e.g. `"memory"`.
+    pub backend: &'static str,
+    /// Whether the last probe or call succeeded.
+    pub healthy: bool,
+    /// Round-trip time of the last probe.
+    #[serde(rename = "latency_ms", serialize_with = "serialize_millis")]
+    pub latency: Option<Duration>,
+    /// Circuit breaker state.
+    pub circuit: CircuitState,
+    /// Consecutive failures seen by the breaker.
+    pub failure_count: u32,
+    /// When an open circuit will next let a call through (unix ms).
+    pub next_attempt_unix_ms: Option<u64>,
+    /// What went wrong, when unhealthy; free-form for people.
+    pub detail: Option<String>,
+}
+
+impl HealthStatus {
+    /// A healthy backend with a closed circuit.
+    #[must_use]
+    pub fn healthy(backend: &'static str, latency: Option<Duration>) -> Self {
+        Self {
+            backend,
+            healthy: true,
+            latency,
+            circuit: CircuitState::Closed,
+            failure_count: 0,
+            next_attempt_unix_ms: None,
+            detail: None,
+        }
+    }
+}
+
+fn serialize_millis<S: serde::Serializer>(
+    latency: &Option<Duration>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match latency {
+        Some(latency) => serializer.serialize_some(&(latency.as_secs_f64() * 1_000.0)),
+        None => serializer.serialize_none(),
+    }
+}

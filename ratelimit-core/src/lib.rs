@@ -1,0 +1,29 @@
+#![doc = include_str!("../README.md")]
+
+pub mod algorithm;
+pub mod clock;
+pub mod decision;
+pub mod limit;
+pub mod rate;
+
+#[cfg(feature = "memory")]
+pub mod backend;
+#[cfg(feature = "memory")]
+pub mod health;
+#[cfg(feature = "memory")]
+pub mod registry;
+
+pub use algorithm::{Algorithm, Policy, State, UnknownAlgorithm, Verdict};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use decision::Decision;
+pub use limit::{Limit, LimitError};
+pub use rate::{Quota, Rate, RateParseError, RateParseErrorKind};
+
+#[cfg(feature = "memory")]
+pub use async_trait::async_trait;
+#[cfg(feature = "memory")]
+pub use backend::{Backend, BackendError, MemoryBackend};
+#[cfg(feature = "memory")]
+pub use health::{CircuitState, HealthStatus};
+#[cfg(feature = "memory")]
+pub use registry::{OnError, Registry, RegistryBuilder, RegistryError};

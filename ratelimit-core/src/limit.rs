@@ -1,0 +1,263 @@
+//! A [`Limit`]: a [`Rate`], the [`Algorithm`] that enforces it and the algorithm's settings.
+
+use std::time::Duration;
+
+use crate::algorithm::{Algorithm, Policy};
+use crate::rate::{Quota, Rate};
+
+/// What to enforce on a key.
+///
+/// ```
+/// use ratelimit_core::{Algorithm, Limit, Rate};
+/// let login = Limit::new("5/m".parse::<Rate>()?, Algorithm::FixedWindow);
+/// let api = Limit::token_bucket("100/h".parse()?).bucket_size(200).refill_rate(2.0);
+/// assert!(api.validate().is_ok());
+/// # Ok::<(), ratelimit_core::RateParseError>(())
+/// ```
+///
+/// The setters never fail; a combination that makes no sense (a NaN rate, bucket settings on
+/// a fixed window) is reported by [`Limit::validate`] and by every backend call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limit {
+    rate: Rate,
+    algorithm: Algorithm,
+    bucket_size: Option<u64>,
+    refill_rate: Option<f64>,
+    initial_tokens: Option<u64>,
+    capacity: Option<u64>,
+    leak_rate: Option<f64>,
+}
+
+impl Limit {
+    /// `rate` enforced by `algorithm`, with the algorithm's defaults.
+    #[must_use]
+    pub const fn new(rate: Rate, algorithm: Algorithm) -> Self {
+        Self {
+            rate,
+            algorithm,
+            bucket_size: None,
+            refill_rate: None,
+            initial_tokens: None,
+            capacity: None,
+            leak_rate: None,
+        }
+    }
+
+    /// A fixed-window limit (the default algorithm).
+    #[must_use]
+    pub const fn fixed_window(rate: Rate) -> Self {
+        Self::new(rate, Algorithm::FixedWindow)
+    }
+
+    /// A sliding-log limit.
+    #[must_use]
+    pub const fn sliding_window(rate: Rate) -> Self {
+        Self::new(rate, Algorithm::SlidingWindow)
+    }
+
+    /// A sliding-window-counter limit.
+    #[must_use]
+    pub const fn sliding_window_counter(rate: Rate) -> Self {
+        Self::new(rate, Algorithm::SlidingWindowCounter)
+    }
+
+    /// A token bucket: size = count, refill = count / period, starting full, unless set.
+    #[must_use]
+    pub const fn token_bucket(rate: Rate) -> Self {
+        Self::new(rate, Algorithm::TokenBucket)
+    }
+
+    /// A leaky bucket: capacity = count, leak = count / period, starting empty, unless set.
+    #[must_use]
+    pub const fn leaky_bucket(rate: Rate) -> Self {
+        Self::new(rate, Algorithm::LeakyBucket)
+    }
+
+    /// Token bucket: how many tokens the bucket holds (the burst).
+    #[must_use]
+    pub const fn bucket_size(mut self, tokens: u64) -> Self {
+        self.bucket_size = Some(tokens);
+        self
+    }
+
+    /// Token bucket: tokens added per second.
+    #[must_use]
+    pub const fn refill_rate(mut self, tokens_per_second: f64) -> Self {
+        self.refill_rate = Some(tokens_per_second);
+        self
+    }
+
+    /// Token bucket: tokens in a new bucket (default: full).
+    #[must_use]
+    pub const fn initial_tokens(mut self, tokens: u64) -> Self {
+        self.initial_tokens = Some(tokens);
+        self
+    }
+
+    /// Leaky bucket: the level at which requests are rejected.
+    #[must_use]
+    pub const fn capacity(mut self, capacity: u64) -> Self {
+        self.capacity = Some(capacity);
+        self
+    }
+
+    /// Leaky bucket: how much the level drains per second.
+    #[must_use]
+    pub const fn leak_rate(mut self, per_second: f64) -> Self {
+        self.leak_rate = Some(per_second);
+        self
+    }
+
+    /// The rate.
+    #[must_use]
+    pub fn rate(&self) -> &Rate {
+        &self.rate
+    }
+
+    /// The algorithm.
+    #[must_use]
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Checks that the settings fit the algorithm and each other.
+    ///
+    /// # Errors
+    /// The first [`LimitError`] found.
+    pub fn validate(&self) -> Result<(), LimitError> {
+        let bucket_fields = [
+            ("bucket_size", self.bucket_size.is_some()),
+            ("refill_rate", self.refill_rate.is_some()),
+            ("initial_tokens", self.initial_tokens.is_some()),
+        ];
+        let leaky_fields = [
+            ("capacity", self.capacity.is_some()),
+            ("leak_rate", self.leak_rate.is_some()),
+        ];
+        let (own_fields, foreign_fields): (&[_], Vec<_>) = match self.algorithm {
+            Algorithm::TokenBucket => (&bucket_fields, leaky_fields.to_vec()),
+            Algorithm::LeakyBucket => (&leaky_fields, bucket_fields.to_vec()),
+            _ => (&[], [&bucket_fields[..], &leaky_fields[..]].concat()),
+        };
+        if let Some((field, _)) = foreign_fields.iter().find(|(_, set)| *set) {
+            return Err(LimitError::SettingForOtherAlgorithm {
+                field,
+                algorithm: self.algorithm,
+            });
+        }
+        if self.rate.is_compound() {
+            if let Some((field, _)) = own_fields.iter().find(|(_, set)| *set) {
+                return Err(LimitError::SettingOnCompoundRate { field });
+            }
+        }
+        check_per_second("refill_rate", self.refill_rate)?;
+        check_per_second("leak_rate", self.leak_rate)?;
+        check_at_least_one("bucket_size", self.bucket_size)?;
+        check_at_least_one("capacity", self.capacity)?;
+        let bucket_size = self.bucket_size.unwrap_or(self.rate.count());
+        if let Some(initial_tokens) = self.initial_tokens {
+            if initial_tokens > bucket_size {
+                return Err(LimitError::InitialTokensAboveBucketSize {
+                    initial_tokens,
+                    bucket_size,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The resolved policy of every quota, in the order the rate lists them.
+    ///
+    /// # Errors
+    /// When [`Limit::validate`] fails.
+    pub fn policies(&self) -> Result<impl Iterator<Item = Policy> + Clone + '_, LimitError> {
+        self.validate()?;
+        Ok(self.rate.quotas().iter().map(|quota| self.policy(*quota)))
+    }
+
+    fn policy(&self, quota: Quota) -> Policy {
+        let limit = quota.count();
+        let window_ms = quota.period_millis();
+        let per_second = limit as f64 / quota.period().as_secs_f64();
+        match self.algorithm {
+            Algorithm::FixedWindow => Policy::FixedWindow { limit, window_ms },
+            Algorithm::SlidingWindow => Policy::SlidingWindow { limit, window_ms },
+            Algorithm::SlidingWindowCounter => Policy::SlidingWindowCounter { limit, window_ms },
+            Algorithm::TokenBucket => {
+                let bucket_size = self.bucket_size.unwrap_or(limit);
+                Policy::TokenBucket {
+                    bucket_size,
+                    refill_per_second: self.refill_rate.unwrap_or(per_second),
+                    initial_tokens: self.initial_tokens.unwrap_or(bucket_size),
+                    window_ms,
+                }
+            }
+            Algorithm::LeakyBucket => Policy::LeakyBucket {
+                capacity: self.capacity.unwrap_or(limit),
+                leak_per_second: self.leak_rate.unwrap_or(per_second),
+                window_ms,
+            },
+        }
+    }
+
+    /// The longest time any state of this limit can matter (for store TTLs).
+    #[must_use]
+    pub fn longest_period(&self) -> Duration {
+        self.rate
+            .quotas()
+            .iter()
+            .map(Quota::period)
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+fn check_per_second(field: &'static str, value: Option<f64>) -> Result<(), LimitError> {
+    match value {
+        Some(value) if !(value.is_finite() && value > 0.0) => {
+            Err(LimitError::InvalidPerSecond { field, value })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_at_least_one(field: &'static str, value: Option<u64>) -> Result<(), LimitError> {
+    match value {
+        Some(0) => Err(LimitError::Zero { field }),
+        _ => Ok(()),
+    }
+}
+
+/// A [`Limit`] whose settings do not fit together.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitError {
+    /// E.g. `bucket_size` on a fixed window.
+    #[error(
+        "`{field}` is not a setting of {algorithm}; remove it or choose the algorithm it belongs to"
+    )]
+    SettingForOtherAlgorithm {
+        field: &'static str,
+        algorithm: Algorithm,
+    },
+    /// Bucket settings are per quota, so a compound rate cannot share one.
+    #[error(
+        "`{field}` cannot be set on a compound rate (several limits joined by `;`); use one limit per rate"
+    )]
+    SettingOnCompoundRate { field: &'static str },
+    /// A rate per second that is NaN, infinite, zero or negative.
+    #[error("`{field}` must be a finite number above 0, got {value}")]
+    InvalidPerSecond { field: &'static str, value: f64 },
+    /// A size of zero.
+    #[error("`{field}` must be at least 1")]
+    Zero { field: &'static str },
+    /// More initial tokens than the bucket holds.
+    #[error("`initial_tokens` ({initial_tokens}) is above `bucket_size` ({bucket_size})")]
+    InitialTokensAboveBucketSize {
+        initial_tokens: u64,
+        bucket_size: u64,
+    },
+    /// A request of cost 0 is meaningless; use `peek` to look without consuming.
+    #[error("a request's cost must be at least 1 (use `peek` to look without consuming)")]
+    ZeroCost,
+}

@@ -1,0 +1,1 @@
+//! Test support shared by every backend test: the conformance suite and service discovery.
