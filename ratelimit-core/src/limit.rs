@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::algorithm::{Algorithm, Policy};
+use crate::algorithm::{Algorithm, Flow, MAX_EXACT_UNITS, Policy};
 use crate::rate::{Quota, Rate};
 
 /// What to enforce on a key.
@@ -152,6 +152,7 @@ impl Limit {
         }
         check_per_second("refill_rate", self.refill_rate)?;
         check_per_second("leak_rate", self.leak_rate)?;
+        self.check_exact_levels()?;
         check_at_least_one("bucket_size", self.bucket_size)?;
         check_at_least_one("capacity", self.capacity)?;
         let bucket_size = self.bucket_size.unwrap_or(self.rate.count());
@@ -178,7 +179,10 @@ impl Limit {
     fn policy(&self, quota: Quota) -> Policy {
         let limit = quota.count();
         let window_ms = quota.period_millis();
-        let per_second = limit as f64 / quota.period().as_secs_f64();
+        let own_pace = Flow::per_period(limit, window_ms);
+        // `validate` has refused rates that are not exact decimals.
+        let flow =
+            |per_second: Option<f64>| per_second.and_then(Flow::per_second).unwrap_or(own_pace);
         match self.algorithm {
             Algorithm::FixedWindow => Policy::FixedWindow { limit, window_ms },
             Algorithm::SlidingWindow => Policy::SlidingWindow { limit, window_ms },
@@ -187,14 +191,14 @@ impl Limit {
                 let bucket_size = self.bucket_size.unwrap_or(limit);
                 Policy::TokenBucket {
                     bucket_size,
-                    refill_per_second: self.refill_rate.unwrap_or(per_second),
+                    refill: flow(self.refill_rate),
                     initial_tokens: self.initial_tokens.unwrap_or(bucket_size),
                     window_ms,
                 }
             }
             Algorithm::LeakyBucket => Policy::LeakyBucket {
                 capacity: self.capacity.unwrap_or(limit),
-                leak_per_second: self.leak_rate.unwrap_or(per_second),
+                leak: flow(self.leak_rate),
                 window_ms,
             },
         }
@@ -212,9 +216,32 @@ impl Limit {
     }
 }
 
+impl Limit {
+    /// Bucket levels are integers in the units of their flow; they must stay exact in every
+    /// store (Lua numbers are doubles), which bounds size × flow period.
+    fn check_exact_levels(&self) -> Result<(), LimitError> {
+        let (size, per_second) = match self.algorithm {
+            Algorithm::TokenBucket => (self.bucket_size, self.refill_rate),
+            Algorithm::LeakyBucket => (self.capacity, self.leak_rate),
+            _ => return Ok(()),
+        };
+        let too_precise = self.rate.quotas().iter().any(|quota| {
+            let size = size.unwrap_or(quota.count());
+            let flow = per_second
+                .and_then(Flow::per_second)
+                .unwrap_or_else(|| Flow::per_period(quota.count(), quota.period_millis()));
+            u128::from(size) * flow.unit() > MAX_EXACT_UNITS
+        });
+        if too_precise {
+            return Err(LimitError::TooLargeForExactArithmetic);
+        }
+        Ok(())
+    }
+}
+
 fn check_per_second(field: &'static str, value: Option<f64>) -> Result<(), LimitError> {
     match value {
-        Some(value) if !(value.is_finite() && value > 0.0) => {
+        Some(value) if Flow::per_second(value).is_none() => {
             Err(LimitError::InvalidPerSecond { field, value })
         }
         _ => Ok(()),
@@ -245,8 +272,10 @@ pub enum LimitError {
         "`{field}` cannot be set on a compound rate (several limits joined by `;`); use one limit per rate"
     )]
     SettingOnCompoundRate { field: &'static str },
-    /// A rate per second that is NaN, infinite, zero or negative.
-    #[error("`{field}` must be a finite number above 0, got {value}")]
+    /// A rate per second that is NaN, infinite, zero, negative or has more than six decimals.
+    #[error(
+        "`{field}` must be a number above 0 with at most six decimals (e.g. 2.0 or 0.125), got {value}"
+    )]
     InvalidPerSecond { field: &'static str, value: f64 },
     /// A size of zero.
     #[error("`{field}` must be at least 1")]
@@ -257,6 +286,11 @@ pub enum LimitError {
         initial_tokens: u64,
         bucket_size: u64,
     },
+    /// A bucket so large, or a flow so fine, that levels would not stay exact.
+    #[error(
+        "bucket size × flow period exceeds 2^53 units, so levels cannot stay exact; use a smaller bucket or a coarser refill/leak rate"
+    )]
+    TooLargeForExactArithmetic,
     /// A request of cost 0 is meaningless; use `peek` to look without consuming.
     #[error("a request's cost must be at least 1 (use `peek` to look without consuming)")]
     ZeroCost,

@@ -320,7 +320,7 @@ pub enum RateParseErrorKind {
     NegativeCount(String),
     #[error("count `{0}` is not a whole number; write e.g. \"100/h\"")]
     InvalidCount(String),
-    #[error("count `{0}` is too large; the maximum is 18446744073709551615")]
+    #[error("count `{0}` is too large; the maximum is 18446744073709551615, e.g. \"1000000/s\"")]
     CountOverflow(String),
     #[error("missing period unit after `/`; expected one of s, m, h, d, e.g. \"100/h\"")]
     MissingUnit,

@@ -1,1 +1,3 @@
 //! Test support shared by every backend test: the conformance suite and service discovery.
+
+pub mod conformance;

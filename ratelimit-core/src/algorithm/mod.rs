@@ -6,6 +6,7 @@
 //! versions of the backends are checked against these functions by the conformance suite.
 
 mod fixed_window;
+mod flow;
 mod leaky_bucket;
 mod sliding_window;
 mod sliding_window_counter;
@@ -15,7 +16,8 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use fixed_window::WindowState;
-pub use sliding_window::LogState;
+pub use flow::{Flow, MAX_EXACT_UNITS};
+pub use sliding_window::{LogEntry, LogState};
 pub use sliding_window_counter::CounterState;
 pub use token_bucket::BucketState;
 
@@ -96,17 +98,17 @@ pub enum Policy {
     SlidingWindow { limit: u64, window_ms: u64 },
     /// See [`Algorithm::SlidingWindowCounter`].
     SlidingWindowCounter { limit: u64, window_ms: u64 },
-    /// See [`Algorithm::TokenBucket`]. `refill_per_second` may be 0 only when `bucket_size` is.
+    /// See [`Algorithm::TokenBucket`]. The refill is zero only for a rate of zero.
     TokenBucket {
         bucket_size: u64,
-        refill_per_second: f64,
+        refill: Flow,
         initial_tokens: u64,
         window_ms: u64,
     },
-    /// See [`Algorithm::LeakyBucket`].
+    /// See [`Algorithm::LeakyBucket`]. The leak is zero only for a rate of zero.
     LeakyBucket {
         capacity: u64,
-        leak_per_second: f64,
+        leak: Flow,
         window_ms: u64,
     },
 }
@@ -187,26 +189,21 @@ impl Policy {
             ),
             Self::TokenBucket {
                 bucket_size,
-                refill_per_second,
+                refill,
                 initial_tokens,
                 window_ms,
             } => token_bucket::evaluate(
-                &token_bucket::Params::new(
-                    bucket_size,
-                    refill_per_second,
-                    initial_tokens,
-                    window_ms,
-                ),
+                &token_bucket::Params::new(bucket_size, refill, initial_tokens, window_ms),
                 bucket_state(state),
                 now_ms,
                 cost,
             ),
             Self::LeakyBucket {
                 capacity,
-                leak_per_second,
+                leak,
                 window_ms,
             } => leaky_bucket::evaluate(
-                &leaky_bucket::Params::new(capacity, leak_per_second, window_ms),
+                &leaky_bucket::Params::new(capacity, leak, window_ms),
                 bucket_state(state),
                 now_ms,
                 cost,
@@ -236,26 +233,21 @@ impl Policy {
             ),
             Self::TokenBucket {
                 bucket_size,
-                refill_per_second,
+                refill,
                 initial_tokens,
                 window_ms,
             } => State::Bucket(token_bucket::admit(
-                &token_bucket::Params::new(
-                    bucket_size,
-                    refill_per_second,
-                    initial_tokens,
-                    window_ms,
-                ),
+                &token_bucket::Params::new(bucket_size, refill, initial_tokens, window_ms),
                 into_bucket(state).as_ref(),
                 now_ms,
                 cost,
             )),
             Self::LeakyBucket {
                 capacity,
-                leak_per_second,
+                leak,
                 window_ms,
             } => State::Bucket(leaky_bucket::admit(
-                &leaky_bucket::Params::new(capacity, leak_per_second, window_ms),
+                &leaky_bucket::Params::new(capacity, leak, window_ms),
                 into_bucket(state).as_ref(),
                 now_ms,
                 cost,
@@ -271,12 +263,13 @@ impl Policy {
         match *self {
             Self::TokenBucket {
                 bucket_size,
+                refill,
                 initial_tokens,
-                ..
-            } if initial_tokens < bucket_size => Some(State::Bucket(BucketState {
-                value: initial_tokens as f64,
-                last_ms: now_ms,
-            })),
+                window_ms,
+            } if initial_tokens < bucket_size => Some(State::Bucket(token_bucket::initial_state(
+                &token_bucket::Params::new(bucket_size, refill, initial_tokens, window_ms),
+                now_ms,
+            ))),
             _ => None,
         }
     }
@@ -295,7 +288,27 @@ impl Policy {
             (Self::SlidingWindowCounter { window_ms, .. }, State::Counter(counter)) => counter
                 .current_start
                 .saturating_add(window_ms.saturating_mul(2)),
-            (Self::TokenBucket { .. } | Self::LeakyBucket { .. }, State::Bucket(_)) => {
+            // A full bucket means the same as a new one only when new buckets start full; one
+            // that starts lower is kept a period longer, then forgotten like any idle client.
+            (
+                Self::TokenBucket {
+                    bucket_size,
+                    initial_tokens,
+                    window_ms,
+                    ..
+                },
+                State::Bucket(_),
+            ) => {
+                let full_at =
+                    now_ms.saturating_add(self.evaluate(Some(state), now_ms, 0).reset_after_ms);
+                let grace = if initial_tokens < bucket_size {
+                    window_ms
+                } else {
+                    0
+                };
+                full_at.saturating_add(grace)
+            }
+            (Self::LeakyBucket { .. }, State::Bucket(_)) => {
                 now_ms.saturating_add(self.evaluate(Some(state), now_ms, 0).reset_after_ms)
             }
             _ => now_ms,
@@ -358,28 +371,4 @@ fn into_bucket(state: Option<State>) -> Option<BucketState> {
         Some(State::Bucket(bucket)) => Some(bucket),
         _ => None,
     }
-}
-
-/// The exact wait, in whole milliseconds, until `fits(now + wait)` first holds, starting from an
-/// estimate. Floating-point refill maths can make a ceiling estimate off by one either way; this
-/// walks it to the true minimum so `retry_after` is never early and never late. `fits` must be
-/// monotonic in time. The Lua and SQL versions repeat the same correction.
-pub(crate) fn exact_wait(estimate_ms: u64, now_ms: u64, fits: impl Fn(u64) -> bool) -> u64 {
-    // The estimate is within a step or two of the answer; the bound only guards against a
-    // `fits` that is wrongly never true.
-    const MAX_CORRECTION_STEPS: u32 = 64;
-    let mut wait = estimate_ms.max(1);
-    for _ in 0..MAX_CORRECTION_STEPS {
-        if fits(now_ms.saturating_add(wait)) {
-            break;
-        }
-        wait = wait.saturating_add(1);
-    }
-    for _ in 0..MAX_CORRECTION_STEPS {
-        if wait <= 1 || !fits(now_ms.saturating_add(wait - 1)) {
-            break;
-        }
-        wait -= 1;
-    }
-    wait
 }

@@ -1,59 +1,50 @@
 //! Token bucket: `tokens = min(size, tokens + elapsed * refill)`; a request of cost `c` is
 //! allowed when `tokens >= c`. `remaining = floor(tokens)`; `reset` is when the bucket is full.
+//! Levels are exact integers in the scaled units of [`Flow`].
 
-use super::{Verdict, exact_wait};
+use super::Verdict;
+use super::flow::Flow;
 
-/// A bucket's level and when it was last brought up to date. The token bucket stores tokens
-/// here; the leaky bucket stores its level.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// A bucket's level (scaled units, see [`Flow`]) and when it was last brought up to date. The
+/// token bucket stores its tokens here; the leaky bucket its level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BucketState {
-    /// Tokens (token bucket) or level (leaky bucket), fractional.
-    pub value: f64,
-    /// When `value` was computed (ms).
+    /// Tokens (token bucket) or level (leaky bucket) in scaled units.
+    pub level: u64,
+    /// When `level` was computed (ms).
     pub last_ms: u64,
 }
 
 pub(super) struct Params {
-    size: f64,
-    size_whole: u64,
-    refill_per_ms: f64,
-    initial: f64,
+    size: u64,
+    capacity: u128,
+    refill: Flow,
+    initial: u128,
     window_ms: u64,
 }
 
 impl Params {
-    pub(super) fn new(size: u64, refill_per_second: f64, initial: u64, window_ms: u64) -> Self {
+    pub(super) fn new(size: u64, refill: Flow, initial: u64, window_ms: u64) -> Self {
+        let unit = refill.unit();
         Self {
-            size: size as f64,
-            size_whole: size,
-            refill_per_ms: refill_per_second / 1_000.0,
-            initial: initial.min(size) as f64,
+            size,
+            capacity: u128::from(size) * unit,
+            refill,
+            initial: u128::from(initial.min(size)) * unit,
             window_ms,
         }
     }
 
-    /// The stored bucket, or a fresh one holding `initial` tokens whose refill starts now.
-    fn stored(&self, state: Option<&BucketState>, now_ms: u64) -> BucketState {
-        state.copied().unwrap_or(BucketState {
-            value: self.initial,
-            last_ms: now_ms,
+    /// Tokens (scaled) at `now_ms`: the stored bucket refilled, or a new one holding the initial
+    /// tokens. A clock that steps back refills nothing.
+    fn tokens_at(&self, state: Option<&BucketState>, now_ms: u64) -> u128 {
+        state.map_or(self.initial, |bucket| {
+            let level = u128::from(bucket.level).min(self.capacity);
+            let refill = self
+                .refill
+                .over(now_ms.saturating_sub(bucket.last_ms), self.capacity);
+            (level + refill).min(self.capacity)
         })
-    }
-
-    /// Tokens at `at_ms` (never earlier than the bucket's last update: a clock that steps back
-    /// refills nothing).
-    fn tokens_at(&self, bucket: &BucketState, at_ms: u64) -> f64 {
-        let elapsed = at_ms.saturating_sub(bucket.last_ms) as f64;
-        self.size.min(bucket.value + elapsed * self.refill_per_ms)
-    }
-
-    fn millis_until_full(&self, tokens: f64) -> u64 {
-        let missing = self.size - tokens;
-        if missing <= 0.0 || self.refill_per_ms <= 0.0 {
-            0
-        } else {
-            (missing / self.refill_per_ms).ceil() as u64
-        }
     }
 }
 
@@ -63,27 +54,22 @@ pub(super) fn evaluate(
     now_ms: u64,
     cost: u64,
 ) -> Verdict {
-    let bucket = params.stored(state, now_ms);
-    let tokens = params.tokens_at(&bucket, now_ms);
-    let cost_tokens = cost as f64;
-    let allowed = tokens >= cost_tokens;
-    let tokens_after = if allowed {
-        tokens - cost_tokens
-    } else {
-        tokens
-    };
-    let can_ever_fit = cost <= params.size_whole && params.refill_per_ms > 0.0;
-    let retry_after_ms = (!allowed && can_ever_fit).then(|| {
-        let estimate = ((cost_tokens - tokens) / params.refill_per_ms).ceil() as u64;
-        exact_wait(estimate, now_ms, |at_ms| {
-            params.tokens_at(&bucket, at_ms) >= cost_tokens
-        })
-    });
+    let unit = params.refill.unit();
+    let tokens = params.tokens_at(state, now_ms);
+    let needed = u128::from(cost) * unit;
+    let allowed = tokens >= needed;
+    let tokens_after = if allowed { tokens - needed } else { tokens };
+    let retry_after_ms = (!allowed && cost <= params.size)
+        .then(|| params.refill.millis_for(needed - tokens))
+        .flatten();
     Verdict {
         allowed,
-        limit: params.size_whole,
-        remaining: (tokens_after.max(0.0).floor() as u64).min(params.size_whole),
-        reset_after_ms: params.millis_until_full(tokens_after),
+        limit: params.size,
+        remaining: u64::try_from(tokens_after / unit).unwrap_or(u64::MAX),
+        reset_after_ms: params
+            .refill
+            .millis_for(params.capacity - tokens_after)
+            .unwrap_or(0),
         retry_after_ms,
         window_ms: params.window_ms,
     }
@@ -95,9 +81,18 @@ pub(super) fn admit(
     now_ms: u64,
     cost: u64,
 ) -> BucketState {
-    let bucket = params.stored(state, now_ms);
+    let tokens = params.tokens_at(state, now_ms);
+    let needed = u128::from(cost) * params.refill.unit();
     BucketState {
-        value: params.tokens_at(&bucket, now_ms) - cost as f64,
-        last_ms: bucket.last_ms.max(now_ms),
+        level: u64::try_from(tokens.saturating_sub(needed)).unwrap_or(u64::MAX),
+        last_ms: state.map_or(now_ms, |bucket| bucket.last_ms.max(now_ms)),
+    }
+}
+
+/// The state of a bucket first seen at `now_ms` that stores its initial tokens.
+pub(super) fn initial_state(params: &Params, now_ms: u64) -> BucketState {
+    BucketState {
+        level: u64::try_from(params.initial).unwrap_or(u64::MAX),
+        last_ms: now_ms,
     }
 }

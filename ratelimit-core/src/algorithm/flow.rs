@@ -1,0 +1,161 @@
+//! Exact refill and leak rates for the buckets.
+//!
+//! A bucket's level is kept in integer *scaled units*: one token is `per_ms` units, and the
+//! flow adds (or drains) `amount` units every millisecond. `10/h` becomes 10 tokens per
+//! 3,600,000 ms, so after `e` ms a bucket gains exactly `10 * e` units — no floating point, so
+//! `retry_after` is exact and Rust, Lua and SQL agree to the unit.
+
+/// Levels must stay exact in a Lua number (an IEEE double) too.
+pub const MAX_EXACT_UNITS: u128 = 1 << 53;
+
+/// `amount` tokens every `per_ms` milliseconds, in lowest terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Flow {
+    /// Tokens per `per_ms` ms; also the scaled units gained or drained per ms.
+    pub amount: u64,
+    /// The period of `amount` in ms; also how many scaled units make one token.
+    pub per_ms: u64,
+}
+
+impl Flow {
+    /// `count` tokens every `period_ms` milliseconds (a rate's own pace).
+    #[must_use]
+    pub fn per_period(count: u64, period_ms: u64) -> Self {
+        if count == 0 {
+            // Nothing ever flows; keep a scale of 1 so levels stay tiny.
+            return Self {
+                amount: 0,
+                per_ms: 1,
+            };
+        }
+        let divisor = gcd(count, period_ms.max(1));
+        Self {
+            amount: count / divisor,
+            per_ms: period_ms.max(1) / divisor,
+        }
+    }
+
+    /// A flow in tokens per second, written with at most six decimals (`2.0`, `0.5`, `0.125`).
+    /// `None` for anything else (NaN, negative, zero, or more precision than a decimal of six
+    /// places).
+    #[must_use]
+    pub fn per_second(per_second: f64) -> Option<Self> {
+        if !(per_second.is_finite() && per_second > 0.0) {
+            return None;
+        }
+        let mut decimals_scale: u64 = 1;
+        while decimals_scale <= 1_000_000 {
+            let numerator = (per_second * decimals_scale as f64).round();
+            // The decimal numerator/scale must be the very number given, not an approximation.
+            if numerator >= 1.0
+                && numerator < u64::MAX as f64
+                && numerator / decimals_scale as f64 == per_second
+            {
+                return Some(Self::per_period(numerator as u64, decimals_scale * 1_000));
+            }
+            decimals_scale *= 10;
+        }
+        None
+    }
+
+    /// One token in scaled units.
+    #[must_use]
+    pub fn unit(&self) -> u128 {
+        u128::from(self.per_ms)
+    }
+
+    /// Scaled units that flow in `elapsed_ms`, capped at `cap` (so nothing overflows).
+    #[must_use]
+    pub fn over(&self, elapsed_ms: u64, cap: u128) -> u128 {
+        (u128::from(elapsed_ms) * u128::from(self.amount)).min(cap)
+    }
+
+    /// Milliseconds until `units` scaled units have flowed (rounded up); `None` if nothing
+    /// flows.
+    #[must_use]
+    pub fn millis_for(&self, units: u128) -> Option<u64> {
+        if units == 0 {
+            return Some(0);
+        }
+        (self.amount > 0)
+            .then(|| u64::try_from(units.div_ceil(u128::from(self.amount))).unwrap_or(u64::MAX))
+    }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_reduce_to_lowest_terms() {
+        assert_eq!(
+            Flow::per_period(10, 3_600_000),
+            Flow {
+                amount: 1,
+                per_ms: 360_000
+            }
+        );
+        assert_eq!(
+            Flow::per_period(0, 60_000),
+            Flow {
+                amount: 0,
+                per_ms: 1
+            }
+        );
+        assert_eq!(
+            Flow::per_second(2.0),
+            Some(Flow {
+                amount: 1,
+                per_ms: 500
+            })
+        );
+        assert_eq!(
+            Flow::per_second(0.1),
+            Some(Flow {
+                amount: 1,
+                per_ms: 10_000
+            })
+        );
+        assert_eq!(
+            Flow::per_second(0.125),
+            Some(Flow {
+                amount: 1,
+                per_ms: 8_000
+            })
+        );
+    }
+
+    #[test]
+    fn unrepresentable_rates_are_refused() {
+        assert_eq!(Flow::per_second(f64::NAN), None);
+        assert_eq!(Flow::per_second(-1.0), None);
+        assert_eq!(Flow::per_second(0.0), None);
+        assert_eq!(Flow::per_second(1.0 / 3.0), None);
+        assert_eq!(Flow::per_second(0.000_000_1), None);
+    }
+
+    #[test]
+    fn waits_round_up() {
+        let flow = Flow {
+            amount: 3,
+            per_ms: 1_000,
+        };
+        assert_eq!(flow.millis_for(7), Some(3));
+        assert_eq!(flow.millis_for(0), Some(0));
+        assert_eq!(
+            Flow {
+                amount: 0,
+                per_ms: 1
+            }
+            .millis_for(1),
+            None
+        );
+    }
+}
