@@ -1,3 +1,4 @@
 //! Test support shared by every backend test: the conformance suite and service discovery.
 
 pub mod conformance;
+pub mod contention;

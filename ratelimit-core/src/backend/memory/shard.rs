@@ -15,9 +15,11 @@ pub(super) struct Entry {
 #[derive(Debug)]
 pub(super) struct Shard {
     entries: HashMap<KeyHash, Entry, PassThrough>,
-    /// Writes since the last sweep; a sweep runs once this reaches the shard's size, so each
-    /// write pays for at most one entry's worth of sweeping.
+    /// Writes since the last sweep; a sweep runs once this reaches the size the shard had after
+    /// the last sweep (at least `MIN_SWEEP_INTERVAL`). The shard is then at most twice that
+    /// size, so each write pays for at most two entries' worth of sweeping.
     writes_since_sweep: usize,
+    len_after_sweep: usize,
     max_entries: usize,
 }
 
@@ -29,6 +31,7 @@ impl Shard {
         Self {
             entries: HashMap::with_hasher(PassThrough),
             writes_since_sweep: 0,
+            len_after_sweep: 0,
             max_entries: max_entries.max(1),
         }
     }
@@ -51,7 +54,7 @@ impl Shard {
 
     pub(super) fn insert(&mut self, key: KeyHash, entry: Entry, now_ms: u64) {
         self.writes_since_sweep += 1;
-        if self.writes_since_sweep >= self.entries.len().max(MIN_SWEEP_INTERVAL) {
+        if self.writes_since_sweep >= self.len_after_sweep.max(MIN_SWEEP_INTERVAL) {
             self.sweep(now_ms);
         }
         if self.entries.len() >= self.max_entries && !self.entries.contains_key(&key) {
@@ -69,6 +72,7 @@ impl Shard {
         self.writes_since_sweep = 0;
         let before = self.entries.len();
         self.entries.retain(|_, entry| entry.expires_at > now_ms);
+        self.len_after_sweep = self.entries.len();
         (before - self.entries.len()) as u64
     }
 

@@ -1,0 +1,186 @@
+//! Memory-backend specifics: bounds, expiry, reset, odd keys and invalid limits.
+
+use std::time::Duration;
+
+use ratelimit_core::{Backend, BackendError, Limit, LimitError, ManualClock, MemoryBackend, Rate};
+
+fn rate(text: &str) -> Rate {
+    Rate::parse(text).unwrap_or_else(|error| panic!("{error}"))
+}
+
+#[tokio::test]
+async fn expired_state_is_swept_by_cleanup_and_reads_as_fresh() {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let backend = MemoryBackend::with_clock(clock.clone());
+    let limit = Limit::fixed_window(rate("1/m"));
+    for user in 0..100 {
+        assert!(
+            backend
+                .check(&format!("user:{user}"), &limit)
+                .await
+                .is_ok_and(|d| d.allowed)
+        );
+    }
+    assert_eq!(backend.len(), 100);
+    clock.advance(Duration::from_secs(61));
+    assert!(
+        backend
+            .check("user:0", &limit)
+            .await
+            .is_ok_and(|d| d.allowed),
+        "new window"
+    );
+    assert_eq!(
+        backend.cleanup().await.ok(),
+        Some(99),
+        "the 99 untouched keys expired"
+    );
+    assert_eq!(backend.len(), 1);
+}
+
+#[tokio::test]
+async fn writes_sweep_expired_state_without_a_cleanup_call() {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let backend = MemoryBackend::builder()
+        .clock(clock.clone())
+        .shards(1)
+        .build();
+    let limit = Limit::fixed_window(rate("1/s"));
+    for user in 0..5_000 {
+        let _ = backend.check(&format!("old:{user}"), &limit).await;
+    }
+    clock.advance(Duration::from_secs(2));
+    for user in 0..5_000 {
+        let _ = backend.check(&format!("new:{user}"), &limit).await;
+    }
+    assert!(
+        backend.len() < 10_000,
+        "old keys were swept by later writes: {}",
+        backend.len()
+    );
+}
+
+#[tokio::test]
+async fn max_keys_bounds_the_store_and_evicts_soonest_to_expire_first() {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let backend = MemoryBackend::builder()
+        .clock(clock.clone())
+        .max_keys(64)
+        .shards(1)
+        .build();
+    let long = Limit::fixed_window(rate("1/d"));
+    let short = Limit::fixed_window(rate("1/s"));
+    for user in 0..32 {
+        let _ = backend.check(&format!("long:{user}"), &long).await;
+    }
+    for user in 0..1_000 {
+        let _ = backend.check(&format!("short:{user}"), &short).await;
+        assert!(
+            backend.len() <= 64,
+            "never above max_keys: {}",
+            backend.len()
+        );
+    }
+    for user in 0..32 {
+        let decision = backend.peek(&format!("long:{user}"), &long).await;
+        assert!(
+            decision.is_ok_and(|d| !d.allowed),
+            "long-lived key {user} was kept"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reset_forgets_every_quota_of_a_compound_rate() {
+    let backend = MemoryBackend::new();
+    let limit = Limit::sliding_window(rate("1/s;2/m;3/h"));
+    assert!(backend.check("k", &limit).await.is_ok_and(|d| d.allowed));
+    assert!(backend.check("k", &limit).await.is_ok_and(|d| !d.allowed));
+    assert!(backend.reset("k").await.is_ok());
+    assert_eq!(backend.len(), 0);
+    assert!(backend.check("k", &limit).await.is_ok_and(|d| d.allowed));
+}
+
+#[tokio::test]
+async fn huge_and_unicode_keys_are_distinct_buckets() {
+    let backend = MemoryBackend::new();
+    let limit = Limit::fixed_window(rate("1/m"));
+    let huge = "x".repeat(1 << 20);
+    let keys = [huge.as_str(), "ключ", "キー", "🔑", "", "\0", "a{b}c"];
+    for key in keys {
+        assert!(
+            backend.check(key, &limit).await.is_ok_and(|d| d.allowed),
+            "{key:.8}"
+        );
+    }
+    for key in keys {
+        assert!(
+            backend.check(key, &limit).await.is_ok_and(|d| !d.allowed),
+            "{key:.8}"
+        );
+    }
+    assert_eq!(
+        backend.len(),
+        keys.len(),
+        "a 1 MiB key costs a fixed-size entry"
+    );
+}
+
+#[tokio::test]
+async fn invalid_limits_and_zero_cost_are_errors_not_panics() {
+    let backend = MemoryBackend::new();
+    let cases = [
+        (
+            Limit::fixed_window(rate("1/m")).bucket_size(3),
+            "bucket_size",
+        ),
+        (
+            Limit::token_bucket(rate("1/m")).refill_rate(f64::NAN),
+            "refill_rate",
+        ),
+        (
+            Limit::token_bucket(rate("1/m")).refill_rate(-1.0),
+            "refill_rate",
+        ),
+        (Limit::leaky_bucket(rate("1/m")).leak_rate(0.0), "leak_rate"),
+        (
+            Limit::token_bucket(rate("1/m")).bucket_size(0),
+            "bucket_size",
+        ),
+        (
+            Limit::token_bucket(rate("5/m")).initial_tokens(6),
+            "initial_tokens",
+        ),
+        (
+            Limit::token_bucket(rate("5/m;10/h")).bucket_size(6),
+            "compound",
+        ),
+        (Limit::leaky_bucket(rate("1/m")).capacity(u64::MAX), "exact"),
+    ];
+    for (limit, fragment) in cases {
+        let error = limit
+            .validate()
+            .err()
+            .unwrap_or_else(|| panic!("{limit:?} validated"));
+        assert!(error.to_string().contains(fragment), "{error}");
+        let from_backend = backend.check("k", &limit).await;
+        assert!(
+            matches!(&from_backend, Err(BackendError::InvalidLimit(e)) if e.to_string() == error.to_string()),
+            "{from_backend:?}"
+        );
+    }
+    let valid = Limit::fixed_window(rate("1/m"));
+    assert!(matches!(
+        backend.check_n("k", &valid, 0).await,
+        Err(BackendError::InvalidLimit(LimitError::ZeroCost))
+    ));
+}
+
+#[tokio::test]
+async fn health_is_reported_without_io() {
+    let backend = MemoryBackend::new();
+    let status = backend.health().await;
+    assert!(status.healthy);
+    assert_eq!(status.backend, "memory");
+    assert_eq!(backend.health_status(), status);
+}

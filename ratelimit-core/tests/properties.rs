@@ -1,0 +1,252 @@
+//! Property tests: the memory backend against a naive reference model, for random rates, costs
+//! and request times, on every algorithm.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use ratelimit_core::{Algorithm, Decision, Limit, ManualClock, MemoryBackend, Quota, Rate};
+
+const START_MS: u64 = 1_700_000_000_000;
+
+/// A deliberately naive model: it keeps every admitted request and recomputes from history.
+struct Model {
+    algorithm: Algorithm,
+    count: u64,
+    period_ms: u64,
+    admitted: Vec<(u64, u64)>,
+    /// First request time: a bucket's refill starts there.
+    first_ms: Option<u64>,
+}
+
+impl Model {
+    /// Tokens (token bucket) or level (leaky bucket) at `now`, times `period_ms`, replayed from
+    /// the admitted history with the default flow of `count` per `period_ms`.
+    fn bucket_scaled(&self, now: u64) -> u128 {
+        let size = u128::from(self.count) * u128::from(self.period_ms);
+        let Some(first) = self.first_ms else {
+            return if self.algorithm == Algorithm::TokenBucket {
+                size
+            } else {
+                0
+            };
+        };
+        let (mut value, mut last) = if self.algorithm == Algorithm::TokenBucket {
+            (size, first)
+        } else {
+            (0, first)
+        };
+        for &(at, cost) in self.admitted.iter().chain(std::iter::once(&(now, 0))) {
+            let flowed = u128::from(at - last) * u128::from(self.count);
+            value = if self.algorithm == Algorithm::TokenBucket {
+                (value + flowed).min(size)
+            } else {
+                value.saturating_sub(flowed)
+            };
+            let cost = u128::from(cost) * u128::from(self.period_ms);
+            value = if self.algorithm == Algorithm::TokenBucket {
+                value - cost
+            } else {
+                value + cost
+            };
+            last = at;
+        }
+        value
+    }
+
+    fn used_in(&self, from: u64, to: u64) -> u64 {
+        self.admitted
+            .iter()
+            .filter(|(at, _)| (from..to).contains(at))
+            .map(|(_, cost)| cost)
+            .sum()
+    }
+
+    /// `(allowed, remaining)` for a request of `cost` at `now`; records it when allowed.
+    fn request(&mut self, now: u64, cost: u64) -> (bool, u64) {
+        self.first_ms.get_or_insert(now);
+        let period = self.period_ms;
+        let limit = self.count;
+        let (allowed, remaining) = match self.algorithm {
+            Algorithm::FixedWindow => {
+                let start = now / period * period;
+                let used = self.used_in(start, start + period);
+                let allowed = used + cost <= limit;
+                (allowed, limit - used - if allowed { cost } else { 0 })
+            }
+            Algorithm::SlidingWindow => {
+                let used = self.used_in(now.saturating_sub(period - 1), now + 1);
+                let allowed = used + cost <= limit;
+                (allowed, limit - used - if allowed { cost } else { 0 })
+            }
+            Algorithm::SlidingWindowCounter => {
+                let start = now / period * period;
+                let current = u128::from(self.used_in(start, start + period));
+                let previous = u128::from(self.used_in(start.saturating_sub(period), start));
+                let overlap = u128::from(start + period - now);
+                let period = u128::from(period);
+                let used_scaled = previous * overlap + current * period;
+                let cost_scaled = u128::from(cost) * period;
+                let limit_scaled = u128::from(limit) * period;
+                let allowed = used_scaled + cost_scaled <= limit_scaled;
+                let after = used_scaled + if allowed { cost_scaled } else { 0 };
+                (
+                    allowed,
+                    (limit_scaled.saturating_sub(after) / period) as u64,
+                )
+            }
+            Algorithm::TokenBucket => {
+                let tokens = self.bucket_scaled(now);
+                let needed = u128::from(cost) * u128::from(period);
+                let allowed = tokens >= needed;
+                let after = if allowed { tokens - needed } else { tokens };
+                (allowed, (after / u128::from(period)) as u64)
+            }
+            Algorithm::LeakyBucket => {
+                let level = self.bucket_scaled(now);
+                let capacity = u128::from(limit) * u128::from(period);
+                let added = u128::from(cost) * u128::from(period);
+                let allowed = level + added <= capacity;
+                let after = level + if allowed { added } else { 0 };
+                (allowed, ((capacity - after) / u128::from(period)) as u64)
+            }
+        };
+        if allowed {
+            self.admitted.push((now, cost));
+        }
+        (allowed, remaining)
+    }
+}
+
+fn algorithm() -> impl Strategy<Value = Algorithm> {
+    prop::sample::select(Algorithm::ALL.to_vec())
+}
+
+fn quota() -> impl Strategy<Value = (u64, u64)> {
+    (
+        0_u64..12,
+        prop::sample::select(vec![1_000_u64, 2_000, 10_000, 60_000]),
+    )
+}
+
+fn requests() -> impl Strategy<Value = Vec<(u64, u64)>> {
+    prop::collection::vec((0_u64..2_500, 1_u64..5), 1..80)
+}
+
+fn setup(algorithm: Algorithm, count: u64, period_ms: u64) -> (MemoryBackend, ManualClock, Limit) {
+    let clock = ManualClock::new(START_MS);
+    let backend = MemoryBackend::with_clock(clock.clone());
+    let period = std::num::NonZeroU64::new(period_ms).unwrap_or(std::num::NonZeroU64::MIN);
+    let limit = Limit::new(Rate::from_quota(Quota::new(count, period)), algorithm);
+    (backend, clock, limit)
+}
+
+fn decide(backend: &MemoryBackend, limit: &Limit, cost: u64, commit: bool) -> Decision {
+    let decision = if commit {
+        backend.check_now("k", limit, cost)
+    } else {
+        backend.peek_now("k", limit, cost)
+    };
+    decision.unwrap_or_else(|error| panic!("valid limit refused: {error}"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// The fast implementation agrees with the naive model on every decision, `peek` always
+    /// predicts `check`, and `remaining <= limit`.
+    #[test]
+    fn backend_agrees_with_the_reference_model(
+        algorithm in algorithm(),
+        (count, period_ms) in quota(),
+        requests in requests(),
+    ) {
+        let (backend, clock, limit) = setup(algorithm, count, period_ms);
+        let mut model = Model { algorithm, count, period_ms, admitted: Vec::new(), first_ms: None };
+        for (advance_ms, cost) in requests {
+            clock.advance(Duration::from_millis(advance_ms));
+            let now = clock.now_millis();
+            let peeked = decide(&backend, &limit, cost, false);
+            let decision = decide(&backend, &limit, cost, true);
+            prop_assert_eq!(peeked, decision, "peek predicts check");
+            let (allowed, remaining) = model.request(now, cost);
+            prop_assert_eq!(decision.allowed, allowed, "allowed at {} cost {}", now - START_MS, cost);
+            prop_assert_eq!(decision.remaining, remaining, "remaining at {}", now - START_MS);
+            prop_assert!(decision.remaining <= decision.limit);
+            prop_assert_eq!(decision.limit, count);
+            prop_assert_eq!(decision.retry_after.is_some(), !decision.allowed && cost <= count);
+        }
+    }
+
+    /// `retry_after` is exact: one millisecond earlier the same request is still rejected, at
+    /// `retry_after` it is allowed.
+    #[test]
+    fn retry_after_is_the_exact_wait(
+        algorithm in algorithm(),
+        (count, period_ms) in quota(),
+        requests in requests(),
+    ) {
+        let (backend, clock, limit) = setup(algorithm, count, period_ms);
+        for (advance_ms, cost) in requests {
+            clock.advance(Duration::from_millis(advance_ms));
+            let now = clock.now_millis();
+            let decision = decide(&backend, &limit, cost, true);
+            let Some(retry_after) = decision.retry_after else { continue };
+            let retry_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
+            prop_assert!(retry_ms >= 1);
+            clock.set_millis(now + retry_ms - 1);
+            prop_assert!(!decide(&backend, &limit, cost, false).allowed, "allowed before retry_after");
+            clock.set_millis(now + retry_ms);
+            prop_assert!(decide(&backend, &limit, cost, false).allowed, "still rejected at retry_after");
+            clock.set_millis(now);
+        }
+    }
+
+    /// No window of length P ever admits more than the limit (fixed and sliding windows: any
+    /// window; buckets: never more than the burst plus what flowed in).
+    #[test]
+    fn no_overshoot(
+        algorithm in algorithm(),
+        (count, period_ms) in quota(),
+        requests in requests(),
+    ) {
+        let (backend, clock, limit) = setup(algorithm, count, period_ms);
+        let mut admitted: Vec<(u64, u64)> = Vec::new();
+        for (advance_ms, cost) in requests {
+            clock.advance(Duration::from_millis(advance_ms));
+            if decide(&backend, &limit, cost, true).allowed {
+                admitted.push((clock.now_millis(), cost));
+            }
+        }
+        let first = admitted.first().map_or(START_MS, |(at, _)| *at);
+        for &(from, _) in &admitted {
+            let in_window: u64 = admitted
+                .iter()
+                .filter(|(at, _)| (from..from + period_ms).contains(at))
+                .map(|(_, cost)| cost)
+                .sum();
+            match algorithm {
+                Algorithm::FixedWindow => {
+                    let start = from / period_ms * period_ms;
+                    let aligned: u64 = admitted
+                        .iter()
+                        .filter(|(at, _)| (start..start + period_ms).contains(at))
+                        .map(|(_, cost)| cost)
+                        .sum();
+                    prop_assert!(aligned <= count);
+                }
+                Algorithm::SlidingWindow => prop_assert!(in_window <= count),
+                // Approximate by design: never more than twice the limit in any window.
+                Algorithm::SlidingWindowCounter => prop_assert!(in_window <= 2 * count),
+                Algorithm::TokenBucket | Algorithm::LeakyBucket => {
+                    let through: u64 = admitted
+                        .iter()
+                        .filter(|(at, _)| *at <= from)
+                        .map(|(_, cost)| cost)
+                        .sum();
+                    let flowed = u128::from(from - first) * u128::from(count) / u128::from(period_ms);
+                    prop_assert!(u128::from(through) <= u128::from(count) + flowed);
+                }
+            }
+        }
+    }
+}
