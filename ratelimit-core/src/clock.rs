@@ -26,7 +26,7 @@ impl SystemClock {
     pub fn new() -> Self {
         let anchor_millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |since_epoch| duration_millis(since_epoch));
+            .map_or(0, duration_millis);
         Self {
             anchor_instant: Instant::now(),
             anchor_millis,

@@ -2,8 +2,11 @@
 
 use ratelimit_core::{Rate, RateParseErrorKind};
 
-/// `(input, [(count, period seconds)], canonical display)`.
-const ACCEPTED: &[(&str, &[(u64, u64)], &str)] = &[
+/// `(count, period seconds)` of each quota.
+type Quotas = &'static [(u64, u64)];
+
+/// `(input, quotas, canonical display)`.
+const ACCEPTED: &[(&str, Quotas, &str)] = &[
     ("10/s", &[(10, 1)], "10/s"),
     ("5/m", &[(5, 60)], "5/m"),
     ("100/h", &[(100, 3_600)], "100/h"),

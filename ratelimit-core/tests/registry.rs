@@ -1,6 +1,6 @@
 //! Registries as values: defaults, validation of every builder input.
 
-use ratelimit_core::{Backend, MemoryBackend, OnError, Registry, RegistryError};
+use ratelimit_core::{MemoryBackend, OnError, Registry, RegistryError};
 
 #[test]
 fn an_empty_builder_is_the_zero_config_registry() {

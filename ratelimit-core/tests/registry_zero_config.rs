@@ -1,7 +1,7 @@
 //! With nothing installed, the global registry is one memory backend named `memory`; using it
 //! makes a later install an error (the program served requests with other settings).
 
-use ratelimit_core::{Backend, Limit, Rate, Registry, RegistryError};
+use ratelimit_core::{Limit, Rate, Registry, RegistryError};
 
 #[tokio::test]
 async fn the_zero_config_registry_serves_and_then_blocks_install() {
