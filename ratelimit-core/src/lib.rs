@@ -9,6 +9,8 @@ pub mod rate;
 #[cfg(feature = "memory")]
 pub mod backend;
 #[cfg(feature = "memory")]
+pub mod handlers;
+#[cfg(feature = "memory")]
 pub mod health;
 #[cfg(feature = "memory")]
 pub mod registry;
@@ -23,6 +25,8 @@ pub use rate::{Quota, Rate, RateParseError, RateParseErrorKind};
 pub use async_trait::async_trait;
 #[cfg(feature = "memory")]
 pub use backend::{Backend, BackendError, MemoryBackend};
+#[cfg(feature = "memory")]
+pub use handlers::{RegisteredLimit, registered_limits};
 #[cfg(feature = "memory")]
 pub use health::{CircuitState, HealthStatus};
 #[cfg(feature = "memory")]

@@ -155,6 +155,27 @@ impl Registry {
             .map(|(name, backend)| (name.as_str(), backend))
     }
 
+    /// Checks that every backend named by a `#[rate_limit]` handler linked into this program
+    /// is configured here. [`RegistryBuilder::install`] runs it; tests that build registries as
+    /// values may call it themselves.
+    ///
+    /// # Errors
+    /// [`RegistryError::UnknownHandlerBackend`] for the first handler naming a missing backend.
+    pub fn validate_handlers(&self) -> Result<(), RegistryError> {
+        for limit in crate::handlers::registered_limits() {
+            if let Some(backend) = limit.backend {
+                if self.backend(backend).is_none() {
+                    return Err(RegistryError::UnknownHandlerBackend {
+                        handler: limit.handler,
+                        backend: backend.to_owned(),
+                        configured: self.backend_names().map(str::to_owned).collect(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Every backend name, in the order configured.
     pub fn backend_names(&self) -> impl Iterator<Item = &str> {
         self.backends.iter().map(|(name, _)| name.as_str())
@@ -300,10 +321,13 @@ impl RegistryBuilder {
     /// Builds the registry and makes it the global one. Call it once, before serving.
     ///
     /// # Errors
-    /// Any [`RegistryBuilder::build`] error, or [`RegistryError::AlreadyInstalled`] when a
-    /// registry was installed (or the zero-configuration one was used) before.
+    /// Any [`RegistryBuilder::build`] error, [`RegistryError::UnknownHandlerBackend`] when a
+    /// `#[rate_limit(backend = "..")]` handler names a backend that is not configured, or
+    /// [`RegistryError::AlreadyInstalled`] when a registry was installed (or the
+    /// zero-configuration one was used) before.
     pub fn install(self) -> Result<&'static Registry, RegistryError> {
         let registry = self.build()?;
+        registry.validate_handlers()?;
         let mut installed = false;
         let global = GLOBAL.get_or_init(|| {
             installed = true;
@@ -345,6 +369,15 @@ pub enum RegistryError {
     #[error("default backend `{name}` is not configured; configured backends: {configured:?}")]
     UnknownDefaultBackend {
         name: String,
+        configured: Vec<String>,
+    },
+    /// A `#[rate_limit(backend = "..")]` handler names a backend that is not configured.
+    #[error(
+        "handler `{handler}` uses backend `{backend}`, which is not configured; configured backends: {configured:?} (add it with .backend(\"{backend}\", ..))"
+    )]
+    UnknownHandlerBackend {
+        handler: &'static str,
+        backend: String,
         configured: Vec<String>,
     },
     /// A trusted proxy entry that is not a network.
