@@ -1,4 +1,30 @@
-//! Rate limiting for axum. The guard, headers and `#[rate_limit]` land with the macro issue;
-//! today the crate re-exports the core so `ratelimit_axum::core` is the one path users need.
+#![doc = include_str!("../README.md")]
+
+mod client_ip;
+mod enforce;
+mod guard;
+pub mod headers;
+mod key;
+mod rejection;
+mod settings;
+mod spec;
+mod status;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
 
 pub use ratelimit_core as core;
+// pub use ratelimit_macros::rate_limit; // enabled once the macro crate exports it
+
+pub use client_ip::{
+    MissingPeerAddress, canonical as canonical_ip, client_ip, grouped as grouped_ip,
+};
+pub use key::bucket_key;
+pub use rejection::{BackendUnavailable, BlockedResponse, GuardRejection, RateLimited};
+pub use settings::{
+    AlreadyInstalled, GuardSettings, GuardSettingsBuilder, InvalidNetwork, MissingKey, Scope,
+    UserResolver,
+};
+pub use spec::{AlgorithmConfig, CostSource, HandlerSpec, KeySource, LimitSpec, RateSource};
+pub use status::{RateLimitStatus, UserId};

@@ -52,4 +52,7 @@ pub enum BackendError {
     /// The limit's settings do not fit together, or the cost is 0.
     #[error("invalid limit: {0}")]
     InvalidLimit(#[from] LimitError),
+    /// A user-defined backend failed; built-in backends report their own named variants.
+    #[error("custom backend failed: {0}")]
+    Custom(Box<dyn std::error::Error + Send + Sync>),
 }

@@ -1,0 +1,146 @@
+//! Why the guard stopped a request, as named responses.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::header::RETRY_AFTER;
+use ratelimit_core::Decision;
+use serde_json::json;
+
+use crate::headers;
+
+/// The guard's rejection: the response a stopped request gets.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum GuardRejection {
+    /// Over the limit with `block = true`: 429.
+    RateLimited(RateLimited),
+    /// No backend could decide and the failure policy is `deny`: 503, never a 429.
+    BackendUnavailable(BackendUnavailable),
+    /// The client's address is on the deny list: 403.
+    Forbidden,
+    /// The peer address is unknown (server not set up for it): 500 with how to fix it.
+    MissingPeerAddress,
+    /// The key's header / query / path value is missing and the settings say reject: 400.
+    MissingKeyValue(&'static str),
+    /// A limit names a backend the registry lacks (install() reports this at startup): 500.
+    UnknownBackend(&'static str),
+    /// The handler's limits are not registered (a linker dropped them): 500.
+    UnregisteredHandler,
+}
+
+/// A request over its limit.
+#[derive(Clone, Debug)]
+pub struct RateLimited {
+    /// The rejecting limit's decision.
+    pub decision: Decision,
+    /// `module::path::handler` (or the layer's rule).
+    pub handler: &'static str,
+    /// The rate as written, for the message.
+    pub rate: String,
+}
+
+impl RateLimited {
+    /// The default 429: headers, `Retry-After` and
+    /// `{"error":"rate_limited","detail":"...","retry_after":N}` (`null` when it never passes).
+    #[must_use]
+    pub fn default_response(&self) -> Response {
+        let retry_after = self.decision.retry_after_secs();
+        let detail = match retry_after {
+            Some(seconds) => format!(
+                "Rate limit of {} exceeded. Try again in {seconds} second{}.",
+                self.rate,
+                if seconds == 1 { "" } else { "s" }
+            ),
+            None => format!(
+                "Rate limit of {} exceeded; this request can never pass.",
+                self.rate
+            ),
+        };
+        let body = json!({ "error": "rate_limited", "detail": detail, "retry_after": retry_after });
+        (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response()
+    }
+}
+
+/// Every backend failed and the failure policy is `deny`.
+#[derive(Clone, Copy, Debug)]
+pub struct BackendUnavailable {
+    /// Seconds for `Retry-After`.
+    pub retry_after_secs: u64,
+}
+
+/// A function that builds the 429 response, configured once in [`crate::GuardSettings`]. The
+/// guard adds the rate-limit headers to whatever it returns.
+pub type BlockedResponse = fn(&RateLimited) -> Response;
+
+impl GuardRejection {
+    pub(crate) fn into_response_with(self, blocked: Option<BlockedResponse>) -> Response {
+        match self {
+            Self::RateLimited(limited) => {
+                let mut response =
+                    blocked.map_or_else(|| limited.default_response(), |build| build(&limited));
+                headers::insert(response.headers_mut(), &limited.decision, true);
+                response
+            }
+            Self::BackendUnavailable(unavailable) => {
+                let body = json!({
+                    "error": "rate_limit_unavailable",
+                    "detail": "The rate limiter is unavailable; try again later.",
+                    "retry_after": unavailable.retry_after_secs,
+                });
+                let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, unavailable.retry_after_secs.into());
+                response
+            }
+            Self::Forbidden => error(StatusCode::FORBIDDEN, "forbidden", "Access denied."),
+            Self::MissingPeerAddress => {
+                tracing::error!(
+                    "rate limiting needs the client address: serve the app with \
+                     `app.into_make_service_with_connect_info::<std::net::SocketAddr>()`"
+                );
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "rate_limit_misconfigured",
+                    "Rate limiting needs the client address: serve the app with \
+                     `axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())`.",
+                )
+            }
+            Self::MissingKeyValue(what) => error(
+                StatusCode::BAD_REQUEST,
+                "rate_limit_key_missing",
+                &format!("The request has no {what}, which identifies it for rate limiting."),
+            ),
+            Self::UnknownBackend(name) => {
+                tracing::error!(
+                    backend = name,
+                    "rate limit names a backend that is not configured"
+                );
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "rate_limit_misconfigured",
+                    "A rate limit names a backend that is not configured.",
+                )
+            }
+            Self::UnregisteredHandler => {
+                tracing::error!("a #[rate_limit] handler's limits were not registered");
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "rate_limit_misconfigured",
+                    "The handler's rate limits are not registered.",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for GuardRejection {
+    fn into_response(self) -> Response {
+        self.into_response_with(None)
+    }
+}
+
+fn error(status: StatusCode, code: &str, detail: &str) -> Response {
+    (status, Json(json!({ "error": code, "detail": detail }))).into_response()
+}
