@@ -44,10 +44,8 @@ pub fn insert(headers: &mut HeaderMap, decision: &Decision, with_retry_after: bo
             decision.remaining
         )),
     );
-    if with_retry_after {
-        if let Some(retry_after) = decision.retry_after_secs() {
-            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
-        }
+    if with_retry_after && let Some(retry_after) = decision.retry_after_secs() {
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
     }
 }
 

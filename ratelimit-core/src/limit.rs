@@ -125,28 +125,40 @@ impl Limit {
     /// # Errors
     /// The first [`LimitError`] found.
     pub fn validate(&self) -> Result<(), LimitError> {
-        let bucket_fields = [
-            ("bucket_size", self.bucket_size.is_some()),
-            ("refill_rate", self.refill_rate.is_some()),
-            ("initial_tokens", self.initial_tokens.is_some()),
+        let fields = [
+            (
+                "bucket_size",
+                Algorithm::TokenBucket,
+                self.bucket_size.is_some(),
+            ),
+            (
+                "refill_rate",
+                Algorithm::TokenBucket,
+                self.refill_rate.is_some(),
+            ),
+            (
+                "initial_tokens",
+                Algorithm::TokenBucket,
+                self.initial_tokens.is_some(),
+            ),
+            ("capacity", Algorithm::LeakyBucket, self.capacity.is_some()),
+            (
+                "leak_rate",
+                Algorithm::LeakyBucket,
+                self.leak_rate.is_some(),
+            ),
         ];
-        let leaky_fields = [
-            ("capacity", self.capacity.is_some()),
-            ("leak_rate", self.leak_rate.is_some()),
-        ];
-        let (own_fields, foreign_fields): (&[_], Vec<_>) = match self.algorithm {
-            Algorithm::TokenBucket => (&bucket_fields, leaky_fields.to_vec()),
-            Algorithm::LeakyBucket => (&leaky_fields, bucket_fields.to_vec()),
-            _ => (&[], [&bucket_fields[..], &leaky_fields[..]].concat()),
-        };
-        if let Some((field, _)) = foreign_fields.iter().find(|(_, set)| *set) {
-            return Err(LimitError::SettingForOtherAlgorithm {
-                field,
-                algorithm: self.algorithm,
-            });
-        }
-        if self.rate.is_compound() {
-            if let Some((field, _)) = own_fields.iter().find(|(_, set)| *set) {
+        for (field, owner, set) in fields {
+            if !set {
+                continue;
+            }
+            if owner != self.algorithm {
+                return Err(LimitError::SettingForOtherAlgorithm {
+                    field,
+                    algorithm: self.algorithm,
+                });
+            }
+            if self.rate.is_compound() {
                 return Err(LimitError::SettingOnCompoundRate { field });
             }
         }
@@ -156,13 +168,13 @@ impl Limit {
         check_at_least_one("bucket_size", self.bucket_size)?;
         check_at_least_one("capacity", self.capacity)?;
         let bucket_size = self.bucket_size.unwrap_or(self.rate.count());
-        if let Some(initial_tokens) = self.initial_tokens {
-            if initial_tokens > bucket_size {
-                return Err(LimitError::InitialTokensAboveBucketSize {
-                    initial_tokens,
-                    bucket_size,
-                });
-            }
+        if let Some(initial_tokens) = self.initial_tokens
+            && initial_tokens > bucket_size
+        {
+            return Err(LimitError::InitialTokensAboveBucketSize {
+                initial_tokens,
+                bucket_size,
+            });
         }
         Ok(())
     }

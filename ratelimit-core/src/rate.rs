@@ -55,7 +55,7 @@ impl Quota {
 impl fmt::Display for Quota {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let period_ms = self.period_ms.get();
-        if period_ms % MILLIS_PER_SECOND != 0 {
+        if !period_ms.is_multiple_of(MILLIS_PER_SECOND) {
             // Only reachable through `Quota::new` with a sub-second period; the grammar has no
             // unit for it, so print something unambiguous rather than a lie.
             return write!(f, "{}/{}ms", self.count, period_ms);
@@ -63,7 +63,7 @@ impl fmt::Display for Quota {
         let seconds = period_ms / MILLIS_PER_SECOND;
         let (unit, unit_seconds) = UNITS
             .into_iter()
-            .find(|(_, unit_seconds)| seconds % unit_seconds == 0)
+            .find(|(_, unit_seconds)| seconds.is_multiple_of(*unit_seconds))
             .unwrap_or(('s', 1));
         let multiplier = seconds / unit_seconds;
         if multiplier == 1 {

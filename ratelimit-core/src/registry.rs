@@ -163,14 +163,14 @@ impl Registry {
     /// [`RegistryError::UnknownHandlerBackend`] for the first handler naming a missing backend.
     pub fn validate_handlers(&self) -> Result<(), RegistryError> {
         for limit in crate::handlers::registered_limits() {
-            if let Some(backend) = limit.backend {
-                if self.backend(backend).is_none() {
-                    return Err(RegistryError::UnknownHandlerBackend {
-                        handler: limit.handler,
-                        backend: backend.to_owned(),
-                        configured: self.backend_names().map(str::to_owned).collect(),
-                    });
-                }
+            if let Some(backend) = limit.backend
+                && self.backend(backend).is_none()
+            {
+                return Err(RegistryError::UnknownHandlerBackend {
+                    handler: limit.handler,
+                    backend: backend.to_owned(),
+                    configured: self.backend_names().map(str::to_owned).collect(),
+                });
             }
         }
         Ok(())
