@@ -15,7 +15,7 @@ mod status;
 pub mod __private;
 
 pub use ratelimit_core as core;
-// pub use ratelimit_macros::rate_limit; // enabled once the macro crate exports it
+pub use ratelimit_macros::rate_limit;
 
 pub use client_ip::{
     MissingPeerAddress, canonical as canonical_ip, client_ip, grouped as grouped_ip,
