@@ -1,65 +1,64 @@
-//! Quickstart: the zero-configuration memory backend guarding an axum route.
+//! Quickstart: `#[rate_limit]` on a few axum routes, with the zero-configuration memory backend.
 //!
-//! Run: `cargo run --example quickstart`, then `curl -i http://127.0.0.1:3000/api/data`
-//! (six times within a minute: the sixth answers 429).
-
-use std::net::SocketAddr;
-use std::num::NonZeroU64;
-use std::sync::LazyLock;
+//! Run: `cargo run --example quickstart` (listens on `QUICKSTART_ADDR`, default
+//! 127.0.0.1:3000), then e.g. `curl -i http://127.0.0.1:3000/api/data` six times: five 200s
+//! with `X-RateLimit-Remaining` 4..0, then a 429 with `Retry-After`.
 
 use axum::Router;
-use axum::extract::ConnectInfo;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::extract::Path;
 use axum::routing::get;
-use ratelimit_axum::core::{Limit, Quota, Rate, Registry};
+use ratelimit_axum::rate_limit;
 
-const MINUTE_MS: NonZeroU64 = NonZeroU64::MIN.saturating_add(59_999);
-const FIVE_PER_MINUTE_QUOTAS: &[Quota] = &[Quota::new(5, MINUTE_MS)];
-static FIVE_PER_MINUTE: LazyLock<Limit> =
-    LazyLock::new(|| Limit::fixed_window(Rate::from_static(FIVE_PER_MINUTE_QUOTAS)));
+/// Five requests per minute per client IP (fixed window, the default algorithm).
+#[rate_limit(key = "ip", rate = "5/m")]
+async fn data() -> &'static str {
+    "data\n"
+}
 
-async fn data(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
-    let key = format!("quickstart:ip:{}", peer.ip());
-    match Registry::global()
-        .default_backend()
-        .check(&key, &FIVE_PER_MINUTE)
-        .await
-    {
-        Ok(decision) if decision.allowed => {
-            (StatusCode::OK, format!("ok, {} left\n", decision.remaining)).into_response()
-        }
-        Ok(decision) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "rate limited, retry in {}s\n",
-                decision.retry_after_secs().unwrap_or(0)
-            ),
-        )
-            .into_response(),
-        Err(error) => {
-            tracing::error!(%error, "rate-limit backend failed");
-            StatusCode::SERVICE_UNAVAILABLE.into_response()
-        }
-    }
+/// Bursts of up to 10, refilled at 100 per hour (token bucket).
+#[rate_limit(rate = "100/h", algorithm = "token_bucket", algorithm_config = { bucket_size = 10 })]
+async fn search() -> &'static str {
+    "results\n"
+}
+
+/// Two limits at once: 2 per second and 20 per minute per IP (a sliding log is exact).
+#[rate_limit(rate = "2/s;20/m", algorithm = "sliding_window")]
+async fn burst() -> &'static str {
+    "burst\n"
+}
+
+/// Per path parameter: each item gets 3 views per minute, whoever asks.
+#[rate_limit(key = "path:id", rate = "3/m")]
+async fn item(Path(id): Path<u32>) -> String {
+    format!("item {id}\n")
+}
+
+/// One bucket for everybody: 10 per minute across all clients.
+#[rate_limit(key = "global", rate = "10/m", algorithm = "sliding_window_counter")]
+async fn status() -> &'static str {
+    "up\n"
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let addr: SocketAddr = std::env::var("QUICKSTART_ADDR")
-        .unwrap_or_else(|_| "127.0.0.1:3000".into())
-        .parse()?;
-    let app = Router::new().route("/api/data", get(data));
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!("listening on http://{addr}; try: curl -i http://{addr}/api/data");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+    ratelimit_examples::init_logging();
+    let app = Router::new()
+        .route("/api/data", get(data))
+        .route("/api/search", get(search))
+        .route("/api/burst", get(burst))
+        .route("/api/items/{id}", get(item))
+        .route("/api/status", get(status));
+    let addr = ratelimit_examples::listen_addr("QUICKSTART_ADDR")?;
+    ratelimit_examples::serve(
+        app,
+        addr,
+        &[
+            "for i in $(seq 6); do curl -si http://{addr}/api/data | head -n1; done",
+            "curl -i http://{addr}/api/search",
+            "curl -i http://{addr}/api/burst",
+            "curl -i http://{addr}/api/items/7",
+            "curl -i http://{addr}/api/status",
+        ],
     )
     .await?;
     Ok(())
