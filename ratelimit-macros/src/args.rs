@@ -45,6 +45,8 @@ pub(crate) struct Args {
     pub(crate) shadow: Option<(kw::shadow, LitBool)>,
     /// Syntax errors recovered from; validation reports them together with its own.
     pub(crate) errors: Errors,
+    /// Arguments that were written but could not be parsed (so not reported missing too).
+    pub(crate) broken: Vec<String>,
 }
 
 /// `key = "ip"` or `key = some_fn` / `key = |parts| ..`.
@@ -87,8 +89,10 @@ impl Parse for Args {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let mut args = Self::default();
         while !input.is_empty() {
+            let name = input.fork().parse::<Ident>().ok();
             if let Err(error) = args.parse_argument(input) {
                 args.errors.push(error);
+                args.broken.extend(name.map(|name| name.to_string()));
                 skip_past_comma(input);
                 continue;
             }

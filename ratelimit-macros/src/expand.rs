@@ -247,8 +247,9 @@ fn mentions_self(tokens: TokenStream) -> bool {
     })
 }
 
-/// One runtime `LimitSpec`, const-constructed. Functions the user named are emitted with their
-/// own spans, so a wrong signature is reported on the user's token.
+/// One runtime `LimitSpec`, const-constructed. Each function the user named is bound to its
+/// expected `fn` pointer type, so a wrong signature is a plain "expected fn pointer" error on
+/// the user's token.
 fn limit_spec(limit: &LimitSpec, handler_path: &TokenStream) -> TokenStream {
     let key = match &limit.key {
         Key::Ip => quote! { ::ratelimit_axum::__private::KeySource::Ip },
@@ -258,8 +259,13 @@ fn limit_spec(limit: &LimitSpec, handler_path: &TokenStream) -> TokenStream {
         Key::Header(name) => quote! { ::ratelimit_axum::__private::KeySource::Header(#name) },
         Key::Query(name) => quote! { ::ratelimit_axum::__private::KeySource::Query(#name) },
         Key::Path(name) => quote! { ::ratelimit_axum::__private::KeySource::Path(#name) },
-        Key::Custom(function) => quote_spanned! {function.span()=>
-            ::ratelimit_axum::__private::KeySource::Custom(#function)
+        Key::Custom(function) => quote_spanned! {at_user(function)=>
+            ::ratelimit_axum::__private::KeySource::Custom({
+                let key: fn(
+                    &::ratelimit_axum::__private::Parts,
+                ) -> ::core::option::Option<::std::string::String> = #function;
+                key
+            })
         },
     };
     let algorithm = algorithm(limit.algorithm);
@@ -280,16 +286,24 @@ fn limit_spec(limit: &LimitSpec, handler_path: &TokenStream) -> TokenStream {
                 )
             }
         }
-        RateSpec::PerRequest(function) => quote_spanned! {function.span()=>
-            ::ratelimit_axum::__private::RateSource::PerRequest(#function)
+        RateSpec::PerRequest(function) => quote_spanned! {at_user(function)=>
+            ::ratelimit_axum::__private::RateSource::PerRequest({
+                let rate: fn(
+                    &::ratelimit_axum::__private::Parts,
+                ) -> ::ratelimit_axum::__private::Rate = #function;
+                rate
+            })
         },
     };
     let config = algorithm_config(limit);
     let backend = optional(limit.backend.as_ref().map(|backend| quote! { #backend }));
     let block = limit.block;
     let skip_if = match &limit.skip_if {
-        Some(function) => quote_spanned! {function.span()=>
-            ::core::option::Option::Some(#function)
+        Some(function) => quote_spanned! {at_user(function)=>
+            ::core::option::Option::Some({
+                let skip_if: fn(&::ratelimit_axum::__private::Parts) -> bool = #function;
+                skip_if
+            })
         },
         None => quote! { ::core::option::Option::None },
     };
@@ -299,8 +313,11 @@ fn limit_spec(limit: &LimitSpec, handler_path: &TokenStream) -> TokenStream {
             let cost = Literal::u64_unsuffixed(*cost);
             quote! { ::ratelimit_axum::__private::CostSource::Fixed(#cost) }
         }
-        Cost::PerRequest(function) => quote_spanned! {function.span()=>
-            ::ratelimit_axum::__private::CostSource::PerRequest(#function)
+        Cost::PerRequest(function) => quote_spanned! {at_user(function)=>
+            ::ratelimit_axum::__private::CostSource::PerRequest({
+                let cost: fn(&::ratelimit_axum::__private::Parts) -> u32 = #function;
+                cost
+            })
         },
     };
     let methods = limit
@@ -328,6 +345,12 @@ fn limit_spec(limit: &LimitSpec, handler_path: &TokenStream) -> TokenStream {
             shadow: #shadow,
         }
     }
+}
+
+/// Where generated code around a user's function points, so a wrong signature is reported on
+/// the user's token; it keeps the macro's hygiene, so lints still treat it as generated.
+fn at_user(function: &syn::Expr) -> Span {
+    Span::call_site().located_at(function.span())
 }
 
 /// The link-time record `install()` checks backend names against.

@@ -17,14 +17,26 @@ use proc_macro::TokenStream;
 
 /// Rate-limits an axum handler.
 ///
-/// ```ignore
+/// ```no_run
+/// use axum::extract::{Json, State};
+/// use axum::http::request::Parts;
+/// use axum::response::IntoResponse;
 /// use ratelimit_axum::rate_limit;
+/// # #[derive(Clone)]
+/// # struct Db;
+/// # #[derive(serde::Deserialize)]
+/// # struct Query { term: String }
+///
+/// fn is_staff(parts: &Parts) -> bool {
+///     parts.headers.contains_key("x-staff")
+/// }
 ///
 /// #[rate_limit(key = "ip", rate = "100/h", algorithm = "token_bucket", skip_if = is_staff)]
 /// #[rate_limit(rate = "10/s")]
 /// async fn api(State(db): State<Db>, Json(query): Json<Query>) -> impl IntoResponse {
-///     // ..
+///     query.term
 /// }
+/// # let _: axum::Router = axum::Router::new().route("/api", axum::routing::post(api)).with_state(Db);
 /// ```
 ///
 /// | argument | values | default |

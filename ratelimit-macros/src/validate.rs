@@ -142,6 +142,7 @@ pub(crate) fn limit(args: Args, attribute: &TokenStream) -> syn::Result<LimitSpe
         on_error,
         shadow,
         errors: parse_errors,
+        broken,
     } = args;
     let mut errors = Errors::default();
     errors.extend(parse_errors);
@@ -162,6 +163,7 @@ pub(crate) fn limit(args: Args, attribute: &TokenStream) -> syn::Result<LimitSpe
         _ => None,
     };
     let rate = match rate {
+        None if broken.iter().any(|name| name == "rate") => None,
         None => {
             errors.spanned(
                 attribute,
@@ -434,7 +436,7 @@ fn initial_tokens_fit(
 ) -> syn::Result<()> {
     let implied = match rate {
         Some(RateSpec::Fixed { rate, .. }) if !rate.is_compound() => {
-            Some((rate.count(), " (the rate's count)"))
+            Some((rate.count(), ", the rate's count"))
         }
         _ => None,
     };
@@ -451,7 +453,8 @@ fn initial_tokens_fit(
                 &field.value,
                 format!(
                     "`initial_tokens` ({initial_tokens}) is above the bucket size \
-                     ({bucket_size}{source}); use at most {bucket_size}, or raise `bucket_size`"
+                     ({bucket_size}{source}); use at most {bucket_size}, or set a larger \
+                     `bucket_size`"
                 ),
             ))
         }

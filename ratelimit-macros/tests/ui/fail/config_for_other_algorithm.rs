@@ -1,0 +1,14 @@
+use ratelimit_axum::rate_limit;
+
+#[rate_limit(
+    rate = "100/h",
+    algorithm = "token_bucket",
+    algorithm_config = { bucket_size = 200, leak_rate = 2.0 }
+)]
+async fn handler() -> &'static str {
+    "ok"
+}
+
+fn main() {
+    let _ = handler;
+}

@@ -1,0 +1,11 @@
+use ratelimit_axum::rate_limit;
+
+#[rate_limit(rate = "10/s")]
+#[rate_limit(key = "user")]
+async fn handler() -> &'static str {
+    "ok"
+}
+
+fn main() {
+    let _ = handler;
+}

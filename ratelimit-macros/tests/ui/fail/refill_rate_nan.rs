@@ -1,0 +1,10 @@
+use ratelimit_axum::rate_limit;
+
+#[rate_limit(rate = "100/h", algorithm = "token_bucket", algorithm_config = { refill_rate = f64::NAN })]
+async fn handler() -> &'static str {
+    "ok"
+}
+
+fn main() {
+    let _ = handler;
+}
