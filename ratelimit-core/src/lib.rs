@@ -25,6 +25,8 @@ pub use rate::{Quota, Rate, RateParseError, RateParseErrorKind};
 pub use async_trait::async_trait;
 #[cfg(feature = "memory")]
 pub use backend::{Backend, BackendError, MemoryBackend};
+#[cfg(feature = "redis")]
+pub use backend::{RedisBackend, RedisBackendBuilder};
 #[cfg(feature = "memory")]
 pub use handlers::{RegisteredLimit, registered_limits};
 #[cfg(feature = "memory")]

@@ -229,22 +229,31 @@ impl Limit {
 }
 
 impl Limit {
-    /// Bucket levels are integers in the units of their flow; they must stay exact in every
-    /// store (Lua numbers are doubles), which bounds size × flow period.
+    /// Counts and bucket levels must stay exact in every store (Lua numbers are doubles):
+    /// counts, count × window for the sliding counter, and size × flow period for buckets stay
+    /// at most 2^53.
     fn check_exact_levels(&self) -> Result<(), LimitError> {
-        let (size, per_second) = match self.algorithm {
-            Algorithm::TokenBucket => (self.bucket_size, self.refill_rate),
-            Algorithm::LeakyBucket => (self.capacity, self.leak_rate),
-            _ => return Ok(()),
-        };
-        let too_precise = self.rate.quotas().iter().any(|quota| {
-            let size = size.unwrap_or(quota.count());
-            let flow = per_second
-                .and_then(Flow::per_second)
-                .unwrap_or_else(|| Flow::per_period(quota.count(), quota.period_millis()));
-            u128::from(size) * flow.unit() > MAX_EXACT_UNITS
+        let too_large = self.rate.quotas().iter().any(|quota| {
+            let count = u128::from(quota.count());
+            let units = match self.algorithm {
+                Algorithm::FixedWindow | Algorithm::SlidingWindow => count,
+                // Compared scaled by the window.
+                Algorithm::SlidingWindowCounter => count * u128::from(quota.period_millis()),
+                Algorithm::TokenBucket | Algorithm::LeakyBucket => {
+                    let (size, per_second) = if self.algorithm == Algorithm::TokenBucket {
+                        (self.bucket_size, self.refill_rate)
+                    } else {
+                        (self.capacity, self.leak_rate)
+                    };
+                    let flow = per_second
+                        .and_then(Flow::per_second)
+                        .unwrap_or_else(|| Flow::per_period(quota.count(), quota.period_millis()));
+                    u128::from(size.unwrap_or(quota.count())) * flow.unit()
+                }
+            };
+            units > MAX_EXACT_UNITS
         });
-        if too_precise {
+        if too_large {
             return Err(LimitError::TooLargeForExactArithmetic);
         }
         Ok(())
@@ -298,9 +307,9 @@ pub enum LimitError {
         initial_tokens: u64,
         bucket_size: u64,
     },
-    /// A bucket so large, or a flow so fine, that levels would not stay exact.
+    /// A count, bucket or flow so large or fine that stores could not keep it exact.
     #[error(
-        "bucket size × flow period exceeds 2^53 units, so levels cannot stay exact; use a smaller bucket or a coarser refill/leak rate"
+        "the limit needs more than 2^53 units of precision (count, count × window for sliding_window_counter, or bucket size × refill period), so stores cannot keep it exact; use a smaller count or bucket, or a coarser refill/leak rate"
     )]
     TooLargeForExactArithmetic,
     /// A request of cost 0 is meaningless; use `peek` to look without consuming.

@@ -184,3 +184,27 @@ async fn health_is_reported_without_io() {
     assert_eq!(status.backend, "memory");
     assert_eq!(backend.health_status(), status);
 }
+
+#[test]
+fn limits_that_stores_cannot_keep_exact_are_refused() {
+    let huge_count = Limit::fixed_window(rate("18446744073709551615/s"));
+    assert_eq!(
+        huge_count.validate(),
+        Err(LimitError::TooLargeForExactArithmetic)
+    );
+    let counter = Limit::sliding_window_counter(rate("1000000000000/d"));
+    assert_eq!(
+        counter.validate(),
+        Err(LimitError::TooLargeForExactArithmetic)
+    );
+    assert!(
+        Limit::sliding_window_counter(rate("100000000/d"))
+            .validate()
+            .is_ok()
+    );
+    assert!(
+        Limit::fixed_window(rate("9007199254740992/s"))
+            .validate()
+            .is_ok()
+    );
+}

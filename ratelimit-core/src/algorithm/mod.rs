@@ -157,6 +157,18 @@ impl Policy {
         }
     }
 
+    /// The rate's period in ms.
+    #[must_use]
+    pub fn window_ms(&self) -> u64 {
+        match *self {
+            Self::FixedWindow { window_ms, .. }
+            | Self::SlidingWindow { window_ms, .. }
+            | Self::SlidingWindowCounter { window_ms, .. }
+            | Self::TokenBucket { window_ms, .. }
+            | Self::LeakyBucket { window_ms, .. } => window_ms,
+        }
+    }
+
     /// The algorithm this policy belongs to.
     #[must_use]
     pub fn algorithm(&self) -> Algorithm {

@@ -1,6 +1,8 @@
 //! Where counts live: the [`Backend`] trait and its implementations.
 
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use async_trait::async_trait;
 
@@ -9,6 +11,8 @@ use crate::health::HealthStatus;
 use crate::limit::{Limit, LimitError};
 
 pub use memory::{MemoryBackend, MemoryBackendBuilder};
+#[cfg(feature = "redis")]
+pub use redis::{RedisBackend, RedisBackendBuilder};
 
 /// A store that applies the algorithms atomically per key.
 ///
@@ -52,6 +56,20 @@ pub enum BackendError {
     /// The limit's settings do not fit together, or the cost is 0.
     #[error("invalid limit: {0}")]
     InvalidLimit(#[from] LimitError),
+    /// The Redis server or cluster answered with an error, or the connection failed.
+    #[cfg(feature = "redis")]
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// A call took longer than the backend's timeout.
+    #[error("{backend} did not answer within {after:?}")]
+    Timeout {
+        backend: &'static str,
+        after: std::time::Duration,
+    },
+    /// A store answered something the backend does not understand (e.g. a script edited by
+    /// hand on the server).
+    #[error("{backend} returned an unexpected reply")]
+    UnexpectedReply { backend: &'static str },
     /// A user-defined backend failed; built-in backends report their own named variants.
     #[error("custom backend failed: {0}")]
     Custom(Box<dyn std::error::Error + Send + Sync>),

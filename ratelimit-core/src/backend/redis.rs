@@ -1,0 +1,354 @@
+//! Redis and Redis Cluster: one round trip per check (EVALSHA of a Lua script per algorithm),
+//! time from the Redis server, every key with a TTL.
+//!
+//! Why server time: every app server sharing a Redis then decides on one clock, so a host
+//! whose clock runs a few seconds off neither grants extra requests nor locks clients out. A
+//! clock injected with [`RedisBackendBuilder::clock`] (tests) overrides it.
+//!
+//! Keys: `<prefix>{<key>}:<algorithm>:<quota>` (and `…:seq` for the sliding log). The `{..}`
+//! hash tag puts every quota of one key in one Cluster slot, so a compound rate is still one
+//! atomic script call.
+
+mod scripts;
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+
+use super::{Backend, BackendError};
+use crate::clock::Clock;
+use crate::decision::Decision;
+use crate::health::HealthStatus;
+use crate::limit::{Limit, LimitError};
+use crate::rate::MAX_QUOTAS;
+
+/// The default key prefix.
+pub const DEFAULT_KEY_PREFIX: &str = "ratelimit:";
+
+/// The default time a call may take, connection included, before it fails.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A rate-limit store in Redis or Redis Cluster.
+pub struct RedisBackend {
+    connection: Connection,
+    key_prefix: String,
+    clock: Option<Arc<dyn Clock>>,
+    timeout: Duration,
+    health: Mutex<HealthStatus>,
+}
+
+#[derive(Clone)]
+enum Connection {
+    /// One server, multiplexed and reconnecting.
+    Single(ConnectionManager),
+    /// A cluster, routed by slot.
+    Cluster(ClusterConnection),
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field(
+                "mode",
+                &match self.connection {
+                    Connection::Single(_) => "single",
+                    Connection::Cluster(_) => "cluster",
+                },
+            )
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBackend {
+    /// Connects to one Redis server (`redis://host:port/db`).
+    ///
+    /// # Errors
+    /// An invalid URL, or a server that does not answer within the default timeout.
+    pub async fn connect(url: &str) -> Result<Self, BackendError> {
+        Self::builder(url).build().await
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes.
+    ///
+    /// # Errors
+    /// Invalid URLs, or no node answering within the default timeout.
+    pub async fn cluster<I>(urls: I) -> Result<Self, BackendError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let urls: Vec<String> = urls
+            .into_iter()
+            .map(|url| url.as_ref().to_owned())
+            .collect();
+        RedisBackendBuilder::new(Target::Cluster(urls))
+            .build()
+            .await
+    }
+
+    /// Every setting, for one server.
+    #[must_use]
+    pub fn builder(url: &str) -> RedisBackendBuilder {
+        RedisBackendBuilder::new(Target::Single(url.to_owned()))
+    }
+
+    /// The key of one quota's state: `<prefix>{<key>}:<algorithm>:<quota>`.
+    fn state_key(&self, key: &str, tag: &str, quota: usize) -> String {
+        format!("{}{{{key}}}:{tag}:{quota}", self.key_prefix)
+    }
+
+    async fn decide(
+        &self,
+        key: &str,
+        limit: &Limit,
+        cost: u64,
+        record: bool,
+    ) -> Result<Decision, BackendError> {
+        if cost == 0 {
+            return Err(LimitError::ZeroCost.into());
+        }
+        let policies = limit.policies()?;
+        let algorithm = limit.algorithm();
+        let tag = scripts::key_tag(algorithm);
+        let quotas = limit.rate().quotas().len();
+        let mut invocation = scripts::script(algorithm).prepare_invoke();
+        for index in 0..quotas {
+            let state_key = self.state_key(key, tag, index);
+            invocation.key(&state_key);
+            if scripts::has_sequence_key(algorithm) {
+                invocation.key(format!("{state_key}:seq"));
+            }
+        }
+        let now = self
+            .clock
+            .as_ref()
+            .map_or_else(String::new, |clock| clock.now_millis().to_string());
+        invocation
+            .arg(now)
+            .arg(cost)
+            .arg(u8::from(record))
+            .arg(quotas);
+        for policy in policies.clone() {
+            scripts::push_policy_args(&mut invocation, &policy);
+        }
+        let reply: Vec<i64> = self
+            .call(|mut connection| async move {
+                match &mut connection {
+                    Connection::Single(manager) => invocation.invoke_async(manager).await,
+                    Connection::Cluster(cluster) => invocation.invoke_async(cluster).await,
+                }
+            })
+            .await?;
+        let verdicts = policies
+            .zip(reply.chunks(scripts::REPLY_PER_QUOTA))
+            .map(|(policy, chunk)| scripts::verdict(&policy, chunk))
+            .collect::<Option<Vec<_>>>()
+            .filter(|verdicts| verdicts.len() == quotas)
+            .ok_or(BackendError::UnexpectedReply { backend: "redis" })?;
+        let decision = Decision::combine(verdicts)
+            .ok_or(BackendError::UnexpectedReply { backend: "redis" })?;
+        tracing::trace!(
+            allowed = decision.allowed,
+            remaining = decision.remaining,
+            "redis decision"
+        );
+        Ok(decision)
+    }
+
+    /// Runs one round trip under the timeout, recording health.
+    async fn call<T, F, Fut>(&self, round_trip: F) -> Result<T, BackendError>
+    where
+        F: FnOnce(Connection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.timeout, round_trip(self.connection.clone())).await;
+        let result = match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(BackendError::Redis(error)),
+            Err(_) => Err(BackendError::Timeout {
+                backend: "redis",
+                after: self.timeout,
+            }),
+        };
+        self.record_health(result.as_ref().err(), started.elapsed());
+        result
+    }
+
+    fn record_health(&self, error: Option<&BackendError>, latency: Duration) {
+        let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
+        match error {
+            None => {
+                health.healthy = true;
+                health.latency = Some(latency);
+                health.failure_count = 0;
+                health.detail = None;
+            }
+            Some(error) => {
+                health.healthy = false;
+                health.failure_count = health.failure_count.saturating_add(1);
+                health.detail = Some(error.to_string());
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    async fn check_n(&self, key: &str, limit: &Limit, cost: u64) -> Result<Decision, BackendError> {
+        self.decide(key, limit, cost, true).await
+    }
+
+    async fn peek_n(&self, key: &str, limit: &Limit, cost: u64) -> Result<Decision, BackendError> {
+        self.decide(key, limit, cost, false).await
+    }
+
+    async fn reset(&self, key: &str) -> Result<(), BackendError> {
+        let mut command = redis::cmd("DEL");
+        for algorithm in crate::Algorithm::ALL {
+            let tag = scripts::key_tag(algorithm);
+            for quota in 0..MAX_QUOTAS {
+                let state_key = self.state_key(key, tag, quota);
+                if scripts::has_sequence_key(algorithm) {
+                    command.arg(format!("{state_key}:seq"));
+                }
+                command.arg(state_key);
+            }
+        }
+        let _: i64 = self
+            .call(|mut connection| async move {
+                match &mut connection {
+                    Connection::Single(manager) => command.query_async(manager).await,
+                    Connection::Cluster(cluster) => command.query_async(cluster).await,
+                }
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn health(&self) -> HealthStatus {
+        let ping = redis::cmd("PING");
+        let _ = self
+            .call(|mut connection| async move {
+                match &mut connection {
+                    Connection::Single(manager) => ping.query_async::<String>(manager).await,
+                    Connection::Cluster(cluster) => ping.query_async::<String>(cluster).await,
+                }
+            })
+            .await;
+        self.health_status()
+    }
+
+    fn health_status(&self) -> HealthStatus {
+        self.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Nothing to do: every key carries its own TTL.
+    async fn cleanup(&self) -> Result<u64, BackendError> {
+        Ok(0)
+    }
+}
+
+enum Target {
+    Single(String),
+    Cluster(Vec<String>),
+}
+
+/// Settings for a [`RedisBackend`].
+pub struct RedisBackendBuilder {
+    target: Target,
+    key_prefix: String,
+    clock: Option<Arc<dyn Clock>>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for RedisBackendBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackendBuilder")
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBackendBuilder {
+    fn new(target: Target) -> Self {
+        Self {
+            target,
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            clock: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Prepended to every key (default `ratelimit:`).
+    #[must_use]
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// Decides on this clock instead of the Redis server's `TIME` (tests).
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// The most a call (and the initial connection) may take before it fails (default 500 ms).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Connects.
+    ///
+    /// # Errors
+    /// Invalid URLs, or no answer within the timeout.
+    pub async fn build(self) -> Result<RedisBackend, BackendError> {
+        let connecting = async {
+            match &self.target {
+                Target::Single(url) => {
+                    let client = redis::Client::open(url.as_str())?;
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(self.timeout))
+                        .set_response_timeout(Some(self.timeout));
+                    ConnectionManager::new_with_config(client, config)
+                        .await
+                        .map(Connection::Single)
+                }
+                Target::Cluster(urls) => {
+                    let client = ClusterClient::builder(urls.clone())
+                        .connection_timeout(self.timeout)
+                        .response_timeout(self.timeout)
+                        .build()?;
+                    client.get_async_connection().await.map(Connection::Cluster)
+                }
+            }
+        };
+        let connection = tokio::time::timeout(self.timeout, connecting)
+            .await
+            .map_err(|_| BackendError::Timeout {
+                backend: "redis",
+                after: self.timeout,
+            })??;
+        Ok(RedisBackend {
+            connection,
+            key_prefix: self.key_prefix,
+            clock: self.clock,
+            timeout: self.timeout,
+            health: Mutex::new(HealthStatus::healthy("redis", None)),
+        })
+    }
+}
