@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use http::request::Parts;
-use ratelimit_core::{Decision, OnError};
+use ratelimit_core::{BackendError, Decision, OnError};
 
 use crate::client_ip::{self, MissingPeerAddress};
 use crate::key::bucket_key;
@@ -29,6 +29,10 @@ pub(crate) struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
+    pub(crate) fn registry(&self) -> &'a ratelimit_core::Registry {
+        self.registry
+    }
+
     pub(crate) fn of(scope: Option<&'a Scope>) -> Self {
         match scope {
             Some(scope) => Self {
@@ -90,7 +94,15 @@ pub(crate) async fn enforce(
                 }
                 OnError::Deny => {
                     tracing::warn!(%error, handler, key, "rate-limit backend failed; denying the request");
-                    let retry_after = context.settings.unavailable_retry_after.as_secs().max(1);
+                    // An open circuit knows when it will try again; otherwise the setting.
+                    let retry_after = match &error {
+                        BackendError::AllBackendsFailed {
+                            retry_after: Some(after),
+                            ..
+                        } => u64::try_from(after.as_millis().div_ceil(1_000)).unwrap_or(u64::MAX),
+                        _ => context.settings.unavailable_retry_after.as_secs(),
+                    }
+                    .max(1);
                     return Err(GuardRejection::BackendUnavailable(BackendUnavailable {
                         retry_after_secs: retry_after,
                     }));

@@ -4,6 +4,7 @@ mod client_ip;
 mod enforce;
 mod guard;
 pub mod headers;
+mod health;
 mod key;
 mod rejection;
 mod settings;
@@ -20,6 +21,7 @@ pub use ratelimit_macros::rate_limit;
 pub use client_ip::{
     MissingPeerAddress, canonical as canonical_ip, client_ip, grouped as grouped_ip,
 };
+pub use health::health_handler;
 pub use key::bucket_key;
 pub use rejection::{BackendUnavailable, BlockedResponse, GuardRejection, RateLimited};
 pub use settings::{

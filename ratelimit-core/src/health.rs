@@ -35,6 +35,19 @@ pub struct HealthStatus {
     pub next_attempt_unix_ms: Option<u64>,
     /// What went wrong, when unhealthy; free-form for people.
     pub detail: Option<String>,
+    /// For a failover backend: each member with its own circuit.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberHealth>,
+}
+
+/// One member of a failover backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberHealth {
+    /// The member's name in the failover configuration.
+    pub name: String,
+    /// Its health and circuit.
+    #[serde(flatten)]
+    pub status: HealthStatus,
 }
 
 impl HealthStatus {
@@ -49,6 +62,7 @@ impl HealthStatus {
             failure_count: 0,
             next_attempt_unix_ms: None,
             detail: None,
+            members: Vec::new(),
         }
     }
 }

@@ -9,6 +9,8 @@ pub mod rate;
 #[cfg(feature = "memory")]
 pub mod backend;
 #[cfg(feature = "memory")]
+pub mod circuit;
+#[cfg(feature = "memory")]
 pub mod handlers;
 #[cfg(feature = "memory")]
 pub mod health;
@@ -24,12 +26,14 @@ pub use rate::{Quota, Rate, RateParseError, RateParseErrorKind};
 #[cfg(feature = "memory")]
 pub use async_trait::async_trait;
 #[cfg(feature = "memory")]
-pub use backend::{Backend, BackendError, MemoryBackend};
+pub use backend::{Backend, BackendError, MemoryBackend, MultiBackend, MultiBackendBuilder};
 #[cfg(feature = "redis")]
 pub use backend::{RedisBackend, RedisBackendBuilder};
 #[cfg(feature = "memory")]
+pub use circuit::{CircuitBreaker, CircuitBreakerConfig};
+#[cfg(feature = "memory")]
 pub use handlers::{RegisteredLimit, registered_limits};
 #[cfg(feature = "memory")]
-pub use health::{CircuitState, HealthStatus};
+pub use health::{CircuitState, HealthStatus, MemberHealth};
 #[cfg(feature = "memory")]
 pub use registry::{OnError, Registry, RegistryBuilder, RegistryError};

@@ -1,6 +1,7 @@
 //! Where counts live: the [`Backend`] trait and its implementations.
 
 pub mod memory;
+pub mod multi;
 #[cfg(feature = "redis")]
 pub mod redis;
 
@@ -11,6 +12,7 @@ use crate::health::HealthStatus;
 use crate::limit::{Limit, LimitError};
 
 pub use memory::{MemoryBackend, MemoryBackendBuilder};
+pub use multi::{MultiBackend, MultiBackendBuilder};
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackend, RedisBackendBuilder};
 
@@ -70,6 +72,14 @@ pub enum BackendError {
     /// hand on the server).
     #[error("{backend} returned an unexpected reply")]
     UnexpectedReply { backend: &'static str },
+    /// Every backend of a failover backend failed or had its circuit open.
+    #[error("every backend failed: {failures:?}")]
+    AllBackendsFailed {
+        /// Each member's name and what went wrong with it.
+        failures: Vec<(String, String)>,
+        /// When the soonest open circuit lets a trial call through.
+        retry_after: Option<std::time::Duration>,
+    },
     /// A user-defined backend failed; built-in backends report their own named variants.
     #[error("custom backend failed: {0}")]
     Custom(Box<dyn std::error::Error + Send + Sync>),

@@ -84,13 +84,21 @@ impl RedisBackend {
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        let urls: Vec<String> = urls
+        Self::cluster_builder(urls).build().await
+    }
+
+    /// Every setting, for a cluster reached through any of `urls`.
+    #[must_use]
+    pub fn cluster_builder<I>(urls: I) -> RedisBackendBuilder
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let urls = urls
             .into_iter()
             .map(|url| url.as_ref().to_owned())
             .collect();
         RedisBackendBuilder::new(Target::Cluster(urls))
-            .build()
-            .await
     }
 
     /// Every setting, for one server.

@@ -1,0 +1,120 @@
+//! The circuit breaker's state machine on a manual clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ratelimit_core::circuit::Permit;
+use ratelimit_core::{CircuitBreaker, CircuitBreakerConfig, CircuitState, ManualClock};
+
+fn breaker(config: CircuitBreakerConfig) -> (CircuitBreaker, ManualClock) {
+    let clock = ManualClock::new(1_700_000_000_000);
+    (
+        CircuitBreaker::with_clock("primary", config, Arc::new(clock.clone())),
+        clock,
+    )
+}
+
+fn fail(breaker: &CircuitBreaker, times: u32) {
+    for _ in 0..times {
+        let permit = breaker.try_acquire();
+        breaker.on_failure(&permit);
+    }
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let config = CircuitBreakerConfig::default();
+    assert_eq!(config.failure_threshold, 5);
+    assert_eq!(config.recovery_timeout, Duration::from_secs(60));
+    assert_eq!(config.reset_timeout, Duration::from_secs(300));
+    assert_eq!(config.half_open_max_calls, 1);
+    assert!((config.backoff_multiplier - 2.0).abs() < f64::EPSILON);
+    assert_eq!(config.backoff_max, Duration::from_secs(300));
+}
+
+#[test]
+fn opens_after_the_threshold_and_skips_until_recovery() {
+    let (breaker, clock) = breaker(CircuitBreakerConfig::default());
+    fail(&breaker, 4);
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    assert_eq!(breaker.failure_count(), 4);
+    fail(&breaker, 1);
+    assert_eq!(breaker.state(), CircuitState::Open);
+    assert_eq!(breaker.try_acquire(), Permit::Skip);
+    assert_eq!(breaker.retry_after(), Some(Duration::from_secs(60)));
+    assert_eq!(breaker.next_attempt_ms(), Some(clock.now_millis() + 60_000));
+    clock.advance(Duration::from_millis(59_999));
+    assert_eq!(breaker.try_acquire(), Permit::Skip);
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
+}
+
+#[test]
+fn half_open_lets_limited_trials_through_and_a_success_closes() {
+    let (breaker, clock) = breaker(CircuitBreakerConfig::default());
+    fail(&breaker, 5);
+    clock.advance(Duration::from_secs(60));
+    let trial = breaker.try_acquire();
+    assert_eq!(trial, Permit::Trial);
+    assert_eq!(
+        breaker.try_acquire(),
+        Permit::Skip,
+        "only one trial at a time"
+    );
+    breaker.on_success(&trial);
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    assert_eq!(breaker.failure_count(), 0);
+    assert_eq!(breaker.try_acquire(), Permit::Call);
+}
+
+#[test]
+fn a_failed_trial_reopens_with_exponential_backoff_capped() {
+    let (breaker, clock) = breaker(CircuitBreakerConfig::default());
+    fail(&breaker, 5);
+    let mut expected_open = [120, 240, 300, 300].into_iter();
+    clock.advance(Duration::from_secs(60));
+    for _ in 0..4 {
+        let trial = breaker.try_acquire();
+        assert_eq!(trial, Permit::Trial);
+        breaker.on_failure(&trial);
+        let open_for = expected_open.next().unwrap_or(300);
+        assert_eq!(breaker.retry_after(), Some(Duration::from_secs(open_for)));
+        clock.advance(Duration::from_secs(open_for));
+    }
+}
+
+#[test]
+fn staying_closed_for_reset_timeout_forgets_the_backoff() {
+    let (breaker, clock) = breaker(CircuitBreakerConfig::default());
+    fail(&breaker, 5);
+    clock.advance(Duration::from_secs(60));
+    let trial = breaker.try_acquire();
+    breaker.on_failure(&trial);
+    clock.advance(Duration::from_secs(120));
+    let trial = breaker.try_acquire();
+    breaker.on_success(&trial);
+    clock.advance(Duration::from_secs(301));
+    fail(&breaker, 5);
+    assert_eq!(breaker.retry_after(), Some(Duration::from_secs(60)));
+}
+
+#[test]
+fn failures_further_apart_than_reset_timeout_are_not_consecutive() {
+    let (breaker, clock) = breaker(CircuitBreakerConfig::default());
+    for _ in 0..10 {
+        fail(&breaker, 1);
+        clock.advance(Duration::from_secs(301));
+    }
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    assert_eq!(breaker.failure_count(), 1);
+}
+
+#[test]
+fn a_success_resets_the_failure_count() {
+    let (breaker, _clock) = breaker(CircuitBreakerConfig::default());
+    fail(&breaker, 4);
+    let permit = breaker.try_acquire();
+    breaker.on_success(&permit);
+    fail(&breaker, 4);
+    assert_eq!(breaker.state(), CircuitState::Closed);
+}
