@@ -10,9 +10,10 @@ use crate::enforce::Context;
 use crate::settings::Scope;
 
 /// Probes every backend of the request's registry (its [`Scope`], or the global one) and
-/// answers `{"healthy": bool, "backends": [{"name": .., "healthy": .., "circuit": .., ..}]}`
-/// with 200 when every backend is healthy and 503 otherwise. A failover backend counts as
-/// healthy while any member can serve; its members are listed with their circuits.
+/// answers `{"healthy": bool, "serving": bool, "backends": [{"name": .., "healthy": ..,
+/// "circuit": .., ..}]}`: 200 when every backend and every failover member is healthy with a
+/// closed circuit, 503 otherwise. `serving` tells a degraded service (a failover backend is
+/// running on a fallback) from one that cannot decide at all.
 ///
 /// ```no_run
 /// # use axum::{Router, routing::get};
@@ -23,9 +24,11 @@ pub async fn health_handler(request: Request) -> Response {
     let context = Context::of(scope.as_ref());
     let mut backends = Vec::new();
     let mut all_healthy = true;
+    let mut serving = true;
     for (name, backend) in context.registry().backends() {
         let status = backend.health().await;
-        all_healthy &= status.healthy;
+        serving &= status.healthy;
+        all_healthy &= status.healthy && status.members.iter().all(|member| member.status.healthy);
         let mut entry = serde_json::to_value(&status).unwrap_or_else(|_| json!({}));
         if let Some(object) = entry.as_object_mut() {
             object.insert("name".to_owned(), json!(name));
@@ -37,9 +40,6 @@ pub async fn health_handler(request: Request) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(json!({ "healthy": all_healthy, "backends": backends })),
-    )
-        .into_response()
+    let body = json!({ "healthy": all_healthy, "serving": serving, "backends": backends });
+    (status, Json(body)).into_response()
 }
