@@ -114,10 +114,7 @@ fn attribute_args(attr: &Attribute) -> syn::Result<TokenStream> {
 
 fn generate(function: &ItemFn, limits: &[LimitSpec], position: Position) -> TokenStream {
     let ItemFn {
-        attrs,
-        vis,
-        sig,
-        block,
+        attrs, vis, sig, ..
     } = function;
     let asyncness = &sig.asyncness;
     let fn_token = &sig.fn_token;
@@ -125,7 +122,6 @@ fn generate(function: &ItemFn, limits: &[LimitSpec], position: Position) -> Toke
     let generics = &sig.generics;
     let where_clause = &sig.generics.where_clause;
     let inputs = &sig.inputs;
-    let output = &sig.output;
 
     let handler_name = name.unraw().to_string();
     let line = Literal::u32_unsuffixed(u32::try_from(position.line).unwrap_or(u32::MAX));
@@ -153,44 +149,8 @@ fn generate(function: &ItemFn, limits: &[LimitSpec], position: Position) -> Toke
     });
     let turbofish = turbofish(generics);
 
-    // Lint levels the user set on the handler must still reach its body.
-    let lint_attrs: Vec<&Attribute> = attrs
-        .iter()
-        .filter(|attr| {
-            ["allow", "warn", "deny", "forbid"]
-                .iter()
-                .any(|level| attr.path().is_ident(level))
-        })
-        .collect();
-    let inner_allows = quote! {
-        // Called directly, so clippy no longer sees it used as a handler value.
-        #[allow(clippy::unused_async)]
-    };
-
-    // A nested fn cannot name `Self`; an associated handler that does gets a sibling instead.
-    let uses_self = mentions_self(sig.to_token_stream()) || mentions_self(block.to_token_stream());
-    let (sibling, nested, call) = if uses_self {
-        let inner = format_ident!("__ratelimit_inner_{}", name.unraw());
-        let sibling = quote! {
-            #[doc(hidden)]
-            #inner_allows
-            #(#lint_attrs)*
-            #asyncness #fn_token #inner #generics (#inputs) #output #where_clause #block
-        };
-        (sibling, None, quote! { Self::#inner #turbofish })
-    } else {
-        let inner = format_ident!("__ratelimit_inner");
-        let nested = quote! {
-            #inner_allows
-            #(#lint_attrs)*
-            #asyncness #fn_token #inner #generics (#inputs) #output #where_clause #block
-        };
-        (
-            TokenStream::new(),
-            Some(nested),
-            quote! { #inner #turbofish },
-        )
-    };
+    let inner = inner_fn(function);
+    let (sibling, nested, call) = (&inner.sibling, &inner.nested, &inner.call);
 
     let limit_specs = limits.iter().map(|limit| limit_spec(limit, &handler_path));
     let registered = limits
@@ -200,7 +160,7 @@ fn generate(function: &ItemFn, limits: &[LimitSpec], position: Position) -> Toke
     quote! {
         #sibling
         #(#attrs)*
-        // The guard is one more argument than the user wrote.
+        // The guard is one argument more than the user wrote.
         #[allow(clippy::too_many_arguments)]
         #vis #asyncness #fn_token #name #generics (
             __ratelimit_guard: ::ratelimit_axum::__private::Guard<{ #handler_id }>,
@@ -215,7 +175,59 @@ fn generate(function: &ItemFn, limits: &[LimitSpec], position: Position) -> Toke
                 }
             }
             #(#registered)*
-            __ratelimit_guard.finish(#call(#(#arg_names),*).await)
+            __ratelimit_guard.finish(#call #turbofish(#(#arg_names),*).await)
+        }
+    }
+}
+
+/// The original fn under a hidden name, with the user's body.
+struct InnerFn {
+    /// Emitted beside the outer fn (an associated handler that names `Self`)...
+    sibling: TokenStream,
+    /// ...or inside it (every other handler).
+    nested: TokenStream,
+    /// The path the outer fn calls.
+    call: TokenStream,
+}
+
+fn inner_fn(function: &ItemFn) -> InnerFn {
+    let ItemFn {
+        attrs, sig, block, ..
+    } = function;
+    let name = &sig.ident;
+    let generics = &sig.generics;
+    let where_clause = &sig.generics.where_clause;
+    let inputs = &sig.inputs;
+    let output = &sig.output;
+    // Lint levels the user set on the handler must still reach its body.
+    let lint_attrs = attrs.iter().filter(|attr| {
+        ["allow", "warn", "deny", "forbid"]
+            .iter()
+            .any(|level| attr.path().is_ident(level))
+    });
+    // `async fn` are the macro's own tokens, so clippy sees a generated fn and does not ask
+    // for `async` to go (the body is called directly now, not passed as a handler).
+    let signature = |inner: &Ident| {
+        quote! {
+            #(#lint_attrs)*
+            async fn #inner #generics (#inputs) #output #where_clause #block
+        }
+    };
+    // A nested fn cannot name `Self`: an associated handler that does gets a sibling instead.
+    if mentions_self(sig.to_token_stream()) || mentions_self(block.to_token_stream()) {
+        let inner = format_ident!("__ratelimit_inner_{}", name.unraw());
+        let sibling = signature(&inner);
+        InnerFn {
+            sibling: quote! { #[doc(hidden)] #sibling },
+            nested: TokenStream::new(),
+            call: quote! { Self::#inner },
+        }
+    } else {
+        let inner = format_ident!("__ratelimit_inner");
+        InnerFn {
+            sibling: TokenStream::new(),
+            nested: signature(&inner),
+            call: quote! { #inner },
         }
     }
 }
@@ -455,5 +467,94 @@ fn optional(value: Option<TokenStream>) -> TokenStream {
     match value {
         Some(value) => quote! { ::core::option::Option::Some(#value) },
         None => quote! { ::core::option::Option::None },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand(args: TokenStream, item: TokenStream) -> String {
+        let position = Position { line: 7, column: 1 };
+        rate_limit(args, item, position).to_string()
+    }
+
+    #[test]
+    fn stacked_attributes_become_one_guard_with_every_limit() {
+        let output = expand(
+            quote!(rate = "10/s"),
+            quote! {
+                #[rate_limit(rate = "100/h", key = "global")]
+                #[doc = "kept"]
+                async fn api() {}
+            },
+        );
+        assert_eq!(output.matches("LimitSpec {").count(), 2, "{output}");
+        assert_eq!(output.matches("RegisteredLimit {").count(), 2, "{output}");
+        assert_eq!(output.matches("Guard <").count(), 1, "{output}");
+        assert!(!output.contains("rate_limit"), "{output}");
+        assert!(output.contains("\"kept\""), "{output}");
+    }
+
+    #[test]
+    fn errors_keep_the_function_without_its_attributes() {
+        let output = expand(
+            quote!(rate = "5/M"),
+            quote! {
+                #[rate_limit(key = "user")]
+                async fn api() {}
+            },
+        );
+        assert!(output.contains("async fn api ()"), "{output}");
+        assert_eq!(output.matches("compile_error").count(), 2, "{output}");
+        assert!(!output.contains("# [rate_limit"), "{output}");
+    }
+
+    #[test]
+    fn rates_are_written_as_quotas() {
+        let output = expand(
+            quote!(rate = "10/s;1000/h", key = "header:X-Api-Key"),
+            quote!(
+                async fn api() {}
+            ),
+        );
+        assert!(output.contains("quota (10 , 1000)"), "{output}");
+        assert!(output.contains("quota (1000 , 3600000)"), "{output}");
+        assert!(output.contains("Header (\"x-api-key\")"), "{output}");
+        assert!(output.contains("rate : \"10/s;1000/h\""), "{output}");
+    }
+
+    #[test]
+    fn generics_are_forwarded_without_lifetimes() {
+        let output = expand(
+            quote!(rate = "1/s"),
+            quote!(
+                async fn api<'a, T: Send, const N: usize>(value: T) {}
+            ),
+        );
+        assert!(
+            output.contains("__ratelimit_inner :: < T , N > (__ratelimit_arg_0)"),
+            "{output}"
+        );
+    }
+
+    #[test]
+    fn handlers_naming_self_get_a_sibling() {
+        let output = expand(
+            quote!(rate = "1/s"),
+            quote!(
+                async fn api() -> Self {
+                    Self
+                }
+            ),
+        );
+        assert!(
+            output.contains("async fn __ratelimit_inner_api ()"),
+            "{output}"
+        );
+        assert!(
+            output.contains("Self :: __ratelimit_inner_api ()"),
+            "{output}"
+        );
     }
 }
