@@ -47,13 +47,35 @@ impl<'a> Context<'a> {
     }
 }
 
+/// One limit as `enforce` sees it: a [`LimitSpec`] plus the names that a `#[rate_limit]`
+/// attribute writes as `'static` literals but a middleware rule builds at startup.
+pub(crate) trait LimitView {
+    fn spec(&self) -> &LimitSpec;
+    fn group(&self) -> &str;
+    fn backend(&self) -> Option<&str>;
+}
+
+impl LimitView for LimitSpec {
+    fn spec(&self) -> &LimitSpec {
+        self
+    }
+
+    fn group(&self) -> &str {
+        self.group
+    }
+
+    fn backend(&self) -> Option<&str> {
+        self.backend
+    }
+}
+
 /// Checks `limits` in order (top first). The first that rejects decides and the later ones are
 /// not charged; on success the most restrictive decision is reported. Inserts
 /// [`RateLimitStatus`] into the extensions when anything was counted.
 pub(crate) async fn enforce(
     context: &Context<'_>,
-    handler: &'static str,
-    limits: &[LimitSpec],
+    handler: &str,
+    limits: &[impl LimitView],
     parts: &mut Parts,
 ) -> Result<Admitted, GuardRejection> {
     let mut client = ClientIp::default();
@@ -67,22 +89,23 @@ pub(crate) async fn enforce(
         }
     }
     let mut admitted = Admitted::default();
-    for spec in limits {
+    for view in limits {
+        let spec = view.spec();
         if !applies(spec, parts) {
             continue;
         }
-        let key = key_for(spec, parts, context, &mut client).await?;
+        let key = key_for(spec, view.group(), parts, context, &mut client).await?;
         let limit = match &spec.rate {
             RateSource::Fixed(limit) => std::borrow::Cow::Borrowed(limit),
             RateSource::PerRequest(rate) => {
                 std::borrow::Cow::Owned(spec.config.limit(rate(parts), spec.algorithm))
             }
         };
-        let backend = match spec.backend {
+        let backend = match view.backend() {
             Some(name) => context
                 .registry
                 .backend(name)
-                .ok_or(GuardRejection::UnknownBackend(name))?,
+                .ok_or_else(|| GuardRejection::UnknownBackend(name.to_owned()))?,
             None => context.registry.default_backend(),
         };
         let decision = match backend.check_n(&key, &limit, cost(spec, parts)).await {
@@ -126,7 +149,7 @@ pub(crate) async fn enforce(
             if spec.block {
                 return Err(GuardRejection::RateLimited(RateLimited {
                     decision,
-                    handler,
+                    handler: handler.to_owned(),
                     rate: limit.rate().to_string(),
                 }));
             }
@@ -190,6 +213,7 @@ impl ClientIp {
 
 async fn key_for(
     spec: &LimitSpec,
+    group: &str,
     parts: &mut Parts,
     context: &Context<'_>,
     client: &mut ClientIp,
@@ -232,7 +256,7 @@ async fn key_for(
         None if kind == "anon" => (kind, client.bucket_value(parts, context)?),
         None => ("ip".into(), client.bucket_value(parts, context)?),
     };
-    Ok(bucket_key(spec.group, &kind, &value))
+    Ok(bucket_key(group, &kind, &value))
 }
 
 /// `Some(value)`, or `None` to fall back to the IP, or the 400 rejection the settings ask for.

@@ -49,6 +49,19 @@ pub fn insert(headers: &mut HeaderMap, decision: &Decision, with_retry_after: bo
     }
 }
 
+/// Writes the headers of `decision` unless the response already carries a decision with as
+/// little or less remaining (a `#[rate_limit]` inside a `RateLimitLayer`): the more restrictive
+/// one is what the client must respect.
+pub fn insert_unless_more_restrictive(headers: &mut HeaderMap, decision: &Decision) {
+    let existing = headers
+        .get(&X_RATELIMIT_REMAINING)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if existing.is_none_or(|remaining| remaining > decision.remaining) {
+        insert(headers, decision, false);
+    }
+}
+
 /// A header value built only from digits, quotes, `;`, `=` and ASCII letters: always valid.
 fn number_header(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))

@@ -2,11 +2,14 @@
 
 mod client_ip;
 mod enforce;
+mod future;
 mod guard;
 pub mod headers;
 mod health;
 mod key;
+mod layer;
 mod rejection;
+mod service;
 mod settings;
 mod spec;
 mod status;
@@ -21,9 +24,12 @@ pub use ratelimit_macros::rate_limit;
 pub use client_ip::{
     MissingPeerAddress, canonical as canonical_ip, client_ip, grouped as grouped_ip,
 };
+pub use future::ResponseFuture;
 pub use health::health_handler;
 pub use key::bucket_key;
+pub use layer::{LayerError, RateLimitLayer, RateLimitLayerBuilder};
 pub use rejection::{BackendUnavailable, BlockedResponse, GuardRejection, RateLimited};
+pub use service::RateLimitService;
 pub use settings::{
     AlreadyInstalled, GuardSettings, GuardSettingsBuilder, InvalidNetwork, MissingKey, Scope,
     UserResolver,

@@ -24,7 +24,7 @@ pub enum GuardRejection {
     /// The key's header / query / path value is missing and the settings say reject: 400.
     MissingKeyValue(&'static str),
     /// A limit names a backend the registry lacks (install() reports this at startup): 500.
-    UnknownBackend(&'static str),
+    UnknownBackend(String),
     /// The handler's limits are not registered (a linker dropped them): 500.
     UnregisteredHandler,
 }
@@ -34,8 +34,8 @@ pub enum GuardRejection {
 pub struct RateLimited {
     /// The rejecting limit's decision.
     pub decision: Decision,
-    /// `module::path::handler` (or the layer's rule).
-    pub handler: &'static str,
+    /// `module::path::handler`, or `layer:<path prefix>` for a middleware rule.
+    pub handler: String,
     /// The rate as written, for the message.
     pub rate: String,
 }
