@@ -2,4 +2,6 @@
 
 pub mod conformance;
 pub mod contention;
+pub mod fault_proxy;
+pub mod redis_cluster;
 pub mod services;

@@ -180,8 +180,9 @@ impl RedisBackend {
         let outcome = tokio::time::timeout(self.timeout, round_trip(self.connection.clone())).await;
         let result = match outcome {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(BackendError::Redis(error)),
-            Err(_) => Err(BackendError::Timeout {
+            // The connection's own response timeout (the same duration) may fire first.
+            Ok(Err(error)) if !error.is_timeout() => Err(BackendError::Redis(error)),
+            Ok(Err(_)) | Err(_) => Err(BackendError::Timeout {
                 backend: "redis",
                 after: self.timeout,
             }),

@@ -1,6 +1,6 @@
 //! Redis: the `PING` probe and private `redis-server` processes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -21,37 +21,35 @@ impl PrivateRedis {
     /// # Errors
     /// When `redis-server` is not installed or does not answer within 30 seconds.
     pub async fn start() -> Result<Self, ServerError> {
-        let program = process::find_program(
-            "redis-server",
-            &["redis-server"],
-            &[PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")],
-        )?;
+        Self::start_with(Mode::Standalone).await
+    }
+
+    /// Starts a fresh server on `port` (e.g. the port of a server the test killed, to see a client
+    /// reconnect) and waits until it answers `PING`. Unlike [`PrivateRedis::start`] it cannot
+    /// retry on another port, so it fails if someone else took the port meanwhile.
+    ///
+    /// # Errors
+    /// When `redis-server` is not installed, exits during startup (the port is taken) or does not
+    /// answer within 30 seconds.
+    pub async fn start_on(port: u16) -> Result<Self, ServerError> {
+        let program = program()?;
+        let process = launch(&program, port, Mode::Standalone).await?;
+        Ok(Self { process })
+    }
+
+    /// Starts a fresh Redis Cluster node (`--cluster-enabled yes`, its `nodes-<port>.conf` in the
+    /// scratch directory) that owns no slots and knows no other node yet.
+    ///
+    /// # Errors
+    /// When `redis-server` is not installed or does not answer within 30 seconds.
+    pub async fn start_cluster_node() -> Result<Self, ServerError> {
+        Self::start_with(Mode::ClusterNode).await
+    }
+
+    async fn start_with(mode: Mode) -> Result<Self, ServerError> {
+        let program = program()?;
         let process = process::start_with_retries(async || {
-            let port = process::free_port()?;
-            let dir = process::scratch_dir(&std::env::temp_dir(), "redis").await?;
-            let port_arg = port.to_string();
-            let mut args = process::os_args(&[
-                "--port",
-                &port_arg,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--dir",
-            ]);
-            args.push(dir.clone().into_os_string());
-            let launch = Launch {
-                program: program.clone(),
-                args,
-                dir,
-                stop_signal: "KILL",
-                run_as: None,
-            };
-            ServerProcess::start(launch, port, format!("redis://127.0.0.1:{port}"), probe).await
+            launch(&program, process::free_port()?, mode).await
         })
         .await?;
         Ok(Self { process })
@@ -78,6 +76,57 @@ impl PrivateRedis {
     pub(super) fn into_process(self) -> ServerProcess {
         self.process
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Standalone,
+    ClusterNode,
+}
+
+fn program() -> Result<PathBuf, ServerError> {
+    process::find_program(
+        "redis-server",
+        &["redis-server"],
+        &[PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")],
+    )
+}
+
+async fn launch(program: &Path, port: u16, mode: Mode) -> Result<ServerProcess, ServerError> {
+    let dir = process::scratch_dir(&std::env::temp_dir(), "redis").await?;
+    let port_arg = port.to_string();
+    let mut args = process::os_args(&[
+        "--port",
+        &port_arg,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+    ]);
+    if let Mode::ClusterNode = mode {
+        // Relative to `--dir`, which the server changes into.
+        let config_file = format!("nodes-{port}.conf");
+        args.extend(process::os_args(&[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &config_file,
+        ]));
+    }
+    args.push("--dir".into());
+    args.push(dir.clone().into_os_string());
+    let launch = Launch {
+        program: program.to_owned(),
+        args,
+        dir,
+        stop_signal: "KILL",
+        run_as: None,
+    };
+    ServerProcess::start(launch, port, format!("redis://127.0.0.1:{port}"), probe).await
 }
 
 /// Checks that a Redis server at `address` (`host:port`) answers `PING` without a password.

@@ -1,0 +1,207 @@
+//! The Redis backend in cluster mode, against a three-master Redis Cluster each test starts for
+//! itself: the conformance table, compound rates whose quotas share one slot, keys spread over
+//! every master, exactness under contention.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ratelimit_core::{Algorithm, Backend, Limit, ManualClock, Rate, RedisBackend};
+use ratelimit_tests::conformance::{self, T0_MS};
+use ratelimit_tests::contention::{admitted_under_contention, limit_for};
+use ratelimit_tests::redis_cluster::LocalCluster;
+use ratelimit_tests::services::{self, unique_prefix};
+
+/// A cluster of this test's own, or `None` (after a warning) when `redis-server` is missing.
+async fn start_cluster() -> Option<LocalCluster> {
+    match LocalCluster::start().await {
+        Ok(cluster) => Some(cluster),
+        Err(error) if error.is_not_installed() => {
+            services::skip_or_fail(format!("no local Redis Cluster: {error}"))
+        }
+        Err(error) => panic!("starting a local Redis Cluster: {error}"),
+    }
+}
+
+async fn backend(urls: &[String], prefix: &str, clock: Option<ManualClock>) -> RedisBackend {
+    let mut builder = RedisBackend::cluster_builder(urls).key_prefix(prefix);
+    if let Some(clock) = clock {
+        builder = builder.clock(clock);
+    }
+    builder
+        .build()
+        .await
+        .unwrap_or_else(|error| panic!("connecting to the cluster at {urls:?}: {error}"))
+}
+
+fn rate(text: &str) -> Rate {
+    Rate::parse(text).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// A plain connection to one node, for looking at what the backend stored there.
+async fn node(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+async fn query<T: redis::FromRedisValue>(
+    connection: &mut redis::aio::MultiplexedConnection,
+    command: &redis::Cmd,
+) -> T {
+    command
+        .query_async(connection)
+        .await
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"))
+}
+
+async fn key_slot(connection: &mut redis::aio::MultiplexedConnection, key: &str) -> u16 {
+    query(connection, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key)).await
+}
+
+#[tokio::test]
+async fn cluster_matches_the_conformance_table() {
+    let Some(cluster) = start_cluster().await else {
+        return;
+    };
+    let urls = cluster.urls();
+    let prefix = unique_prefix("cluster-conformance");
+    let failures = conformance::run(
+        |clock| {
+            let urls = urls.clone();
+            let prefix = prefix.clone();
+            async move { Arc::new(backend(&urls, &prefix, Some(clock)).await) as Arc<dyn Backend> }
+        },
+        "",
+    )
+    .await;
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[tokio::test]
+async fn compound_quotas_share_a_slot_and_keys_spread_over_every_master() {
+    let Some(cluster) = start_cluster().await else {
+        return;
+    };
+    let urls = cluster.urls();
+    let prefix = unique_prefix("cluster-slots");
+
+    // "1/s;5/m", a check every 2 s (the sliding window counter still weighs in the previous
+    // second right after it): the second request within a second is over the first quota, the
+    // sixth within a minute over the second, for every algorithm. Each check is one script call
+    // over both quotas' keys, which Redis Cluster only runs when they hash to one slot.
+    let clock = ManualClock::new(T0_MS);
+    let frozen = backend(&urls, &prefix, Some(clock.clone())).await;
+    let compound = rate("1/s;5/m");
+    for algorithm in Algorithm::ALL {
+        let key = format!("compound:{algorithm}");
+        let limit = Limit::new(compound.clone(), algorithm);
+        clock.set_millis(T0_MS);
+        let mut allowed = Vec::new();
+        for step in 0..6 {
+            let first = frozen.check(&key, &limit).await;
+            let again = frozen.check(&key, &limit).await;
+            let first = first.unwrap_or_else(|e| panic!("{algorithm}, step {step}: {e}"));
+            let again = again.unwrap_or_else(|e| panic!("{algorithm}, step {step}: {e}"));
+            assert!(!again.allowed, "{algorithm}: 2 within 1 s at step {step}");
+            allowed.push(first.allowed);
+            clock.advance(Duration::from_secs(2));
+        }
+        assert_eq!(
+            allowed,
+            [true, true, true, true, true, false],
+            "{algorithm}: one every 2 s, five per minute"
+        );
+    }
+
+    // Many keys on server time, through a backend that knows a single node only.
+    let spread = backend(&urls[1..2], &prefix, None).await;
+    let limit = Limit::fixed_window(rate("10/h"));
+    let spread_keys = 300;
+    for index in 0..spread_keys {
+        let decision = spread
+            .check(&format!("spread:{index}"), &limit)
+            .await
+            .unwrap_or_else(|e| panic!("spread:{index}: {e}"));
+        assert!(decision.allowed, "spread:{index}");
+    }
+
+    // Which node holds which key (every key of this cluster is this test's).
+    let mut keys_per_node = Vec::new();
+    let mut node_of_key = BTreeMap::new();
+    for url in &urls {
+        let mut connection = node(url).await;
+        let keys: Vec<String> = query(&mut connection, redis::cmd("KEYS").arg("*")).await;
+        let size: u64 = query(&mut connection, &redis::cmd("DBSIZE")).await;
+        assert_eq!(size, keys.len() as u64, "{url}");
+        for key in &keys {
+            assert!(key.starts_with(&prefix), "{url} holds a stranger: {key}");
+            node_of_key.insert(key.clone(), url.clone());
+        }
+        keys_per_node.push(keys.len());
+    }
+    tracing::info!(?keys_per_node, "keys per master");
+
+    // Compound keys: one slot per user key, the slot of its hash tag, on one node.
+    let mut any = node(&urls[0]).await;
+    for algorithm in Algorithm::ALL {
+        let tag = format!("{{compound:{algorithm}}}");
+        let stored: Vec<&String> = node_of_key.keys().filter(|k| k.contains(&tag)).collect();
+        // One key per quota; the sliding log keeps a sequence key beside each log.
+        let expected = if algorithm == Algorithm::SlidingWindow {
+            4
+        } else {
+            2
+        };
+        assert_eq!(stored.len(), expected, "{algorithm}: {stored:?}");
+        let tag_slot = key_slot(&mut any, &tag).await;
+        let mut slots = BTreeSet::new();
+        let mut nodes = BTreeSet::new();
+        for key in stored {
+            slots.insert(key_slot(&mut any, key).await);
+            nodes.insert(node_of_key[key].clone());
+        }
+        assert_eq!(slots, BTreeSet::from([tag_slot]), "{algorithm}");
+        assert_eq!(nodes.len(), 1, "{algorithm}: {nodes:?}");
+    }
+
+    // 300 keys hash to random slots: ~100 per master; fewer than 50 on one would be a bug
+    // (a chance below 1e-9 otherwise).
+    let compound_keys = 12;
+    assert_eq!(
+        keys_per_node.iter().sum::<usize>(),
+        spread_keys + compound_keys,
+        "{keys_per_node:?}"
+    );
+    for (url, count) in urls.iter().zip(&keys_per_node) {
+        assert!(*count >= 50, "{url} holds {count} keys: {keys_per_node:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn several_cluster_connections_admit_exactly_the_limit() {
+    let Some(cluster) = start_cluster().await else {
+        return;
+    };
+    let urls = cluster.urls();
+    let prefix = unique_prefix("cluster-contention");
+    // A frozen clock: nothing refills, leaks or slides out while the tasks run.
+    let clock = ManualClock::new(1_700_000_000_000);
+    let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
+    for first in 0..4 {
+        // Each connection enters the cluster through a different node.
+        let entry = &urls[first % urls.len()..];
+        backends.push(Arc::new(backend(entry, &prefix, Some(clock.clone())).await));
+    }
+    for algorithm in Algorithm::ALL {
+        let key = format!("hot:{algorithm}");
+        let admitted =
+            admitted_under_contention(&backends, &key, &limit_for(algorithm), 64, 5).await;
+        assert_eq!(
+            admitted, 50,
+            "{algorithm}: 320 attempts on a limit of 50 over 4 cluster connections"
+        );
+    }
+}
