@@ -29,6 +29,8 @@ pub use async_trait::async_trait;
 pub use backend::{Backend, BackendError, MemoryBackend, MultiBackend, MultiBackendBuilder};
 #[cfg(feature = "redis")]
 pub use backend::{RedisBackend, RedisBackendBuilder};
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+pub use backend::{SqlBackend, SqlBackendBuilder};
 #[cfg(feature = "memory")]
 pub use circuit::{CircuitBreaker, CircuitBreakerConfig};
 #[cfg(feature = "memory")]

@@ -4,6 +4,8 @@ pub mod memory;
 pub mod multi;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+pub mod sql;
 
 use async_trait::async_trait;
 
@@ -15,6 +17,8 @@ pub use memory::{MemoryBackend, MemoryBackendBuilder};
 pub use multi::{MultiBackend, MultiBackendBuilder};
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackend, RedisBackendBuilder};
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+pub use sql::{SqlBackend, SqlBackendBuilder};
 
 /// A store that applies the algorithms atomically per key.
 ///
@@ -62,6 +66,27 @@ pub enum BackendError {
     #[cfg(feature = "redis")]
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
+    /// The SQL database answered with an error, refused the connection, or no pooled
+    /// connection was free in time.
+    #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+    #[error("sql: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// A database URL whose scheme no enabled SQL engine handles.
+    #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+    #[error(
+        "unsupported database URL scheme `{scheme}`; expected postgres://, postgresql://, mysql://, mariadb:// or sqlite: with the matching feature of ratelimit-core enabled"
+    )]
+    UnsupportedUrl { scheme: String },
+    /// A SQL table prefix that is not a plain identifier.
+    #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+    #[error(
+        "table prefix `{prefix}` must be 1 to 40 lower-case ASCII letters, digits or `_`, starting with a letter or `_` (e.g. `ratelimit_`)"
+    )]
+    InvalidTablePrefix { prefix: String },
+    /// A value a SQL `BIGINT` cannot hold (e.g. a period of more than 292 million years).
+    #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+    #[error("{what} = {value} does not fit a SQL BIGINT")]
+    SqlValueOutOfRange { what: &'static str, value: u64 },
     /// A call took longer than the backend's timeout.
     #[error("{backend} did not answer within {after:?}")]
     Timeout {

@@ -1,0 +1,554 @@
+//! PostgreSQL, MySQL/MariaDB and SQLite through `sqlx`: tables created on connect, time from
+//! the database, every check atomic across processes and connections.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use ratelimit_core::{Backend, Limit, SqlBackend};
+//! let backend = SqlBackend::connect("postgres://postgres@127.0.0.1:5432/test").await?;
+//! let limit = Limit::fixed_window("5/m".parse()?);
+//! let decision = backend.check("user:42", &limit).await?;
+//! # let _ = decision;
+//! # Ok(()) }
+//! ```
+//!
+//! The URL scheme picks the engine: `postgres://` or `postgresql://` (feature `postgres`),
+//! `mysql://` or `mariadb://` (feature `mysql`), `sqlite:` (feature `sqlite`; a file is
+//! created when missing, `sqlite::memory:` lives as long as the backend).
+//!
+//! How each engine decides:
+//!
+//! - **PostgreSQL**: one round trip per check, `SELECT <prefix>check_v1(..)`, a PL/pgSQL port of
+//!   the Redis Lua scripts with the same integer maths (in `NUMERIC`, so nothing overflows).
+//!   Checks of one key queue on a transaction-scoped advisory lock taken from the key's hash, so
+//!   a key seen for the first time is never inserted twice.
+//! - **MySQL/MariaDB**: one round trip per check, `CALL <prefix>check_v1(..)`, a stored procedure
+//!   that locks the key's rows (inserting a placeholder row first, so a new key has a row to
+//!   lock) in a `READ COMMITTED` transaction.
+//! - **SQLite**: a `BEGIN IMMEDIATE` transaction (one writer at a time) that loads the state and
+//!   applies the Rust algorithms themselves.
+//!
+//! Tables (prefix `ratelimit_` by default): `<prefix>state`, one row per key, algorithm and
+//! quota, and `<prefix>log`, the sliding log's entries. Every row stores `expires_at_ms`, the
+//! instant after which it means the same as no row ([`crate::Policy::expires_at`]); a row past
+//! it is ignored by checks and deleted by [`Backend::cleanup`] in batches, through an index.
+//! PostgreSQL and MySQL store the SHA-256 of the key, so keys of any length and any bytes fit
+//! one index entry.
+//!
+//! Time comes from the database server, read after the key's lock is taken (so a check that
+//! waited decides on the time it runs); a clock injected with [`SqlBackendBuilder::clock`]
+//! (tests) overrides it. Deadlocks, serialization failures and a busy SQLite file are retried
+//! a few times within the timeout; they roll back whole, so a retry never counts twice.
+
+mod args;
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use std::fmt;
+use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::{Backend, BackendError};
+use crate::algorithm::{Algorithm, Policy, Verdict};
+use crate::clock::Clock;
+use crate::decision::Decision;
+use crate::health::HealthStatus;
+use crate::limit::{Limit, LimitError};
+
+/// The default table prefix: tables `ratelimit_state` and `ratelimit_log`.
+pub const DEFAULT_TABLE_PREFIX: &str = "ratelimit_";
+
+/// The default time a call may take, waiting for a pooled connection and retries included.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The default number of pooled connections.
+pub const DEFAULT_POOL_SIZE: u32 = 10;
+
+/// Rows [`Backend::cleanup`] deletes per statement, so a large cleanup never holds locks long.
+pub const DEFAULT_CLEANUP_BATCH: NonZeroU64 = match NonZeroU64::new(1_000) {
+    Some(batch) => batch,
+    None => NonZeroU64::MIN,
+};
+
+/// Longest table prefix: `<prefix>state_expires_at` must stay within PostgreSQL's 63-byte names.
+const MAX_TABLE_PREFIX_LEN: usize = 40;
+
+/// Attempts per call when the database rolls a transaction back for a deadlock, a
+/// serialization failure or a busy file.
+const MAX_ATTEMPTS: u32 = 5;
+
+/// A rate-limit store in PostgreSQL, MySQL/MariaDB or SQLite.
+pub struct SqlBackend {
+    engine: Box<dyn Engine>,
+    table_prefix: String,
+    clock: Option<Arc<dyn Clock>>,
+    timeout: Duration,
+    health: Mutex<HealthStatus>,
+}
+
+impl fmt::Debug for SqlBackend {
+    // No URL: it may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlBackend")
+            .field("engine", &self.engine.name())
+            .field("table_prefix", &self.table_prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One check or peek, as the engines receive it.
+pub(crate) struct Request<'a> {
+    key: &'a str,
+    algorithm: Algorithm,
+    policies: &'a [Policy],
+    /// The injected clock's time; `None` to use the database's.
+    now_ms: Option<u64>,
+    cost: u64,
+    /// `false` for a peek: read only, no writes.
+    record: bool,
+}
+
+/// Rows one cleanup batch deleted, per table.
+#[derive(Clone, Copy, Debug, Default)]
+struct Deleted {
+    state: u64,
+    log: u64,
+}
+
+/// What a SQL engine does; [`SqlBackend`] adds the timeout, retries and health around it.
+#[async_trait]
+trait Engine: Send + Sync {
+    /// `postgres`, `mysql` or `sqlite`.
+    fn name(&self) -> &'static str;
+
+    /// One attempt at a check or peek: one verdict per quota, in order.
+    async fn decide(&self, request: &Request<'_>) -> Result<Vec<Verdict>, BackendError>;
+
+    /// Deletes every state of `key`.
+    async fn reset(&self, key: &str) -> Result<(), BackendError>;
+
+    /// A trivial round trip.
+    async fn ping(&self) -> Result<(), BackendError>;
+
+    /// Deletes at most `batch` expired rows of each table.
+    async fn cleanup_batch(
+        &self,
+        now_ms: Option<u64>,
+        batch: NonZeroU64,
+    ) -> Result<Deleted, BackendError>;
+
+    /// How many rows have expired and wait for a cleanup.
+    async fn count_expired(&self, now_ms: Option<u64>) -> Result<u64, BackendError>;
+
+    /// Drops this backend's tables and routines.
+    async fn drop_schema(&self) -> Result<(), BackendError>;
+
+    /// Whether the database rolled the attempt back whole and it may simply run again.
+    fn is_transient(&self, error: &sqlx::Error) -> bool;
+}
+
+impl SqlBackend {
+    /// Connects to the database the URL names, creating the tables if needed.
+    ///
+    /// # Errors
+    /// An unsupported URL, a database that refuses the connection or does not answer within the
+    /// default timeout, or a migration that fails.
+    pub async fn connect(url: &str) -> Result<Self, BackendError> {
+        Self::builder(url).build().await
+    }
+
+    /// Every setting.
+    #[must_use]
+    pub fn builder(url: &str) -> SqlBackendBuilder {
+        SqlBackendBuilder::new(url)
+    }
+
+    /// The engine: `postgres`, `mysql` or `sqlite`.
+    #[must_use]
+    pub fn engine(&self) -> &'static str {
+        self.engine.name()
+    }
+
+    /// The prefix of this backend's tables.
+    #[must_use]
+    pub fn table_prefix(&self) -> &str {
+        &self.table_prefix
+    }
+
+    /// [`Backend::cleanup`] with `batch_size` rows per statement.
+    ///
+    /// # Errors
+    /// When the database fails or does not answer within the timeout (per batch).
+    pub async fn cleanup_in_batches(&self, batch_size: NonZeroU64) -> Result<u64, BackendError> {
+        let mut removed = 0_u64;
+        loop {
+            let deleted = self
+                .call(|| self.engine.cleanup_batch(self.now_ms(), batch_size))
+                .await?;
+            removed = removed.saturating_add(deleted.state.saturating_add(deleted.log));
+            // A table that had less than a batch to delete is done.
+            if deleted.state < batch_size.get() && deleted.log < batch_size.get() {
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// How many rows a cleanup would delete now (for a dry run).
+    ///
+    /// # Errors
+    /// When the database fails or does not answer within the timeout.
+    pub async fn count_expired(&self) -> Result<u64, BackendError> {
+        self.call(|| self.engine.count_expired(self.now_ms())).await
+    }
+
+    /// Drops this backend's tables and routines (tests, uninstalling). Other backends with the
+    /// same prefix fail until one of them connects again.
+    ///
+    /// # Errors
+    /// When the database fails or does not answer within the timeout.
+    pub async fn drop_tables(&self) -> Result<(), BackendError> {
+        self.call(|| self.engine.drop_schema()).await
+    }
+
+    fn now_ms(&self) -> Option<u64> {
+        self.clock.as_ref().map(|clock| clock.now_millis())
+    }
+
+    async fn decide(
+        &self,
+        key: &str,
+        limit: &Limit,
+        cost: u64,
+        record: bool,
+    ) -> Result<Decision, BackendError> {
+        if cost == 0 {
+            return Err(LimitError::ZeroCost.into());
+        }
+        let policies: Vec<Policy> = limit.policies()?.collect();
+        let verdicts = self
+            .call(|| async {
+                let request = Request {
+                    key,
+                    algorithm: limit.algorithm(),
+                    policies: &policies,
+                    now_ms: self.now_ms(),
+                    cost,
+                    record,
+                };
+                self.engine.decide(&request).await
+            })
+            .await?;
+        let unexpected = || BackendError::UnexpectedReply {
+            backend: self.engine.name(),
+        };
+        if verdicts.len() != policies.len() {
+            return Err(unexpected());
+        }
+        let decision = Decision::combine(verdicts).ok_or_else(unexpected)?;
+        tracing::trace!(
+            engine = self.engine.name(),
+            allowed = decision.allowed,
+            remaining = decision.remaining,
+            "sql decision"
+        );
+        Ok(decision)
+    }
+
+    /// Runs `attempt` under the timeout, again while the database reports a transient
+    /// rollback, and records health.
+    async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<T, BackendError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, BackendError>>,
+    {
+        let started = Instant::now();
+        let attempts = async {
+            let mut tries = 1;
+            loop {
+                match attempt().await {
+                    Err(BackendError::Sql(error))
+                        if tries < MAX_ATTEMPTS && self.engine.is_transient(&error) =>
+                    {
+                        tracing::debug!(engine = self.engine.name(), %error, tries, "retrying");
+                        // Let the transaction that won finish before trying again.
+                        tokio::time::sleep(Duration::from_millis(1 << tries)).await;
+                        tries += 1;
+                    }
+                    outcome => return outcome,
+                }
+            }
+        };
+        let result = tokio::time::timeout(self.timeout, attempts)
+            .await
+            .unwrap_or_else(|_| {
+                Err(BackendError::Timeout {
+                    backend: self.engine.name(),
+                    after: self.timeout,
+                })
+            });
+        self.record_health(result.as_ref().err(), started.elapsed());
+        result
+    }
+
+    fn record_health(&self, error: Option<&BackendError>, latency: Duration) {
+        let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
+        match error {
+            // A limit the caller got wrong says nothing about the database.
+            Some(BackendError::InvalidLimit(_)) => {}
+            None => {
+                health.healthy = true;
+                health.latency = Some(latency);
+                health.failure_count = 0;
+                health.detail = None;
+            }
+            Some(error) => {
+                health.healthy = false;
+                health.failure_count = health.failure_count.saturating_add(1);
+                health.detail = Some(error.to_string());
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for SqlBackend {
+    async fn check_n(&self, key: &str, limit: &Limit, cost: u64) -> Result<Decision, BackendError> {
+        self.decide(key, limit, cost, true).await
+    }
+
+    async fn peek_n(&self, key: &str, limit: &Limit, cost: u64) -> Result<Decision, BackendError> {
+        self.decide(key, limit, cost, false).await
+    }
+
+    async fn reset(&self, key: &str) -> Result<(), BackendError> {
+        self.call(|| self.engine.reset(key)).await
+    }
+
+    async fn health(&self) -> HealthStatus {
+        let _ = self.call(|| self.engine.ping()).await;
+        self.health_status()
+    }
+
+    fn health_status(&self) -> HealthStatus {
+        self.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Deletes expired rows, [`DEFAULT_CLEANUP_BATCH`] per statement, until none is left.
+    async fn cleanup(&self) -> Result<u64, BackendError> {
+        self.cleanup_in_batches(DEFAULT_CLEANUP_BATCH).await
+    }
+}
+
+/// Settings for a [`SqlBackend`].
+pub struct SqlBackendBuilder {
+    url: String,
+    table_prefix: String,
+    clock: Option<Arc<dyn Clock>>,
+    timeout: Duration,
+    pool_size: u32,
+}
+
+impl fmt::Debug for SqlBackendBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlBackendBuilder")
+            .field("table_prefix", &self.table_prefix)
+            .field("timeout", &self.timeout)
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an engine needs to connect.
+pub(crate) struct Settings<'a> {
+    url: &'a str,
+    table_prefix: &'a str,
+    timeout: Duration,
+    pool_size: u32,
+}
+
+impl SqlBackendBuilder {
+    fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            table_prefix: DEFAULT_TABLE_PREFIX.to_owned(),
+            clock: None,
+            timeout: DEFAULT_TIMEOUT,
+            pool_size: DEFAULT_POOL_SIZE,
+        }
+    }
+
+    /// Prepended to every table and routine name (default `ratelimit_`): lower-case ASCII
+    /// letters, digits and `_`, starting with a letter or `_`, at most 40 characters.
+    #[must_use]
+    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.table_prefix = prefix.into();
+        self
+    }
+
+    /// Decides on this clock instead of the database's (tests).
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// The most a call may take, waiting for a pooled connection and retries included, and the
+    /// most connecting may take (default 2 s).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How many connections the pool keeps at most (default 10; at least 1). An in-memory
+    /// SQLite database always uses one.
+    #[must_use]
+    pub fn pool_size(mut self, connections: u32) -> Self {
+        self.pool_size = connections.max(1);
+        self
+    }
+
+    /// Connects and creates the tables and routines if they do not exist.
+    ///
+    /// # Errors
+    /// An unsupported URL or table prefix, a database that refuses the connection or does not
+    /// answer within the timeout, or a migration that fails.
+    pub async fn build(self) -> Result<SqlBackend, BackendError> {
+        check_table_prefix(&self.table_prefix)?;
+        let settings = Settings {
+            url: &self.url,
+            table_prefix: &self.table_prefix,
+            timeout: self.timeout,
+            pool_size: self.pool_size,
+        };
+        let kind = EngineKind::of(&self.url)?;
+        let opening = open(kind, &settings);
+        let engine = tokio::time::timeout(self.timeout, opening)
+            .await
+            .map_err(|_| BackendError::Timeout {
+                backend: kind.name(),
+                after: self.timeout,
+            })??;
+        Ok(SqlBackend {
+            health: Mutex::new(HealthStatus::healthy(engine.name(), None)),
+            engine,
+            table_prefix: self.table_prefix,
+            clock: self.clock,
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// The engines this build supports, picked by URL scheme.
+#[derive(Clone, Copy)]
+enum EngineKind {
+    #[cfg(feature = "postgres")]
+    Postgres,
+    #[cfg(feature = "mysql")]
+    Mysql,
+    #[cfg(feature = "sqlite")]
+    Sqlite,
+}
+
+impl EngineKind {
+    fn of(url: &str) -> Result<Self, BackendError> {
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        match scheme {
+            #[cfg(feature = "postgres")]
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            #[cfg(feature = "mysql")]
+            "mysql" | "mariadb" => Ok(Self::Mysql),
+            #[cfg(feature = "sqlite")]
+            "sqlite" => Ok(Self::Sqlite),
+            _ => Err(BackendError::UnsupportedUrl {
+                // Only the scheme: the rest may hold a password.
+                scheme: scheme.chars().take(32).collect(),
+            }),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres => "postgres",
+            #[cfg(feature = "mysql")]
+            Self::Mysql => "mysql",
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
+async fn open(kind: EngineKind, settings: &Settings<'_>) -> Result<Box<dyn Engine>, BackendError> {
+    Ok(match kind {
+        #[cfg(feature = "postgres")]
+        EngineKind::Postgres => Box::new(postgres::PostgresEngine::open(settings).await?),
+        #[cfg(feature = "mysql")]
+        EngineKind::Mysql => Box::new(mysql::MysqlEngine::open(settings).await?),
+        #[cfg(feature = "sqlite")]
+        EngineKind::Sqlite => Box::new(sqlite::SqliteEngine::open(settings).await?),
+    })
+}
+
+/// Table and routine names are built from the prefix, so it must be a plain identifier.
+fn check_table_prefix(prefix: &str) -> Result<(), BackendError> {
+    let mut chars = prefix.chars();
+    let plain = chars
+        .next()
+        .is_some_and(|first| first.is_ascii_lowercase() || first == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && prefix.len() <= MAX_TABLE_PREFIX_LEN;
+    if plain {
+        Ok(())
+    } else {
+        Err(BackendError::InvalidTablePrefix {
+            prefix: prefix.to_owned(),
+        })
+    }
+}
+
+/// `sql` with every `{prefix}` replaced by the (checked) table prefix.
+fn with_prefix(sql: &str, prefix: &str) -> String {
+    sql.replace("{prefix}", prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_prefixes_are_plain_identifiers() {
+        for good in ["ratelimit_", "_x", "a1_b2", &"a".repeat(40)] {
+            assert!(check_table_prefix(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "1abc",
+            "Upper",
+            "semi;colon",
+            "sp ace",
+            "dash-",
+            &"a".repeat(41),
+        ] {
+            assert!(check_table_prefix(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_schemes_are_refused_without_echoing_the_url() {
+        let error = EngineKind::of("oracle://scott:tiger@db/x").err();
+        let message = error.map(|error| error.to_string()).unwrap_or_default();
+        assert!(message.contains("oracle"), "{message}");
+        assert!(!message.contains("tiger"), "{message}");
+    }
+}

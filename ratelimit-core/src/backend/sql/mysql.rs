@@ -1,0 +1,248 @@
+//! MySQL and MariaDB: every check is one `CALL <prefix>check_v1(..)` of the stored procedure in
+//! `mysql.sql`, so one round trip, atomic per key under row locks.
+
+use std::fmt::Write as _;
+use std::num::NonZeroU64;
+use std::str::FromStr as _;
+
+use async_trait::async_trait;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::{ConnectOptions as _, Connection as _};
+
+use super::args::{self, algorithm_tag};
+use super::{Deleted, Engine, Request, Settings, with_prefix};
+use crate::algorithm::Verdict;
+use crate::backend::BackendError;
+
+const SCHEMA: &str = include_str!("mysql.sql");
+
+/// The line between two statements of `mysql.sql`.
+const SEPARATOR: &str = "\n-- //\n";
+
+/// Every routine `mysql.sql` creates, for dropping them.
+const PROCEDURES: &[&str] = &[
+    "check_v1",
+    "reset_v1",
+    "load_v1",
+    "store_v1",
+    "fw_evaluate_v1",
+    "fw_admit_v1",
+    "sw_evaluate_v1",
+    "sw_admit_v1",
+    "swc_evaluate_v1",
+    "swc_admit_v1",
+    "tb_evaluate_v1",
+    "tb_store_v1",
+    "tb_admit_v1",
+    "tb_first_rejection_v1",
+    "lb_evaluate_v1",
+    "lb_admit_v1",
+];
+const FUNCTIONS: &[&str] = &[
+    "param_v1",
+    "millis_for_v1",
+    "first_fitting_elapsed_v1",
+    "tb_tokens_v1",
+    "lb_level_v1",
+];
+
+/// The database clock in ms (the statement's start), or the injected time when there is one.
+const NOW: &str = "COALESCE(?, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000))";
+
+/// MySQL's "ER_LOCK_DEADLOCK" SQLSTATE: the transaction was rolled back whole.
+const DEADLOCK: &str = "40001";
+
+pub(super) struct MysqlEngine {
+    pool: MySqlPool,
+    prefix: String,
+    check: String,
+    reset: String,
+    cleanup_state: String,
+    cleanup_log: String,
+    count_expired: String,
+}
+
+impl MysqlEngine {
+    /// Connects once directly, so a refused connection or a bad password is reported as such
+    /// (a pool would retry until its timeout), migrates on that connection, then opens the pool.
+    pub(super) async fn open(settings: &Settings<'_>) -> Result<Self, BackendError> {
+        let options = MySqlConnectOptions::from_str(settings.url)?;
+        let mut connection = options.connect().await?;
+        migrate(&mut connection, settings.table_prefix).await?;
+        connection.close().await?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(settings.pool_size)
+            .acquire_timeout(settings.timeout)
+            .connect_lazy_with(options);
+        let prefix = settings.table_prefix;
+        let sql = |text: &str| with_prefix(text, prefix);
+        Ok(Self {
+            pool,
+            prefix: prefix.to_owned(),
+            check: sql("CALL {prefix}check_v1(?, ?, ?, ?, ?, ?, ?)"),
+            reset: sql("CALL {prefix}reset_v1(?)"),
+            // Under READ COMMITTED InnoDB checks the condition again on the row it locks, so a
+            // row a check has just renewed is not deleted.
+            cleanup_state: sql(&format!(
+                "DELETE FROM {{prefix}}state WHERE expires_at_ms <= {NOW} LIMIT ?"
+            )),
+            cleanup_log: sql(&format!(
+                "DELETE FROM {{prefix}}log WHERE expires_at_ms <= {NOW} LIMIT ?"
+            )),
+            count_expired: sql(&format!(
+                "SELECT (SELECT COUNT(*) FROM {{prefix}}state WHERE expires_at_ms <= {NOW}) \
+                 + (SELECT COUNT(*) FROM {{prefix}}log WHERE expires_at_ms <= {NOW})"
+            )),
+        })
+    }
+
+    async fn delete_expired(
+        &self,
+        statement: &str,
+        now: Option<i64>,
+        batch: i64,
+    ) -> Result<u64, BackendError> {
+        let mut connection = self.pool.acquire().await?;
+        // No gap locks: a cleanup never blocks checks inserting new keys. (The procedures set
+        // their own level, so the session's does not matter to them.)
+        sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut *connection)
+            .await?;
+        let deleted = sqlx::query(statement)
+            .bind(now)
+            .bind(batch)
+            .execute(&mut *connection)
+            .await?
+            .rows_affected();
+        Ok(deleted)
+    }
+}
+
+/// Creates the tables and routines, one statement at a time, while holding a named lock so
+/// processes connecting at once do not race on `IF NOT EXISTS`.
+async fn migrate(connection: &mut sqlx::MySqlConnection, prefix: &str) -> Result<(), BackendError> {
+    // Lock names are at most 64 characters; the prefix is at most 40.
+    let lock = format!("ratelimit migrate {prefix}");
+    let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 30)")
+        .bind(&lock)
+        .fetch_one(&mut *connection)
+        .await?;
+    if locked != Some(1) {
+        return Err(BackendError::UnexpectedReply { backend: "mysql" });
+    }
+    let mut outcome = Ok(());
+    for statement in with_prefix(SCHEMA, prefix).split(SEPARATOR) {
+        if let Err(error) = sqlx::raw_sql(statement).execute(&mut *connection).await {
+            outcome = Err(error.into());
+            break;
+        }
+    }
+    sqlx::query("SELECT RELEASE_LOCK(?)")
+        .bind(&lock)
+        .execute(&mut *connection)
+        .await?;
+    outcome
+}
+
+fn optional_int(what: &'static str, value: Option<u64>) -> Result<Option<i64>, BackendError> {
+    value.map(|value| args::to_sql_int(what, value)).transpose()
+}
+
+/// The procedure's parameters as one comma-separated list (procedures take no arrays).
+fn params_list(request: &Request<'_>) -> Result<String, BackendError> {
+    let mut list = String::new();
+    for (index, value) in args::policy_args(request.policies)?.into_iter().enumerate() {
+        let separator = if index == 0 { "" } else { "," };
+        let _ = write!(list, "{separator}{value}");
+    }
+    Ok(list)
+}
+
+fn parse_reply(reply: &str) -> Option<Vec<i64>> {
+    reply.split(',').map(|number| number.parse().ok()).collect()
+}
+
+#[async_trait]
+impl Engine for MysqlEngine {
+    fn name(&self) -> &'static str {
+        "mysql"
+    }
+
+    async fn decide(&self, request: &Request<'_>) -> Result<Vec<Verdict>, BackendError> {
+        let quotas = i32::try_from(request.policies.len())
+            .map_err(|_| BackendError::UnexpectedReply { backend: "mysql" })?;
+        let replies: Vec<String> = sqlx::query_scalar(&self.check)
+            .bind(request.key.as_bytes())
+            .bind(algorithm_tag(request.algorithm))
+            .bind(optional_int("now", request.now_ms)?)
+            .bind(args::cost_arg(request.cost))
+            .bind(request.record)
+            .bind(quotas)
+            .bind(params_list(request)?)
+            .fetch_all(&self.pool)
+            .await?;
+        let reply = replies
+            .first()
+            .and_then(|reply| parse_reply(reply))
+            .ok_or(BackendError::UnexpectedReply { backend: "mysql" })?;
+        args::verdicts(self.name(), request.policies, &reply)
+    }
+
+    async fn reset(&self, key: &str) -> Result<(), BackendError> {
+        sqlx::query(&self.reset)
+            .bind(key.as_bytes())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn cleanup_batch(
+        &self,
+        now_ms: Option<u64>,
+        batch: NonZeroU64,
+    ) -> Result<Deleted, BackendError> {
+        let now = optional_int("now", now_ms)?;
+        let batch = args::to_sql_int("cleanup batch", batch.get())?;
+        Ok(Deleted {
+            state: self.delete_expired(&self.cleanup_state, now, batch).await?,
+            log: self.delete_expired(&self.cleanup_log, now, batch).await?,
+        })
+    }
+
+    async fn count_expired(&self, now_ms: Option<u64>) -> Result<u64, BackendError> {
+        let now = optional_int("now", now_ms)?;
+        let expired: i64 = sqlx::query_scalar(&self.count_expired)
+            .bind(now)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(expired).unwrap_or_default())
+    }
+
+    async fn drop_schema(&self) -> Result<(), BackendError> {
+        let mut sql = String::new();
+        for procedure in PROCEDURES {
+            sql.push_str(&format!("DROP PROCEDURE IF EXISTS {{prefix}}{procedure};"));
+        }
+        for function in FUNCTIONS {
+            sql.push_str(&format!("DROP FUNCTION IF EXISTS {{prefix}}{function};"));
+        }
+        sql.push_str("DROP TABLE IF EXISTS {prefix}state, {prefix}log;");
+        sqlx::raw_sql(&with_prefix(&sql, &self.prefix))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    fn is_transient(&self, error: &sqlx::Error) -> bool {
+        matches!(
+            error,
+            sqlx::Error::Database(database) if database.code().as_deref() == Some(DEADLOCK)
+        )
+    }
+}

@@ -1,0 +1,519 @@
+-- The MySQL/MariaDB store: tables, indexes and the stored-procedure port of the Redis Lua
+-- scripts (backend/redis/*.lua), with the same integer maths. `{prefix}` is the checked table
+-- prefix. Statements are separated by lines holding only `-- //` and sent one at a time (no
+-- DELIMITER needed: the server reads a routine body whole). Run on every connect: every
+-- statement is idempotent.
+--
+-- Every routine ends in `_v1`: a change to one gets a new name (they are created only if
+-- missing), so processes of two versions sharing a database each call their own.
+--
+-- Arithmetic on request values is done in DECIMAL(65,0) (exact), so a huge cost or period
+-- cannot overflow; stored values are BIGINT. floor(a / b) is `a DIV b` and ceil(a / b) is
+-- `(a + b - 1) DIV b`, for a >= 0 and b > 0 (never `/`, which rounds to a few decimals).
+
+CREATE TABLE IF NOT EXISTS {prefix}state (
+    -- SHA-256 of the key: keys of any length and any bytes fit one index entry.
+    key_hash BINARY(32) NOT NULL,
+    -- fw, sw, swc, tb or lb: each algorithm has its own rows.
+    algorithm VARCHAR(3) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    -- The quota's position in a compound rate.
+    quota SMALLINT NOT NULL,
+    -- Window or bucket start (fw, swc), newest entry (sw), last update (tb, lb).
+    since_ms BIGINT NOT NULL,
+    -- Count (fw), current bucket (swc), entry sequence (sw), scaled level (tb, lb).
+    amount BIGINT NOT NULL,
+    -- Previous bucket (swc).
+    previous BIGINT NOT NULL DEFAULT 0,
+    -- After this instant the row means the same as no row (Policy::expires_at); 0 for the
+    -- placeholder a check inserts to have a row to lock.
+    expires_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (key_hash, algorithm, quota),
+    KEY {prefix}state_expires_at (expires_at_ms)
+) ENGINE = InnoDB
+-- //
+-- The sliding log: one row per admitted request.
+CREATE TABLE IF NOT EXISTS {prefix}log (
+    key_hash BINARY(32) NOT NULL,
+    quota SMALLINT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    -- Keeps two requests of one millisecond apart, and their order.
+    seq BIGINT NOT NULL,
+    cost BIGINT NOT NULL,
+    -- at_ms + window: when the request stops counting.
+    expires_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (key_hash, quota, at_ms, seq),
+    KEY {prefix}log_expires_at (expires_at_ms)
+) ENGINE = InnoDB
+-- //
+-- The n-th (1-based) integer of a comma-separated list.
+CREATE FUNCTION IF NOT EXISTS {prefix}param_v1(p_list TEXT, p_n INT)
+RETURNS DECIMAL(65, 0) DETERMINISTIC NO SQL
+RETURN CAST(SUBSTRING_INDEX(SUBSTRING_INDEX(p_list, ',', p_n), ',', -1) AS DECIMAL(65, 0))
+-- //
+-- Milliseconds until `units` scaled units have flowed at `amount` per ms; NULL when nothing flows.
+CREATE FUNCTION IF NOT EXISTS {prefix}millis_for_v1(p_units DECIMAL(65, 0), p_amount DECIMAL(65, 0))
+RETURNS DECIMAL(65, 0) DETERMINISTIC NO SQL
+RETURN CASE
+    WHEN p_units = 0 THEN 0
+    WHEN p_amount = 0 THEN NULL
+    ELSE (p_units + p_amount - 1) DIV p_amount
+END
+-- //
+-- Writes one state row (a check has locked it, so it exists); the expiry is at least 1 ms away
+-- (as Policy::expires_at).
+CREATE PROCEDURE IF NOT EXISTS {prefix}store_v1(
+    IN p_hash BINARY(32), IN p_algorithm VARCHAR(3), IN p_quota INT,
+    IN p_since DECIMAL(65, 0), IN p_amount DECIMAL(65, 0), IN p_previous DECIMAL(65, 0),
+    IN p_expires_at DECIMAL(65, 0), IN p_now BIGINT)
+MODIFIES SQL DATA
+UPDATE {prefix}state
+SET since_ms = p_since, amount = p_amount, previous = p_previous,
+    expires_at_ms = LEAST(GREATEST(p_expires_at, CAST(p_now AS DECIMAL(65, 0)) + 1),
+                          9223372036854775807)
+WHERE key_hash = p_hash AND algorithm = p_algorithm AND quota = p_quota
+-- //
+-- Every algorithm has an `evaluate` giving allowed, remaining, reset_after_ms and
+-- retry_after_ms (-1: never), and an `admit` that writes the state after an admitted request.
+-- Both read the quota's parameters from p_params at p_offset (as the Lua `params`) and its
+-- state from p_found, s_since, s_amount, s_previous (p_found false: no state).
+--
+-- Fixed window. params: limit, window; state: since = window start, amount = count.
+CREATE PROCEDURE IF NOT EXISTS {prefix}fw_evaluate_v1(
+    IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
+    IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
+    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0),
+    OUT o_allowed BOOLEAN, OUT o_remaining BIGINT, OUT o_reset BIGINT, OUT o_retry BIGINT)
+READS SQL DATA
+BEGIN
+    DECLARE v_limit DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 1);
+    DECLARE v_window DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 2);
+    DECLARE v_start DECIMAL(65, 0) DEFAULT p_now - MOD(p_now, v_window);
+    DECLARE v_used DECIMAL(65, 0) DEFAULT IF(p_found AND s_since = v_start, s_amount, 0);
+    SET o_reset = v_start + v_window - p_now;
+    SET o_allowed = v_used + p_cost <= v_limit;
+    SET o_remaining = GREATEST(v_limit - IF(o_allowed, v_used + p_cost, v_used), 0);
+    -- The next window starts empty, so a cost within the limit fits there.
+    SET o_retry = IF(NOT o_allowed AND p_cost <= v_limit, o_reset, -1);
+END
+-- //
+CREATE PROCEDURE IF NOT EXISTS {prefix}fw_admit_v1(
+    IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
+    IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
+    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0))
+MODIFIES SQL DATA
+BEGIN
+    DECLARE v_window DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 2);
+    DECLARE v_start DECIMAL(65, 0) DEFAULT p_now - MOD(p_now, v_window);
+    DECLARE v_used DECIMAL(65, 0) DEFAULT IF(p_found AND s_since = v_start, s_amount, 0);
+    CALL {prefix}store_v1(p_hash, 'fw', p_quota, v_start, v_used + p_cost, 0,
+                          v_start + v_window, p_now);
+END
+-- //
+-- Sliding log. params: limit, window; entries in {prefix}log, counted while
+-- at_ms + window > now; state: since = newest entry, amount = entry sequence.
+CREATE PROCEDURE IF NOT EXISTS {prefix}sw_evaluate_v1(
+    IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
+    IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
+    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0),
+    OUT o_allowed BOOLEAN, OUT o_remaining BIGINT, OUT o_reset BIGINT, OUT o_retry BIGINT)
+READS SQL DATA
+BEGIN
+    DECLARE v_limit DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 1);
+    DECLARE v_window DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 2);
+    DECLARE v_counted_after BIGINT DEFAULT p_now - v_window;
+    DECLARE v_used DECIMAL(65, 0);
+    DECLARE v_oldest DECIMAL(65, 0);
+    DECLARE v_freed_at DECIMAL(65, 0);
+    SELECT COALESCE(SUM(cost), 0), MIN(at_ms) INTO v_used, v_oldest
+    FROM {prefix}log
+    WHERE key_hash = p_hash AND quota = p_quota AND at_ms > v_counted_after;
+    SET o_allowed = v_used + p_cost <= v_limit;
+    SET o_retry = -1;
+    IF o_allowed THEN
+        SET o_remaining = GREATEST(v_limit - v_used - p_cost, 0);
+        SET v_oldest = LEAST(COALESCE(v_oldest, p_now), p_now);
+    ELSE
+        SET o_remaining = GREATEST(v_limit - v_used, 0);
+        IF p_cost <= v_limit THEN
+            -- Enough earlier requests must slide out to make room for this one.
+            SET v_freed_at = (
+                SELECT e.at_ms
+                FROM (
+                    SELECT at_ms, seq, SUM(cost) OVER (ORDER BY at_ms, seq) AS freed
+                    FROM {prefix}log
+                    WHERE key_hash = p_hash AND quota = p_quota AND at_ms > v_counted_after
+                ) e
+                WHERE e.freed >= v_used + p_cost - v_limit
+                ORDER BY e.at_ms, e.seq
+                LIMIT 1);
+            SET o_retry = IF(v_freed_at IS NULL, 1, GREATEST(v_freed_at + v_window - p_now, 1));
+        END IF;
+    END IF;
+    SET o_reset = IF(v_oldest IS NULL, 0, v_oldest + v_window - p_now);
+END
+-- //
+CREATE PROCEDURE IF NOT EXISTS {prefix}sw_admit_v1(
+    IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
+    IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
+    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0))
+MODIFIES SQL DATA
+BEGIN
+    DECLARE v_window DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 2);
+    DECLARE v_seq BIGINT;
+    DECLARE v_newest BIGINT;
+    DELETE FROM {prefix}log
+    WHERE key_hash = p_hash AND quota = p_quota AND at_ms <= p_now - v_window;
+    -- The sequence survives the row's expiry (p_found is false then), so it never repeats.
+    SET v_seq = COALESCE((
+        SELECT amount FROM {prefix}state
+        WHERE key_hash = p_hash AND algorithm = 'sw' AND quota = p_quota), 0) + 1;
+    INSERT INTO {prefix}log (key_hash, quota, at_ms, seq, cost, expires_at_ms)
+    VALUES (p_hash, p_quota, p_now, v_seq, p_cost,
+            LEAST(p_now + v_window, 9223372036854775807));
+    SET v_newest = (SELECT MAX(at_ms) FROM {prefix}log WHERE key_hash = p_hash AND quota = p_quota);
+    CALL {prefix}store_v1(p_hash, 'sw', p_quota, v_newest, v_seq, 0, v_newest + v_window, p_now);
+END
+-- //
+-- Sliding window counter. params: limit, window; state: since = current bucket start,
+-- amount = current, previous. Compared exactly, scaled by the window.
+--
+-- The smallest elapsed time at which previous * (window - e) <= room * window.
+CREATE FUNCTION IF NOT EXISTS {prefix}first_fitting_elapsed_v1(
+    p_window DECIMAL(65, 0), p_previous DECIMAL(65, 0), p_room DECIMAL(65, 0))
+RETURNS DECIMAL(65, 0) DETERMINISTIC NO SQL
+RETURN IF(p_previous = 0, 0, GREATEST(p_window - (p_room * p_window) DIV p_previous, 0))
+-- //
+CREATE PROCEDURE IF NOT EXISTS {prefix}swc_evaluate_v1(
+    IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
+    IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
+    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0),
+    OUT o_allowed BOOLEAN, OUT o_remaining BIGINT, OUT o_reset BIGINT, OUT o_retry BIGINT)
+READS SQL DATA
+BEGIN
+    DECLARE v_limit DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 1);
+    DECLARE v_window DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 2);
+    DECLARE v_start DECIMAL(65, 0) DEFAULT p_now - MOD(p_now, v_window);
+    DECLARE v_elapsed DECIMAL(65, 0) DEFAULT p_now - v_start;
+    -- previous, current as seen from the bucket holding now.
+    DECLARE v_previous DECIMAL(65, 0) DEFAULT CASE
+        WHEN p_found AND s_since = v_start THEN s_previous
+        WHEN p_found AND s_since + v_window = v_start THEN s_amount
+        ELSE 0 END;
+    DECLARE v_current DECIMAL(65, 0) DEFAULT IF(p_found AND s_since = v_start, s_amount, 0);
+    DECLARE v_scaled_limit DECIMAL(65, 0) DEFAULT v_limit * v_window;
+    DECLARE v_before DECIMAL(65, 0) DEFAULT v_previous * (v_window - v_elapsed) + v_current * v_window;
+    DECLARE v_room DECIMAL(65, 0) DEFAULT v_limit - v_current - p_cost;
+    SET o_allowed = v_before + p_cost * v_window <= v_scaled_limit;
+    SET o_remaining = GREATEST(v_scaled_limit - IF(o_allowed, v_before + p_cost * v_window, v_before), 0) DIV v_window;
+    SET o_reset = v_start + v_window - p_now;
+    SET o_retry = -1;
+    IF NOT o_allowed AND p_cost <= v_limit THEN
+        IF v_room >= 0 THEN
+            -- Fits later in this bucket, once enough of the previous one has slid out.
+            SET o_retry = {prefix}first_fitting_elapsed_v1(v_window, v_previous, v_room) - v_elapsed;
+        ELSE
+            -- Only fits in the next bucket, where this bucket's count becomes the weighted one.
+            SET o_retry = o_reset + {prefix}first_fitting_elapsed_v1(v_window, v_current, v_limit - p_cost);
+        END IF;
+    END IF;
+END
+-- //
+CREATE PROCEDURE IF NOT EXISTS {prefix}swc_admit_v1(
+    IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
+    IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
+    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0))
+MODIFIES SQL DATA
+BEGIN
+    DECLARE v_window DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 2);
+    DECLARE v_start DECIMAL(65, 0) DEFAULT p_now - MOD(p_now, v_window);
+    DECLARE v_previous DECIMAL(65, 0) DEFAULT CASE
+        WHEN p_found AND s_since = v_start THEN s_previous
+        WHEN p_found AND s_since + v_window = v_start THEN s_amount
+        ELSE 0 END;
+    DECLARE v_current DECIMAL(65, 0) DEFAULT IF(p_found AND s_since = v_start, s_amount, 0);
+    CALL {prefix}store_v1(p_hash, 'swc', p_quota, v_start, v_current + p_cost, v_previous,
+                          v_start + 2 * v_window, p_now);
+END
+-- //
+-- Token bucket. params: bucket_size, refill amount, refill per_ms, initial_tokens, window;
+-- state: since = last update, amount = tokens in scaled units (one token = per_ms units).
+--
+-- Tokens now: a new bucket holds the initial tokens; a clock that steps back refills nothing.
+CREATE FUNCTION IF NOT EXISTS {prefix}tb_tokens_v1(
+    p_params TEXT, p_offset INT, p_found BOOLEAN, s_since BIGINT, s_amount BIGINT, p_now BIGINT)
+RETURNS DECIMAL(65, 0) DETERMINISTIC NO SQL
+BEGIN
+    DECLARE v_size DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 1);
+    DECLARE v_amount DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 2);
+    DECLARE v_unit DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 3);
+    DECLARE v_initial DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 4);
+    DECLARE v_capacity DECIMAL(65, 0) DEFAULT v_size * v_unit;
+    IF NOT p_found THEN
+        RETURN LEAST(v_initial, v_size) * v_unit;
+    END IF;
+    RETURN LEAST(
+        LEAST(s_amount, v_capacity)
+            + LEAST(GREATEST(CAST(p_now AS DECIMAL(65, 0)) - s_since, 0) * v_amount, v_capacity),
+        v_capacity);
+END
+-- //
+CREATE PROCEDURE IF NOT EXISTS {prefix}tb_evaluate_v1(
+    IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
+    IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
+    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0),
+    OUT o_allowed BOOLEAN, OUT o_remaining BIGINT, OUT o_reset BIGINT, OUT o_retry BIGINT)
+READS SQL DATA
+BEGIN
+    DECLARE v_size DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 1);
+    DECLARE v_amount DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 2);
+    DECLARE v_unit DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 3);
+    DECLARE v_tokens DECIMAL(65, 0) DEFAULT
+        {prefix}tb_tokens_v1(p_params, p_offset, p_found, s_since, s_amount, p_now);
+    DECLARE v_needed DECIMAL(65, 0) DEFAULT p_cost * v_unit;
+    DECLARE v_after DECIMAL(65, 0);
+    SET o_allowed = v_tokens >= v_needed;
+    SET v_after = IF(o_allowed, v_tokens - v_needed, v_tokens);
+    SET o_remaining = v_after DIV v_unit;
+    SET o_reset = COALESCE({prefix}millis_for_v1(v_size * v_unit - v_after, v_amount), 0);
+    SET o_retry = -1;
+    IF NOT o_allowed AND p_cost <= v_size THEN
+        SET o_retry = COALESCE({prefix}millis_for_v1(v_needed - v_tokens, v_amount), -1);
+    END IF;
+END
+-- //
+-- A bucket full again means the same as a new one only when new buckets start full; one that
+-- starts lower is kept a window longer.
+CREATE PROCEDURE IF NOT EXISTS {prefix}tb_store_v1(
+    IN p_params TEXT, IN p_offset INT, IN p_hash BINARY(32), IN p_quota INT,
+    IN p_level DECIMAL(65, 0), IN p_last DECIMAL(65, 0), IN p_now BIGINT)
+MODIFIES SQL DATA
+BEGIN
+    DECLARE v_size DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 1);
+    DECLARE v_amount DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 2);
+    DECLARE v_unit DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 3);
+    DECLARE v_initial DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 4);
+    DECLARE v_window DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 5);
+    CALL {prefix}store_v1(p_hash, 'tb', p_quota, p_last, p_level, 0,
+        p_now
+            + COALESCE({prefix}millis_for_v1(v_size * v_unit - p_level, v_amount), 0)
+            + IF(v_initial < v_size, v_window, 0),
+        p_now);
+END
+-- //
+CREATE PROCEDURE IF NOT EXISTS {prefix}tb_admit_v1(
+    IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
+    IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
+    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0))
+MODIFIES SQL DATA
+CALL {prefix}tb_store_v1(p_params, p_offset, p_hash, p_quota,
+    {prefix}tb_tokens_v1(p_params, p_offset, p_found, s_since, s_amount, p_now)
+        - p_cost * {prefix}param_v1(p_params, p_offset + 3),
+    IF(p_found, GREATEST(s_since, p_now), p_now),
+    p_now)
+-- //
+-- The refill clock starts at the first request even when it does not fit.
+CREATE PROCEDURE IF NOT EXISTS {prefix}tb_first_rejection_v1(
+    IN p_params TEXT, IN p_offset INT, IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT)
+MODIFIES SQL DATA
+BEGIN
+    DECLARE v_size DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 1);
+    DECLARE v_initial DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 4);
+    IF v_initial < v_size THEN
+        CALL {prefix}tb_store_v1(p_params, p_offset, p_hash, p_quota,
+            v_initial * {prefix}param_v1(p_params, p_offset + 3), p_now, p_now);
+    END IF;
+END
+-- //
+-- Leaky bucket (meter). params: capacity, leak amount, leak per_ms, window; state:
+-- since = last update, amount = level in scaled units. A clock that steps back drains nothing.
+CREATE FUNCTION IF NOT EXISTS {prefix}lb_level_v1(
+    p_params TEXT, p_offset INT, p_found BOOLEAN, s_since BIGINT, s_amount BIGINT, p_now BIGINT)
+RETURNS DECIMAL(65, 0) DETERMINISTIC NO SQL
+RETURN IF(p_found,
+    s_amount - LEAST(GREATEST(CAST(p_now AS DECIMAL(65, 0)) - s_since, 0)
+                         * {prefix}param_v1(p_params, p_offset + 2), s_amount),
+    0)
+-- //
+CREATE PROCEDURE IF NOT EXISTS {prefix}lb_evaluate_v1(
+    IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
+    IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
+    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0),
+    OUT o_allowed BOOLEAN, OUT o_remaining BIGINT, OUT o_reset BIGINT, OUT o_retry BIGINT)
+READS SQL DATA
+BEGIN
+    DECLARE v_capacity DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 1);
+    DECLARE v_amount DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 2);
+    DECLARE v_unit DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 3);
+    DECLARE v_scaled_capacity DECIMAL(65, 0) DEFAULT v_capacity * v_unit;
+    DECLARE v_level DECIMAL(65, 0) DEFAULT
+        {prefix}lb_level_v1(p_params, p_offset, p_found, s_since, s_amount, p_now);
+    DECLARE v_added DECIMAL(65, 0) DEFAULT p_cost * v_unit;
+    DECLARE v_after DECIMAL(65, 0);
+    SET o_allowed = v_level + v_added <= v_scaled_capacity;
+    SET v_after = IF(o_allowed, v_level + v_added, v_level);
+    SET o_remaining = GREATEST(v_scaled_capacity - v_after, 0) DIV v_unit;
+    SET o_reset = COALESCE({prefix}millis_for_v1(v_after, v_amount), 0);
+    SET o_retry = -1;
+    IF NOT o_allowed AND p_cost <= v_capacity THEN
+        SET o_retry = COALESCE(
+            {prefix}millis_for_v1(v_level + v_added - v_scaled_capacity, v_amount), -1);
+    END IF;
+END
+-- //
+CREATE PROCEDURE IF NOT EXISTS {prefix}lb_admit_v1(
+    IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
+    IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
+    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0))
+MODIFIES SQL DATA
+BEGIN
+    DECLARE v_level DECIMAL(65, 0) DEFAULT
+        {prefix}lb_level_v1(p_params, p_offset, p_found, s_since, s_amount, p_now)
+        + p_cost * {prefix}param_v1(p_params, p_offset + 3);
+    CALL {prefix}store_v1(p_hash, 'lb', p_quota, IF(p_found, GREATEST(s_since, p_now), p_now),
+        v_level, 0,
+        p_now + COALESCE({prefix}millis_for_v1(v_level, {prefix}param_v1(p_params, p_offset + 2)), 0),
+        p_now);
+END
+-- //
+-- One quota's state row, if it has not expired (an expired row means the same as none).
+CREATE PROCEDURE IF NOT EXISTS {prefix}load_v1(
+    IN p_hash BINARY(32), IN p_algorithm VARCHAR(3), IN p_quota INT, IN p_now BIGINT,
+    OUT o_found BOOLEAN, OUT o_since BIGINT, OUT o_amount BIGINT, OUT o_previous BIGINT)
+READS SQL DATA
+-- Aggregates always give one row, so a missing state is NULLs rather than a "no data" warning.
+SELECT COUNT(*) > 0, MAX(since_ms), MAX(amount), MAX(previous)
+INTO o_found, o_since, o_amount, o_previous
+FROM {prefix}state
+WHERE key_hash = p_hash AND algorithm = p_algorithm AND quota = p_quota
+  AND expires_at_ms > p_now
+-- //
+-- Evaluates every quota, then records in all of them only if all allow (a rejected request is
+-- never counted). Answers one row: 4 comma-separated integers per quota, as the Lua scripts
+-- return. p_now NULL: the database's clock. p_record false: a peek, which writes nothing.
+CREATE PROCEDURE IF NOT EXISTS {prefix}check_v1(
+    IN p_key LONGBLOB, IN p_algorithm VARCHAR(3), IN p_now BIGINT, IN p_cost BIGINT,
+    IN p_record BOOLEAN, IN p_quotas INT, IN p_params TEXT)
+MODIFIES SQL DATA
+BEGIN
+    DECLARE v_hash BINARY(32) DEFAULT UNHEX(SHA2(p_key, 256));
+    DECLARE v_width INT DEFAULT CASE p_algorithm WHEN 'tb' THEN 5 WHEN 'lb' THEN 4 ELSE 2 END;
+    DECLARE v_now BIGINT;
+    DECLARE v_quota INT DEFAULT 0;
+    DECLARE v_offset INT;
+    DECLARE v_all_allowed BOOLEAN DEFAULT TRUE;
+    DECLARE v_found BOOLEAN;
+    DECLARE v_since, v_amount, v_previous BIGINT;
+    DECLARE v_allowed BOOLEAN;
+    DECLARE v_remaining, v_reset, v_retry BIGINT;
+    DECLARE v_reply TEXT DEFAULT '';
+    DECLARE EXIT HANDLER FOR SQLEXCEPTION
+    BEGIN
+        ROLLBACK;
+        RESIGNAL;
+    END;
+
+    IF p_algorithm NOT IN ('fw', 'sw', 'swc', 'tb', 'lb') THEN
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'unknown algorithm';
+    END IF;
+    IF p_record THEN
+        -- READ COMMITTED: no gap locks, so checks of different keys never wait on each other.
+        SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+        START TRANSACTION;
+        -- Lock every quota's row, in quota order (so two checks cannot deadlock). A key seen for
+        -- the first time gets a placeholder row (expired: it means no state) to lock; a second
+        -- check inserting the same key waits for the first and then finds it.
+        WHILE v_quota < p_quotas DO
+            INSERT INTO {prefix}state
+                (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
+            VALUES (v_hash, p_algorithm, v_quota, 0, 0, 0, 0)
+            ON DUPLICATE KEY UPDATE expires_at_ms = expires_at_ms;
+            SET v_quota = v_quota + 1;
+        END WHILE;
+    ELSE
+        -- One snapshot for every quota and log entry a peek reads.
+        SET TRANSACTION ISOLATION LEVEL REPEATABLE READ;
+        START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY;
+    END IF;
+    -- Read after the locks (SYSDATE, not the statement's NOW): a check that waited decides on
+    -- the time it runs.
+    SET v_now = COALESCE(p_now, FLOOR(UNIX_TIMESTAMP(SYSDATE(3)) * 1000));
+
+    SET v_quota = 0;
+    WHILE v_quota < p_quotas DO
+        SET v_offset = v_quota * v_width;
+        CALL {prefix}load_v1(v_hash, p_algorithm, v_quota, v_now,
+                             v_found, v_since, v_amount, v_previous);
+        CASE p_algorithm
+            WHEN 'fw' THEN CALL {prefix}fw_evaluate_v1(p_params, v_offset, v_found, v_since,
+                v_amount, v_previous, v_hash, v_quota, v_now, p_cost,
+                v_allowed, v_remaining, v_reset, v_retry);
+            WHEN 'sw' THEN CALL {prefix}sw_evaluate_v1(p_params, v_offset, v_found, v_since,
+                v_amount, v_previous, v_hash, v_quota, v_now, p_cost,
+                v_allowed, v_remaining, v_reset, v_retry);
+            WHEN 'swc' THEN CALL {prefix}swc_evaluate_v1(p_params, v_offset, v_found, v_since,
+                v_amount, v_previous, v_hash, v_quota, v_now, p_cost,
+                v_allowed, v_remaining, v_reset, v_retry);
+            WHEN 'tb' THEN CALL {prefix}tb_evaluate_v1(p_params, v_offset, v_found, v_since,
+                v_amount, v_previous, v_hash, v_quota, v_now, p_cost,
+                v_allowed, v_remaining, v_reset, v_retry);
+            ELSE CALL {prefix}lb_evaluate_v1(p_params, v_offset, v_found, v_since,
+                v_amount, v_previous, v_hash, v_quota, v_now, p_cost,
+                v_allowed, v_remaining, v_reset, v_retry);
+        END CASE;
+        SET v_all_allowed = v_all_allowed AND v_allowed;
+        SET v_reply = CONCAT(v_reply, IF(v_quota = 0, '', ','),
+            IF(v_allowed, 1, 0), ',', v_remaining, ',', v_reset, ',', v_retry);
+        SET v_quota = v_quota + 1;
+    END WHILE;
+
+    IF p_record THEN
+        SET v_quota = 0;
+        WHILE v_quota < p_quotas DO
+            SET v_offset = v_quota * v_width;
+            -- The rows are locked: they are what the first pass read.
+            CALL {prefix}load_v1(v_hash, p_algorithm, v_quota, v_now,
+                                 v_found, v_since, v_amount, v_previous);
+            IF v_all_allowed THEN
+                CASE p_algorithm
+                    WHEN 'fw' THEN CALL {prefix}fw_admit_v1(p_params, v_offset, v_found,
+                        v_since, v_amount, v_previous, v_hash, v_quota, v_now, p_cost);
+                    WHEN 'sw' THEN CALL {prefix}sw_admit_v1(p_params, v_offset, v_found,
+                        v_since, v_amount, v_previous, v_hash, v_quota, v_now, p_cost);
+                    WHEN 'swc' THEN CALL {prefix}swc_admit_v1(p_params, v_offset, v_found,
+                        v_since, v_amount, v_previous, v_hash, v_quota, v_now, p_cost);
+                    WHEN 'tb' THEN CALL {prefix}tb_admit_v1(p_params, v_offset, v_found,
+                        v_since, v_amount, v_previous, v_hash, v_quota, v_now, p_cost);
+                    ELSE CALL {prefix}lb_admit_v1(p_params, v_offset, v_found,
+                        v_since, v_amount, v_previous, v_hash, v_quota, v_now, p_cost);
+                END CASE;
+            ELSEIF p_algorithm = 'tb' AND NOT v_found THEN
+                CALL {prefix}tb_first_rejection_v1(p_params, v_offset, v_hash, v_quota, v_now);
+            END IF;
+            SET v_quota = v_quota + 1;
+        END WHILE;
+        -- A rejection stores nothing: remove the placeholders it did not replace.
+        IF NOT v_all_allowed THEN
+            DELETE FROM {prefix}state
+            WHERE key_hash = v_hash AND algorithm = p_algorithm AND expires_at_ms = 0;
+        END IF;
+    END IF;
+    COMMIT;
+    SELECT v_reply AS reply;
+END
+-- //
+-- Forgets every state of a key, every algorithm and quota.
+CREATE PROCEDURE IF NOT EXISTS {prefix}reset_v1(IN p_key LONGBLOB)
+MODIFIES SQL DATA
+BEGIN
+    DECLARE v_hash BINARY(32) DEFAULT UNHEX(SHA2(p_key, 256));
+    DECLARE EXIT HANDLER FOR SQLEXCEPTION
+    BEGIN
+        ROLLBACK;
+        RESIGNAL;
+    END;
+    SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+    START TRANSACTION;
+    DELETE FROM {prefix}state WHERE key_hash = v_hash;
+    DELETE FROM {prefix}log WHERE key_hash = v_hash;
+    COMMIT;
+END

@@ -1,0 +1,201 @@
+//! PostgreSQL: every check is one call of the PL/pgSQL function `<prefix>check_v1` (see
+//! `postgres.sql`), so one round trip, atomic per key under an advisory lock.
+
+use std::num::NonZeroU64;
+use std::str::FromStr as _;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions as _, Connection as _};
+
+use super::args::{self, algorithm_tag};
+use super::{Deleted, Engine, Request, Settings, with_prefix};
+use crate::algorithm::Verdict;
+use crate::backend::BackendError;
+
+const SCHEMA: &str = include_str!("postgres.sql");
+
+/// Every routine `postgres.sql` creates, with its argument types, for dropping them.
+const ROUTINES: &[&str] = &[
+    "check_v1(bytea, text, bigint, bigint, boolean, bigint[])",
+    "reset_v1(bytea)",
+    "lock_v1(bytea, boolean)",
+    "lb_admit_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
+    "lb_evaluate_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
+    "lb_level_v1(bigint[], {prefix}state, bigint)",
+    "tb_first_rejection_v1(bigint[], bytea, smallint, bigint)",
+    "tb_admit_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
+    "tb_store_v1(bigint[], bytea, smallint, numeric, numeric, bigint)",
+    "tb_evaluate_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
+    "tb_tokens_v1(bigint[], {prefix}state, bigint)",
+    "swc_admit_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
+    "swc_evaluate_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
+    "first_fitting_elapsed_v1(numeric, numeric, numeric)",
+    "sw_admit_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
+    "sw_evaluate_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
+    "fw_admit_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
+    "fw_evaluate_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
+    "store_v1(bytea, text, smallint, numeric, numeric, numeric, numeric, bigint)",
+    "millis_for_v1(numeric, numeric)",
+];
+
+/// The database clock in ms, or the injected time `$1` when there is one.
+const NOW: &str =
+    "coalesce($1::bigint, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)";
+
+pub(super) struct PostgresEngine {
+    pool: PgPool,
+    prefix: String,
+    check: String,
+    reset: String,
+    cleanup_state: String,
+    cleanup_log: String,
+    count_expired: String,
+}
+
+impl PostgresEngine {
+    /// Connects once directly, so a refused connection or a bad password is reported as such
+    /// (a pool would retry until its timeout), migrates on that connection, then opens the pool.
+    pub(super) async fn open(settings: &Settings<'_>) -> Result<Self, BackendError> {
+        let options = PgConnectOptions::from_str(settings.url)?;
+        let mut connection = options.connect().await?;
+        migrate(&mut connection, settings.table_prefix).await?;
+        connection.close().await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.pool_size)
+            .acquire_timeout(settings.timeout)
+            .connect_lazy_with(options);
+        let prefix = settings.table_prefix;
+        let sql = |text: &str| with_prefix(text, prefix);
+        Ok(Self {
+            pool,
+            prefix: prefix.to_owned(),
+            check: sql("SELECT {prefix}check_v1($1, $2, $3, $4, $5, $6)"),
+            reset: sql("SELECT {prefix}reset_v1($1)"),
+            // The outer condition is checked again on the row as it is when locked, so a row a
+            // check has just renewed is not deleted.
+            cleanup_state: sql(&format!(
+                "DELETE FROM {{prefix}}state WHERE expires_at_ms <= {NOW} \
+                 AND (key_hash, algorithm, quota) IN (SELECT key_hash, algorithm, quota \
+                 FROM {{prefix}}state WHERE expires_at_ms <= {NOW} LIMIT $2)"
+            )),
+            cleanup_log: sql(&format!(
+                "DELETE FROM {{prefix}}log WHERE expires_at_ms <= {NOW} \
+                 AND (key_hash, quota, at_ms, seq) IN (SELECT key_hash, quota, at_ms, seq \
+                 FROM {{prefix}}log WHERE expires_at_ms <= {NOW} LIMIT $2)"
+            )),
+            count_expired: sql(&format!(
+                "SELECT (SELECT count(*) FROM {{prefix}}state WHERE expires_at_ms <= {NOW}) \
+                 + (SELECT count(*) FROM {{prefix}}log WHERE expires_at_ms <= {NOW})"
+            )),
+        })
+    }
+}
+
+/// Creates the tables and routines. Concurrent connects (many processes starting at once)
+/// queue on an advisory lock: PostgreSQL's `IF NOT EXISTS` and `OR REPLACE` are not safe
+/// against each other.
+async fn migrate(connection: &mut sqlx::PgConnection, prefix: &str) -> Result<(), BackendError> {
+    let mut transaction = connection.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("ratelimit migrate {prefix}"))
+        .execute(&mut *transaction)
+        .await?;
+    sqlx::raw_sql(&with_prefix(SCHEMA, prefix))
+        .execute(&mut *transaction)
+        .await?;
+    transaction.commit().await?;
+    Ok(())
+}
+
+fn optional_int(what: &'static str, value: Option<u64>) -> Result<Option<i64>, BackendError> {
+    value.map(|value| args::to_sql_int(what, value)).transpose()
+}
+
+fn count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or_default()
+}
+
+#[async_trait]
+impl Engine for PostgresEngine {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn decide(&self, request: &Request<'_>) -> Result<Vec<Verdict>, BackendError> {
+        let reply: Vec<i64> = sqlx::query_scalar(&self.check)
+            .bind(request.key.as_bytes())
+            .bind(algorithm_tag(request.algorithm))
+            .bind(optional_int("now", request.now_ms)?)
+            .bind(args::cost_arg(request.cost))
+            .bind(request.record)
+            .bind(args::policy_args(request.policies)?)
+            .fetch_one(&self.pool)
+            .await?;
+        args::verdicts(self.name(), request.policies, &reply)
+    }
+
+    async fn reset(&self, key: &str) -> Result<(), BackendError> {
+        sqlx::query(&self.reset)
+            .bind(key.as_bytes())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn cleanup_batch(
+        &self,
+        now_ms: Option<u64>,
+        batch: NonZeroU64,
+    ) -> Result<Deleted, BackendError> {
+        let now = optional_int("now", now_ms)?;
+        let batch = args::to_sql_int("cleanup batch", batch.get())?;
+        let state = sqlx::query(&self.cleanup_state)
+            .bind(now)
+            .bind(batch)
+            .execute(&self.pool)
+            .await?;
+        let log = sqlx::query(&self.cleanup_log)
+            .bind(now)
+            .bind(batch)
+            .execute(&self.pool)
+            .await?;
+        Ok(Deleted {
+            state: state.rows_affected(),
+            log: log.rows_affected(),
+        })
+    }
+
+    async fn count_expired(&self, now_ms: Option<u64>) -> Result<u64, BackendError> {
+        let expired: i64 = sqlx::query_scalar(&self.count_expired)
+            .bind(optional_int("now", now_ms)?)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count(expired))
+    }
+
+    async fn drop_schema(&self) -> Result<(), BackendError> {
+        let mut statements: Vec<String> = ROUTINES
+            .iter()
+            .map(|routine| format!("DROP FUNCTION IF EXISTS {{prefix}}{routine};"))
+            .collect();
+        statements.push("DROP TABLE IF EXISTS {prefix}state, {prefix}log;".to_owned());
+        let sql = with_prefix(&statements.concat(), &self.prefix);
+        sqlx::raw_sql(&sql).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn is_transient(&self, error: &sqlx::Error) -> bool {
+        // serialization_failure, deadlock_detected: the transaction was rolled back whole.
+        matches!(
+            error,
+            sqlx::Error::Database(database)
+                if matches!(database.code().as_deref(), Some("40001" | "40P01"))
+        )
+    }
+}

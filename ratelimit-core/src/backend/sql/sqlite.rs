@@ -1,0 +1,433 @@
+//! SQLite: the state is loaded and written back inside one `BEGIN IMMEDIATE` transaction (the
+//! database's single writer lock), and the Rust algorithms themselves decide, so SQLite agrees
+//! with the memory backend by construction. SQLite runs in the process, so the extra
+//! statements cost no network round trips.
+
+use std::num::NonZeroU64;
+use std::str::FromStr as _;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+
+use super::args::{algorithm_tag, to_sql_int};
+use super::{Deleted, Engine, Request, Settings, with_prefix};
+use crate::algorithm::{
+    BucketState, CounterState, LogEntry, LogState, Policy, State, Verdict, WindowState,
+};
+use crate::backend::BackendError;
+
+const SCHEMA: &str = include_str!("sqlite.sql");
+
+/// The database clock in ms: SQLite's own `now`, which is the host's clock.
+const DATABASE_NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+
+/// SQLITE_BUSY and SQLITE_LOCKED (the low byte of extended result codes): another connection
+/// holds the write lock; nothing was written.
+const BUSY: i64 = 5;
+const LOCKED: i64 = 6;
+
+pub(super) struct SqliteEngine {
+    pool: SqlitePool,
+    sql: Statements,
+}
+
+/// Every statement, with the table prefix filled in once.
+struct Statements {
+    load_state: String,
+    load_log: String,
+    store_state: String,
+    next_seq: String,
+    delete_uncounted: String,
+    insert_entry: String,
+    reset_state: String,
+    reset_log: String,
+    cleanup_state: String,
+    cleanup_log: String,
+    count_expired: String,
+    drop_tables: String,
+}
+
+impl Statements {
+    fn new(prefix: &str) -> Self {
+        let sql = |text: &str| with_prefix(text, prefix);
+        let now_or = format!("COALESCE(?1, {DATABASE_NOW})");
+        Self {
+            load_state: sql("SELECT since_ms, amount, previous FROM {prefix}state \
+                 WHERE key = ?1 AND algorithm = ?2 AND quota = ?3 AND expires_at_ms > ?4"),
+            load_log: sql("SELECT at_ms, cost FROM {prefix}log \
+                 WHERE key = ?1 AND quota = ?2 AND at_ms > ?3 ORDER BY at_ms, seq"),
+            store_state: sql("INSERT INTO {prefix}state \
+                 (key, algorithm, quota, since_ms, amount, previous, expires_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (key, algorithm, quota) DO UPDATE SET since_ms = excluded.since_ms, \
+                 amount = excluded.amount, previous = excluded.previous, \
+                 expires_at_ms = excluded.expires_at_ms"),
+            next_seq: sql("SELECT COALESCE(MAX(amount), 0) + 1 FROM {prefix}state \
+                 WHERE key = ?1 AND algorithm = 'sw' AND quota = ?2"),
+            delete_uncounted: sql(
+                "DELETE FROM {prefix}log WHERE key = ?1 AND quota = ?2 AND at_ms <= ?3",
+            ),
+            insert_entry: sql(
+                "INSERT INTO {prefix}log (key, quota, at_ms, seq, cost, expires_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            ),
+            reset_state: sql("DELETE FROM {prefix}state WHERE key = ?1"),
+            reset_log: sql("DELETE FROM {prefix}log WHERE key = ?1"),
+            cleanup_state: sql(&format!(
+                "DELETE FROM {{prefix}}state WHERE (key, algorithm, quota) IN \
+                 (SELECT key, algorithm, quota FROM {{prefix}}state \
+                 WHERE expires_at_ms <= {now_or} LIMIT ?2)"
+            )),
+            cleanup_log: sql(&format!(
+                "DELETE FROM {{prefix}}log WHERE (key, quota, at_ms, seq) IN \
+                 (SELECT key, quota, at_ms, seq FROM {{prefix}}log \
+                 WHERE expires_at_ms <= {now_or} LIMIT ?2)"
+            )),
+            count_expired: sql(&format!(
+                "SELECT (SELECT COUNT(*) FROM {{prefix}}state WHERE expires_at_ms <= {now_or}) \
+                 + (SELECT COUNT(*) FROM {{prefix}}log WHERE expires_at_ms <= {now_or})"
+            )),
+            drop_tables: sql(
+                "DROP TABLE IF EXISTS {prefix}state; DROP TABLE IF EXISTS {prefix}log;",
+            ),
+        }
+    }
+}
+
+impl SqliteEngine {
+    pub(super) async fn open(settings: &Settings<'_>) -> Result<Self, BackendError> {
+        let in_memory = settings.url.contains(":memory:") || settings.url.contains("mode=memory");
+        let mut options = SqliteConnectOptions::from_str(settings.url)?
+            .create_if_missing(true)
+            .busy_timeout(settings.timeout)
+            // Safe with WAL: a power cut may lose the last commits, never corrupt the file.
+            .synchronous(SqliteSynchronous::Normal);
+        let mut pool = SqlitePoolOptions::new().acquire_timeout(settings.timeout);
+        if in_memory {
+            // An in-memory database lives while a connection to it is open; one connection
+            // keeps it, and SQLite has one writer anyway.
+            pool = pool
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        } else {
+            // WAL lets peeks read while a check writes.
+            options = options.journal_mode(SqliteJournalMode::Wal);
+            pool = pool.max_connections(settings.pool_size);
+        }
+        let pool = pool.connect_with(options).await?;
+        let mut migration = pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::raw_sql(&with_prefix(SCHEMA, settings.table_prefix))
+            .execute(&mut *migration)
+            .await?;
+        migration.commit().await?;
+        Ok(Self {
+            pool,
+            sql: Statements::new(settings.table_prefix),
+        })
+    }
+
+    /// One quota's state, if it has not expired; for the sliding log, its counted entries.
+    async fn load(
+        &self,
+        connection: &mut SqliteConnection,
+        quota: &QuotaRow<'_>,
+        now: u64,
+    ) -> Result<Option<State>, BackendError> {
+        if let Policy::SlidingWindow { window_ms, .. } = *quota.policy {
+            let rows: Vec<(i64, i64)> = sqlx::query_as(&self.sql.load_log)
+                .bind(quota.key)
+                .bind(quota.index)
+                .bind(counted_after(now, window_ms))
+                .fetch_all(connection)
+                .await?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let entries = rows
+                .into_iter()
+                .map(|(at_ms, cost)| {
+                    Some(LogEntry {
+                        at_ms: u64::try_from(at_ms).ok()?,
+                        cost: u64::try_from(cost).ok()?,
+                    })
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(unexpected)?;
+            return Ok(Some(State::Log(LogState::from_entries(entries))));
+        }
+        let row: Option<(i64, i64, i64)> = sqlx::query_as(&self.sql.load_state)
+            .bind(quota.key)
+            .bind(quota.tag)
+            .bind(quota.index)
+            .bind(to_sql_int("now", now)?)
+            .fetch_optional(connection)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let [since, amount, previous] = <[i64; 3]>::from(row)
+            .map(u64::try_from)
+            .map(|value| value.map_err(|_| unexpected()));
+        let (since, amount, previous) = (since?, amount?, previous?);
+        Ok(Some(match quota.policy {
+            Policy::FixedWindow { .. } => State::Window(WindowState {
+                window_start: since,
+                count: amount,
+            }),
+            Policy::SlidingWindowCounter { .. } => State::Counter(CounterState {
+                current_start: since,
+                current: amount,
+                previous,
+            }),
+            // The sliding log was answered above; its row holds no state of its own.
+            Policy::TokenBucket { .. }
+            | Policy::LeakyBucket { .. }
+            | Policy::SlidingWindow { .. } => State::Bucket(BucketState {
+                level: amount,
+                last_ms: since,
+            }),
+        }))
+    }
+
+    /// Writes `state` (what [`Policy::admit`] or a first rejection produced) for one quota.
+    async fn store(
+        &self,
+        connection: &mut SqliteConnection,
+        quota: &QuotaRow<'_>,
+        state: &State,
+        now: u64,
+        cost: u64,
+    ) -> Result<(), BackendError> {
+        let expires_at = clamp(quota.policy.expires_at(state, now));
+        let (since, amount, previous) = match state {
+            State::Window(window) => (window.window_start, window.count, 0),
+            State::Counter(counter) => (counter.current_start, counter.current, counter.previous),
+            State::Bucket(bucket) => (bucket.last_ms, bucket.level, 0),
+            State::Log(log) => {
+                let seq = self.append_entry(connection, quota, now, cost).await?;
+                (log.newest().unwrap_or(now), seq, 0)
+            }
+        };
+        sqlx::query(&self.sql.store_state)
+            .bind(quota.key)
+            .bind(quota.tag)
+            .bind(quota.index)
+            .bind(to_sql_int("state", since)?)
+            .bind(to_sql_int("state", amount)?)
+            .bind(to_sql_int("state", previous)?)
+            .bind(expires_at)
+            .execute(connection)
+            .await?;
+        Ok(())
+    }
+
+    /// The sliding log's part of an admission: drop the entries no longer counted, append the
+    /// new one. Returns its sequence number.
+    async fn append_entry(
+        &self,
+        connection: &mut SqliteConnection,
+        quota: &QuotaRow<'_>,
+        now: u64,
+        cost: u64,
+    ) -> Result<u64, BackendError> {
+        let window_ms = quota.policy.window_ms();
+        sqlx::query(&self.sql.delete_uncounted)
+            .bind(quota.key)
+            .bind(quota.index)
+            .bind(counted_after(now, window_ms))
+            .execute(&mut *connection)
+            .await?;
+        // The sequence survives the state row's expiry, so it never repeats.
+        let seq: i64 = sqlx::query_scalar(&self.sql.next_seq)
+            .bind(quota.key)
+            .bind(quota.index)
+            .fetch_one(&mut *connection)
+            .await?;
+        sqlx::query(&self.sql.insert_entry)
+            .bind(quota.key)
+            .bind(quota.index)
+            .bind(to_sql_int("now", now)?)
+            .bind(seq)
+            .bind(to_sql_int("cost", cost)?)
+            .bind(clamp(now.saturating_add(window_ms)))
+            .execute(connection)
+            .await?;
+        u64::try_from(seq).map_err(|_| unexpected())
+    }
+}
+
+/// Where one quota's rows are: the key, the algorithm's tag and the quota's position.
+struct QuotaRow<'a> {
+    key: &'a [u8],
+    tag: &'static str,
+    index: i64,
+    policy: &'a Policy,
+}
+
+/// Entries admitted after this instant still count: `at_ms + window > now`.
+fn counted_after(now: u64, window_ms: u64) -> i64 {
+    let bound = i128::from(now) - i128::from(window_ms);
+    i64::try_from(bound.max(i128::from(i64::MIN))).unwrap_or(i64::MAX)
+}
+
+/// An expiry as a SQL integer; beyond `i64::MAX` means never in practice.
+fn clamp(instant: u64) -> i64 {
+    i64::try_from(instant).unwrap_or(i64::MAX)
+}
+
+fn unexpected() -> BackendError {
+    BackendError::UnexpectedReply { backend: "sqlite" }
+}
+
+fn optional_int(value: Option<u64>) -> Result<Option<i64>, BackendError> {
+    value.map(|value| to_sql_int("now", value)).transpose()
+}
+
+#[async_trait]
+impl Engine for SqliteEngine {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn decide(&self, request: &Request<'_>) -> Result<Vec<Verdict>, BackendError> {
+        let key = request.key.as_bytes();
+        // IMMEDIATE takes the write lock up front, so two checks never both read and then
+        // both write; a peek only reads.
+        let mut transaction = if request.record {
+            self.pool.begin_with("BEGIN IMMEDIATE").await?
+        } else {
+            self.pool.begin().await?
+        };
+        let now = match request.now_ms {
+            Some(now) => now,
+            None => {
+                let now: i64 = sqlx::query_scalar(&format!("SELECT {DATABASE_NOW}"))
+                    .fetch_one(&mut *transaction)
+                    .await?;
+                u64::try_from(now).map_err(|_| unexpected())?
+            }
+        };
+        let tag = algorithm_tag(request.algorithm);
+        let quotas: Vec<QuotaRow<'_>> = (0_i64..)
+            .zip(request.policies)
+            .map(|(index, policy)| QuotaRow {
+                key,
+                tag,
+                index,
+                policy,
+            })
+            .collect();
+        let mut states = Vec::with_capacity(quotas.len());
+        for quota in &quotas {
+            states.push(self.load(&mut transaction, quota, now).await?);
+        }
+        let verdicts: Vec<Verdict> = quotas
+            .iter()
+            .zip(&states)
+            .map(|(quota, state)| quota.policy.evaluate(state.as_ref(), now, request.cost))
+            .collect();
+        if request.record {
+            let all_allowed = verdicts.iter().all(|verdict| verdict.allowed);
+            for (quota, state) in quotas.iter().zip(states) {
+                let new_state = if all_allowed {
+                    Some(quota.policy.admit(state, now, request.cost))
+                } else if state.is_none() {
+                    // A token bucket's refill clock starts at the first request, even rejected.
+                    quota.policy.state_after_first_rejection(now)
+                } else {
+                    None
+                };
+                if let Some(new_state) = new_state {
+                    self.store(&mut transaction, quota, &new_state, now, request.cost)
+                        .await?;
+                }
+            }
+        }
+        transaction.commit().await?;
+        Ok(verdicts)
+    }
+
+    async fn reset(&self, key: &str) -> Result<(), BackendError> {
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for statement in [&self.sql.reset_state, &self.sql.reset_log] {
+            sqlx::query(statement)
+                .bind(key.as_bytes())
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn cleanup_batch(
+        &self,
+        now_ms: Option<u64>,
+        batch: NonZeroU64,
+    ) -> Result<Deleted, BackendError> {
+        let now = optional_int(now_ms)?;
+        let batch = to_sql_int("cleanup batch", batch.get())?;
+        let mut deleted = [0; 2];
+        for (statement, count) in [&self.sql.cleanup_state, &self.sql.cleanup_log]
+            .into_iter()
+            .zip(&mut deleted)
+        {
+            *count = sqlx::query(statement)
+                .bind(now)
+                .bind(batch)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        let [state, log] = deleted;
+        Ok(Deleted { state, log })
+    }
+
+    async fn count_expired(&self, now_ms: Option<u64>) -> Result<u64, BackendError> {
+        let expired: i64 = sqlx::query_scalar(&self.sql.count_expired)
+            .bind(optional_int(now_ms)?)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(expired).unwrap_or_default())
+    }
+
+    async fn drop_schema(&self) -> Result<(), BackendError> {
+        sqlx::raw_sql(&self.sql.drop_tables)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    fn is_transient(&self, error: &sqlx::Error) -> bool {
+        let sqlx::Error::Database(database) = error else {
+            return false;
+        };
+        let code = database
+            .code()
+            .and_then(|code| code.parse::<i64>().ok())
+            .unwrap_or_default();
+        matches!(code & 0xff, BUSY | LOCKED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counted_bound_never_overflows() {
+        assert_eq!(counted_after(10_000, 3_000), 7_000);
+        assert_eq!(counted_after(1_000, 3_000), -2_000);
+        assert_eq!(counted_after(0, u64::MAX), i64::MIN);
+        assert_eq!(clamp(u64::MAX), i64::MAX);
+    }
+}

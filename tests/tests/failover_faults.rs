@@ -1,0 +1,195 @@
+//! Failover against a Redis process this test owns: killed under steady load, then brought back
+//! on the same port. Never touches the shared Redis.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ratelimit_core::{
+    Backend, BackendError, CircuitBreakerConfig, CircuitState, Limit, MemoryBackend, MultiBackend,
+    Rate, RedisBackend,
+};
+use ratelimit_tests::services::{PrivateRedis, skip_or_fail};
+
+const CALL_TIMEOUT: Duration = Duration::from_millis(200);
+/// What a call may take beyond the backend timeout on a loaded 2-core machine.
+const SLACK: Duration = Duration::from_millis(300);
+
+fn limit() -> Limit {
+    Limit::fixed_window(Rate::parse("1000000/h").unwrap_or_else(|error| panic!("{error}")))
+}
+
+async fn start_redis() -> Option<PrivateRedis> {
+    match PrivateRedis::start().await {
+        Ok(redis) => Some(redis),
+        Err(error) => skip_or_fail(format!("cannot start a private redis-server: {error}")),
+    }
+}
+
+fn failover(redis: RedisBackend, threshold: u32, recovery: Duration) -> Arc<MultiBackend> {
+    Arc::new(
+        MultiBackend::builder()
+            .backend("redis", redis)
+            .backend("memory", MemoryBackend::new())
+            .circuit_breaker(CircuitBreakerConfig {
+                failure_threshold: threshold,
+                recovery_timeout: recovery,
+                ..CircuitBreakerConfig::default()
+            })
+            .build(),
+    )
+}
+
+/// Runs `tasks` loops of checks until `stop`; returns every call's (latency, outcome).
+fn steady_load(
+    backend: Arc<MultiBackend>,
+    tasks: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<(Duration, Result<bool, String>)>>> {
+    (0..tasks)
+        .map(|task| {
+            let backend = Arc::clone(&backend);
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut calls = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let started = Instant::now();
+                    let outcome = backend
+                        .check(&format!("client:{task}"), &limit())
+                        .await
+                        .map(|decision| decision.allowed)
+                        .map_err(|error| error.to_string());
+                    calls.push((started.elapsed(), outcome));
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                calls
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_load_fails_over_without_errors_and_comes_back() {
+    let Some(mut redis) = start_redis().await else {
+        return;
+    };
+    let port = redis.port();
+    let backend = RedisBackend::builder(redis.url())
+        .timeout(CALL_TIMEOUT)
+        .build()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let recovery = Duration::from_secs(1);
+    let multi = failover(backend, 3, recovery);
+    let alive_before = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = steady_load(Arc::clone(&multi), 8, Arc::clone(&stop));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.kill().await.unwrap_or_else(|error| panic!("{error}"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        multi.breaker("redis").map(|breaker| breaker.state()),
+        Some(CircuitState::Open),
+        "the breaker opened after the threshold"
+    );
+    // With the circuit open a check costs no network wait at all.
+    let started = Instant::now();
+    assert!(
+        multi
+            .check("probe", &limit())
+            .await
+            .is_ok_and(|d| d.allowed)
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let _restarted = PrivateRedis::start_on(port)
+        .await
+        .unwrap_or_else(|error| panic!("restarting redis on {port}: {error}"));
+    tokio::time::sleep(recovery + Duration::from_millis(800)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut calls = Vec::new();
+    for handle in load {
+        calls.extend(
+            handle
+                .await
+                .unwrap_or_else(|error| panic!("load task: {error}")),
+        );
+    }
+
+    assert!(calls.len() > 100, "steady load: {} calls", calls.len());
+    let failed: Vec<_> = calls
+        .iter()
+        .filter(|(_, outcome)| outcome.is_err())
+        .collect();
+    assert!(failed.is_empty(), "no request failed: {failed:?}");
+    let slowest = calls
+        .iter()
+        .map(|(latency, _)| *latency)
+        .max()
+        .unwrap_or_default();
+    assert!(
+        slowest <= CALL_TIMEOUT + SLACK,
+        "slowest call took {slowest:?}"
+    );
+    assert_eq!(
+        multi.breaker("redis").map(|breaker| breaker.state()),
+        Some(CircuitState::Closed),
+        "traffic returned to redis after the recovery timeout"
+    );
+    let health = multi.health().await;
+    assert!(health.members[0].status.healthy, "{health:?}");
+    // Every load task finished; nothing was left running in the background.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let alive_after = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    assert!(
+        alive_after <= alive_before,
+        "{alive_before} tasks before, {alive_after} after"
+    );
+}
+
+#[tokio::test]
+async fn deny_when_every_backend_is_down_is_an_error_the_guard_turns_into_503() {
+    let Some(mut redis) = start_redis().await else {
+        return;
+    };
+    let backend = RedisBackend::builder(redis.url())
+        .timeout(CALL_TIMEOUT)
+        .build()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let multi = MultiBackend::builder()
+        .backend("redis", backend)
+        .circuit_breaker(CircuitBreakerConfig {
+            failure_threshold: 2,
+            recovery_timeout: Duration::from_secs(30),
+            ..CircuitBreakerConfig::default()
+        })
+        .build();
+    redis.kill().await.unwrap_or_else(|error| panic!("{error}"));
+    for attempt in 0..5 {
+        let started = Instant::now();
+        match multi.check("k", &limit()).await {
+            Err(BackendError::AllBackendsFailed { retry_after, .. }) => {
+                if attempt >= 2 {
+                    assert!(retry_after.is_some_and(|after| after <= Duration::from_secs(30)));
+                    assert!(
+                        started.elapsed() < Duration::from_millis(50),
+                        "open circuit waits"
+                    );
+                }
+            }
+            other => panic!("expected every backend to fail, got {other:?}"),
+        }
+        assert!(started.elapsed() <= CALL_TIMEOUT + SLACK);
+    }
+    assert!(!multi.health().await.healthy);
+}
