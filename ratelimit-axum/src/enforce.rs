@@ -4,7 +4,11 @@
 use std::net::IpAddr;
 
 use http::request::Parts;
-use ratelimit_core::{BackendError, Decision, OnError};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ratelimit_core::metrics::{self, Outcome};
+use ratelimit_core::{Backend, BackendError, Decision, OnError};
 
 use crate::client_ip::{self, MissingPeerAddress};
 use crate::key::bucket_key;
@@ -89,6 +93,8 @@ pub(crate) async fn enforce(
         }
     }
     let mut admitted = Admitted::default();
+    // The request's outcome for metrics: the worst of its limits' (see `Outcome`'s order).
+    let mut outcome: Option<Outcome> = None;
     for view in limits {
         let spec = view.spec();
         if !applies(spec, parts) {
@@ -101,36 +107,17 @@ pub(crate) async fn enforce(
                 std::borrow::Cow::Owned(spec.config.limit(rate(parts), spec.algorithm))
             }
         };
-        let backend = match view.backend() {
-            Some(name) => context
-                .registry
-                .backend(name)
-                .ok_or_else(|| GuardRejection::UnknownBackend(name.to_owned()))?,
-            None => context.registry.default_backend(),
-        };
-        let decision = match backend.check_n(&key, &limit, cost(spec, parts)).await {
+        let (backend_name, backend) = resolve_backend(view.backend(), context)?;
+        let started = Instant::now();
+        let checked = backend.check_n(&key, &limit, cost(spec, parts)).await;
+        metrics::record_backend_latency(backend_name, started.elapsed());
+        let decision = match checked {
             Ok(decision) => decision,
-            Err(error) => match spec.on_error.unwrap_or(context.registry.on_backend_error()) {
-                OnError::Allow => {
-                    tracing::warn!(%error, handler, key, "rate-limit backend failed; allowing the request");
-                    continue;
-                }
-                OnError::Deny => {
-                    tracing::warn!(%error, handler, key, "rate-limit backend failed; denying the request");
-                    // An open circuit knows when it will try again; otherwise the setting.
-                    let retry_after = match &error {
-                        BackendError::AllBackendsFailed {
-                            retry_after: Some(after),
-                            ..
-                        } => u64::try_from(after.as_millis().div_ceil(1_000)).unwrap_or(u64::MAX),
-                        _ => context.settings.unavailable_retry_after.as_secs(),
-                    }
-                    .max(1);
-                    return Err(GuardRejection::BackendUnavailable(BackendUnavailable {
-                        retry_after_secs: retry_after,
-                    }));
-                }
-            },
+            Err(error) => {
+                apply_failure_policy(&error, spec, context, handler, &key)?;
+                outcome = outcome.max(Some(Outcome::ErrorAllowed));
+                continue;
+            }
         };
         tracing::debug!(
             handler,
@@ -142,11 +129,14 @@ pub(crate) async fn enforce(
         if spec.shadow {
             if !decision.allowed {
                 tracing::warn!(handler, key, limit = %limit.rate(), "shadow rate limit would block this request");
+                outcome = outcome.max(Some(Outcome::ShadowLimited));
             }
             continue;
         }
         if !decision.allowed {
+            outcome = Some(Outcome::Limited);
             if spec.block {
+                metrics::record_outcome(Outcome::Limited);
                 return Err(GuardRejection::RateLimited(RateLimited {
                     decision,
                     handler: handler.to_owned(),
@@ -157,12 +147,16 @@ pub(crate) async fn enforce(
             admitted.reported = Some(decision);
             break;
         }
+        outcome = outcome.max(Some(Outcome::Allowed));
         let more_restrictive = admitted
             .reported
             .is_none_or(|reported| decision.remaining < reported.remaining);
         if more_restrictive {
             admitted.reported = Some(decision);
         }
+    }
+    if let Some(outcome) = outcome {
+        metrics::record_outcome(outcome);
     }
     if let Some(decision) = admitted.reported {
         parts.extensions.insert(RateLimitStatus {
@@ -171,6 +165,57 @@ pub(crate) async fn enforce(
         });
     }
     Ok(admitted)
+}
+
+/// The backend a limit names (or the registry default), with its registry name.
+fn resolve_backend<'c>(
+    name: Option<&str>,
+    context: &Context<'c>,
+) -> Result<(&'c str, &'c Arc<dyn Backend>), GuardRejection> {
+    match name {
+        Some(name) => context
+            .registry
+            .backends()
+            .find(|(candidate, _)| *candidate == name)
+            .ok_or_else(|| GuardRejection::UnknownBackend(name.to_owned())),
+        None => Ok((
+            context.registry.default_backend_name(),
+            context.registry.default_backend(),
+        )),
+    }
+}
+
+/// A backend failed: `Ok` lets the request through uncounted (`allow`), `Err` is the 503 of
+/// `deny`.
+fn apply_failure_policy(
+    error: &BackendError,
+    spec: &LimitSpec,
+    context: &Context<'_>,
+    handler: &str,
+    key: &str,
+) -> Result<(), GuardRejection> {
+    match spec.on_error.unwrap_or(context.registry.on_backend_error()) {
+        OnError::Allow => {
+            tracing::warn!(%error, handler, key, "rate-limit backend failed; allowing the request");
+            Ok(())
+        }
+        OnError::Deny => {
+            tracing::warn!(%error, handler, key, "rate-limit backend failed; denying the request");
+            metrics::record_outcome(Outcome::ErrorDenied);
+            // An open circuit knows when it will try again; otherwise the setting.
+            let retry_after_secs = match error {
+                BackendError::AllBackendsFailed {
+                    retry_after: Some(after),
+                    ..
+                } => u64::try_from(after.as_millis().div_ceil(1_000)).unwrap_or(u64::MAX),
+                _ => context.settings.unavailable_retry_after.as_secs(),
+            }
+            .max(1);
+            Err(GuardRejection::BackendUnavailable(BackendUnavailable {
+                retry_after_secs,
+            }))
+        }
+    }
 }
 
 /// Whether the limit counts this request at all (`methods`, `skip_if`).

@@ -14,6 +14,7 @@ pub mod circuit;
 pub mod handlers;
 #[cfg(feature = "memory")]
 pub mod health;
+pub mod metrics;
 #[cfg(feature = "memory")]
 pub mod registry;
 

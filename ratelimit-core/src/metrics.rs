@@ -1,0 +1,56 @@
+//! Metrics through the `metrics` facade (feature `metrics`; without it these are no-ops, so
+//! callers never need a `cfg`). Install any recorder, e.g. a Prometheus exporter, to see them:
+//!
+//! | name | kind | labels |
+//! | --- | --- | --- |
+//! | `ratelimit_requests_total` | counter | `outcome` = `allowed`, `limited`, `shadow_limited`, `error_allowed`, `error_denied` |
+//! | `ratelimit_backend_latency_seconds` | histogram | `backend` = the backend's registry name |
+
+use std::time::Duration;
+
+/// What happened to one checked request. Ordered from least to most notable, so a request
+/// with several limits reports the most notable outcome among them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Every limit allowed it.
+    Allowed,
+    /// A shadow limit would have rejected it.
+    ShadowLimited,
+    /// No backend could decide; the failure policy let it through.
+    ErrorAllowed,
+    /// A limit rejected it (with `block = false` it still ran).
+    Limited,
+    /// No backend could decide; the failure policy denied it (503).
+    ErrorDenied,
+}
+
+impl Outcome {
+    /// The `outcome` label value.
+    #[must_use]
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Limited => "limited",
+            Self::ShadowLimited => "shadow_limited",
+            Self::ErrorAllowed => "error_allowed",
+            Self::ErrorDenied => "error_denied",
+        }
+    }
+}
+
+/// Counts one request under `outcome`.
+pub fn record_outcome(outcome: Outcome) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("ratelimit_requests_total", "outcome" => outcome.label()).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = outcome;
+}
+
+/// Records how long one backend call took.
+pub fn record_backend_latency(backend: &str, elapsed: Duration) {
+    #[cfg(feature = "metrics")]
+    metrics::histogram!("ratelimit_backend_latency_seconds", "backend" => backend.to_owned())
+        .record(elapsed.as_secs_f64());
+    #[cfg(not(feature = "metrics"))]
+    let _ = (backend, elapsed);
+}
