@@ -40,12 +40,15 @@ fn failover(redis: RedisBackend, threshold: u32, recovery: Duration) -> Arc<Mult
     )
 }
 
-/// Runs `tasks` loops of checks until `stop`; returns every call's (latency, outcome).
+/// One call under load: how long it took and whether it was allowed (or why it failed).
+type Call = (Duration, Result<bool, String>);
+
+/// Runs `tasks` loops of checks until `stop`; returns every call's latency and outcome.
 fn steady_load(
     backend: Arc<MultiBackend>,
     tasks: usize,
     stop: Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<Vec<(Duration, Result<bool, String>)>>> {
+) -> Vec<tokio::task::JoinHandle<Vec<Call>>> {
     (0..tasks)
         .map(|task| {
             let backend = Arc::clone(&backend);
