@@ -1,0 +1,585 @@
+//! What `#[rate_limit]` costs over HTTP: one axum server on loopback serving the same trivial
+//! route three ways — unguarded (`/plain`), behind `#[rate_limit]` on the zero-config memory
+//! backend (`/guarded`), and behind tower_governor's `GovernorLayer` keyed by peer IP
+//! (`/governor`) — driven by `wrk` in alternating rounds, the route order rotated every round so
+//! that drift (other processes, thermal state) spreads over all three.
+//!
+//! ```text
+//! cargo bench -p ratelimit-axum --bench http_overhead
+//! ```
+//!
+//! Needs `wrk` on the `PATH` (`apt-get install -y wrk`, or `scripts/bench_http.sh`). Settings,
+//! all optional: `HTTP_BENCH_ROUNDS` (5), `HTTP_BENCH_SECONDS` per run (5),
+//! `HTTP_BENCH_WARMUP_SECONDS` per route before the first round (2), `HTTP_BENCH_CONNECTIONS`
+//! (32), `HTTP_BENCH_WORKERS` server worker threads (1, leaving the second core of a 2-core
+//! machine to `wrk`), `HTTP_BENCH_PIN` (1: with `taskset`, the server on CPU 0 and `wrk` on
+//! CPU 1; 0: wherever the scheduler puts them). Writes `target/tmp/http_overhead.json` for `scripts/plot_http_overhead.py`.
+//!
+//! Without `--bench` (as `cargo test --benches` runs it) it only checks that the three routes
+//! answer, and needs no `wrk`.
+
+// A bench binary reports to the terminal that ran it: printing is its whole output.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::error::Error;
+use std::fmt::Display;
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use ratelimit_axum::rate_limit;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::PeerIpKeyExtractor;
+
+type BenchResult<T> = Result<T, Box<dyn Error>>;
+
+const BODY: &str = "ok";
+
+/// The guarded route's rate, as its response header shows it.
+const GUARDED_LIMIT: &str = "1000000000";
+
+async fn plain() -> &'static str {
+    BODY
+}
+
+/// A billion per second: far more than loopback can carry, so every request is counted and
+/// none is rejected (a 429 would be cheaper than a 200 and flatter the guard).
+#[rate_limit(key = "ip", rate = "1000000000/s")]
+async fn guarded() -> &'static str {
+    BODY
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Plain,
+    Guarded,
+    Governor,
+}
+
+impl Route {
+    const ALL: [Self; 3] = [Self::Plain, Self::Guarded, Self::Governor];
+
+    fn path(self) -> &'static str {
+        match self {
+            Self::Plain => "/plain",
+            Self::Guarded => "/guarded",
+            Self::Governor => "/governor",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Plain => "unguarded",
+            Self::Guarded => "#[rate_limit]",
+            Self::Governor => "tower_governor",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Config {
+    rounds: usize,
+    seconds: u64,
+    warmup_seconds: u64,
+    connections: u32,
+    workers: usize,
+    /// Pin the server to CPU 0 and `wrk` to CPU 1 (`taskset`), so neither migrates onto the
+    /// other's core.
+    pin: bool,
+}
+
+impl Config {
+    fn from_env() -> BenchResult<Self> {
+        let config = Self {
+            rounds: env_or("HTTP_BENCH_ROUNDS", 5)?,
+            seconds: env_or("HTTP_BENCH_SECONDS", 5)?,
+            warmup_seconds: env_or("HTTP_BENCH_WARMUP_SECONDS", 2)?,
+            connections: env_or("HTTP_BENCH_CONNECTIONS", 32)?,
+            workers: env_or("HTTP_BENCH_WORKERS", 1)?,
+            pin: env_or("HTTP_BENCH_PIN", 1)? == 1,
+        };
+        if config.rounds == 0 || config.seconds == 0 || config.connections == 0 {
+            return Err("HTTP_BENCH_ROUNDS, HTTP_BENCH_SECONDS and HTTP_BENCH_CONNECTIONS must be at least 1".into());
+        }
+        if config.workers == 0 {
+            return Err("HTTP_BENCH_WORKERS must be at least 1".into());
+        }
+        Ok(config)
+    }
+
+    fn estimated_seconds(&self) -> u64 {
+        let runs = u64::try_from(self.rounds * Route::ALL.len()).unwrap_or(u64::MAX);
+        runs.saturating_mul(self.seconds)
+            .saturating_add(3 * self.warmup_seconds)
+    }
+}
+
+fn env_or<T: FromStr>(name: &str, default: T) -> BenchResult<T>
+where
+    T::Err: Display,
+{
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .map_err(|error| format!("{name}={value:?}: {error}").into()),
+        Err(_) => Ok(default),
+    }
+}
+
+fn app() -> BenchResult<Router> {
+    // One token every nanosecond and the largest burst: tower_governor never rejects either.
+    let governor = GovernorConfigBuilder::default()
+        .key_extractor(PeerIpKeyExtractor)
+        .per_nanosecond(1)
+        .burst_size(u32::MAX)
+        .finish()
+        .ok_or("tower_governor refused the quota")?;
+    Ok(Router::new()
+        .route(Route::Plain.path(), get(plain))
+        .route(Route::Guarded.path(), get(guarded))
+        .route(
+            Route::Governor.path(),
+            get(plain).layer(GovernorLayer::new(governor)),
+        ))
+}
+
+/// Serves [`app`] on an ephemeral loopback port with the peer address that both limiters key on.
+fn start_server(runtime: &Runtime) -> BenchResult<SocketAddr> {
+    let listener = runtime.block_on(TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))?;
+    let addr = listener.local_addr()?;
+    let app = app()?;
+    runtime.spawn(async move {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(error) = axum::serve(listener, service).await {
+            eprintln!("server stopped: {error}");
+        }
+    });
+    Ok(addr)
+}
+
+/// One `GET` on a fresh connection; the raw response, lower-cased.
+fn fetch(addr: SocketAddr, path: &str) -> BenchResult<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response.to_ascii_lowercase())
+}
+
+/// Every route answers 200 with the same body, and only `/guarded` carries rate-limit headers
+/// (so the guard really runs, with the huge limit).
+fn check_routes(addr: SocketAddr) -> BenchResult<()> {
+    for route in Route::ALL {
+        let response = fetch(addr, route.path())?;
+        let ok = response.starts_with("http/1.1 200") && response.ends_with(BODY);
+        let limit_header = format!("x-ratelimit-limit: {GUARDED_LIMIT}\r\n");
+        let headed = response.contains(&limit_header);
+        if !ok || headed != (route == Route::Guarded) {
+            return Err(format!("{} answered unexpectedly:\n{response}", route.path()).into());
+        }
+    }
+    Ok(())
+}
+
+/// What one `wrk` run measured.
+#[derive(Clone, Copy, Debug, Default)]
+struct Run {
+    requests_per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    requests: u64,
+    non_2xx: u64,
+    socket_errors: u64,
+    /// CPU time the server process spent per request: unlike requests/s, barely moved by other
+    /// processes taking turns on the cores.
+    server_cpu_ns_per_request: f64,
+}
+
+fn wrk_version() -> String {
+    Command::new("wrk")
+        .arg("-v")
+        .output()
+        .ok()
+        .and_then(|output| {
+            let text = String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr);
+            text.lines().next().map(|line| {
+                line.split(" Copyright")
+                    .next()
+                    .unwrap_or(line)
+                    .trim()
+                    .to_owned()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// Runs `wrk` (one thread) against `route` and parses its report. A `wrk` that outlives its
+/// duration by 15 s is killed, so the bench always ends.
+fn wrk(addr: SocketAddr, route: Route, config: &Config, seconds: u64) -> BenchResult<Run> {
+    let url = format!("http://{addr}{}", route.path());
+    let connections = config.connections;
+    let mut command = if config.pin {
+        let mut taskset = Command::new("taskset");
+        taskset.args(["-c", "1", "wrk"]);
+        taskset
+    } else {
+        Command::new("wrk")
+    };
+    let mut child = command
+        .args([
+            "-t1".to_owned(),
+            format!("-c{connections}"),
+            format!("-d{seconds}s"),
+            "--latency".to_owned(),
+            url,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("cannot run wrk ({error}); install it: apt-get install -y wrk"))?;
+    let cpu_before = server_cpu_ns();
+    let deadline = Instant::now() + Duration::from_secs(seconds + 15);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            child.kill()?;
+            child.wait()?;
+            return Err(format!("wrk against {} did not stop; killed", route.path()).into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cpu_ns = server_cpu_ns().saturating_sub(cpu_before);
+    let output = child.wait_with_output()?;
+    let report = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        let errors = String::from_utf8_lossy(&output.stderr);
+        return Err(format!("wrk failed ({}): {report}{errors}", output.status).into());
+    }
+    let mut run =
+        parse_wrk(&report).ok_or_else(|| format!("cannot read wrk's report:\n{report}"))?;
+    run.server_cpu_ns_per_request = cpu_ns as f64 / run.requests.max(1) as f64;
+    Ok(run)
+}
+
+/// CPU time of every thread of this process (the server's runtime; the main thread only waits
+/// for `wrk`), in nanoseconds, from the scheduler's own accounting.
+fn server_cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn parse_wrk(report: &str) -> Option<Run> {
+    let mut run = Run::default();
+    let mut found = (false, false, false);
+    for line in report.lines().map(str::trim) {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("Requests/sec:"), Some(value)) => {
+                run.requests_per_sec = value.parse().ok()?;
+                found.0 = true;
+            }
+            (Some("50%"), Some(value)) => {
+                run.p50_us = micros(value)?;
+                found.1 = true;
+            }
+            (Some("99%"), Some(value)) => {
+                run.p99_us = micros(value)?;
+                found.2 = true;
+            }
+            (Some(count), Some("requests")) => run.requests = count.parse().ok()?,
+            (Some("Non-2xx"), _) => run.non_2xx = line.rsplit(' ').next()?.parse().ok()?,
+            (Some("Socket"), Some("errors:")) => {
+                // "Socket errors: connect 0, read 0, write 0, timeout 0"
+                run.socket_errors = line
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter_map(|number| number.parse::<u64>().ok())
+                    .sum();
+            }
+            _ => {}
+        }
+    }
+    (found == (true, true, true)).then_some(run)
+}
+
+/// `wrk`'s durations ("812.00us", "1.25ms", "1.00s", "2.00m") in microseconds.
+fn micros(value: &str) -> Option<f64> {
+    let split = value.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match unit {
+        "us" => 1.0,
+        "ms" => 1e3,
+        "s" => 1e6,
+        "m" => 60e6,
+        "h" => 3600e6,
+        _ => return None,
+    };
+    Some(number * scale)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        len if len % 2 == 1 => sorted[len / 2],
+        len => f64::midpoint(sorted[len / 2 - 1], sorted[len / 2]),
+    }
+}
+
+/// Moves every thread of this process (the server's runtime) to CPU 0; `wrk` gets CPU 1.
+fn pin_server() -> BenchResult<()> {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", "0", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|error| format!("cannot run taskset ({error}); set HTTP_BENCH_PIN=0"))?;
+    if !status.success() {
+        return Err(format!("taskset failed ({status}); set HTTP_BENCH_PIN=0").into());
+    }
+    Ok(())
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// Medians over the rounds of one route.
+#[derive(Clone, Copy, Debug)]
+struct Summary {
+    requests_per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    server_cpu_ns_per_request: f64,
+}
+
+fn summarize(runs: &[Run]) -> Summary {
+    let of = |field: fn(&Run) -> f64| median(&runs.iter().map(field).collect::<Vec<_>>());
+    Summary {
+        requests_per_sec: of(|run| run.requests_per_sec),
+        p50_us: of(|run| run.p50_us),
+        p99_us: of(|run| run.p99_us),
+        server_cpu_ns_per_request: of(|run| run.server_cpu_ns_per_request),
+    }
+}
+
+fn measure(config: &Config, addr: SocketAddr) -> BenchResult<()> {
+    let wrk_version = wrk_version();
+    if config.pin {
+        pin_server()?;
+    }
+    let load_before = load_average();
+    println!(
+        "http_overhead: server {addr} with {} worker thread(s){}; wrk -t1 -c{} -d{}s, {} rounds, \
+         about {} s; wrk: {wrk_version}; load average {load_before}",
+        config.workers,
+        if config.pin {
+            " on CPU 0, wrk on CPU 1"
+        } else {
+            ""
+        },
+        config.connections,
+        config.seconds,
+        config.rounds,
+        config.estimated_seconds()
+    );
+    if config.warmup_seconds > 0 {
+        for route in Route::ALL {
+            wrk(addr, route, config, config.warmup_seconds)?;
+        }
+    }
+    let mut runs: [Vec<Run>; 3] = Default::default();
+    for round in 0..config.rounds {
+        for slot in 0..Route::ALL.len() {
+            let index = (slot + round) % Route::ALL.len();
+            let route = Route::ALL[index];
+            let run = wrk(addr, route, config, config.seconds)?;
+            println!(
+                "  round {} {:<15} {:>10.0} req/s  p50 {:>8.1} us  p99 {:>8.1} us  \
+                 server CPU {:>6.2} us/request{}",
+                round + 1,
+                route.label(),
+                run.requests_per_sec,
+                run.p50_us,
+                run.p99_us,
+                run.server_cpu_ns_per_request / 1e3,
+                if run.non_2xx + run.socket_errors > 0 {
+                    format!(
+                        "  ({} non-2xx, {} socket errors)",
+                        run.non_2xx, run.socket_errors
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            runs[index].push(run);
+        }
+    }
+    let load_after = load_average();
+    let summaries = runs.each_ref().map(|route_runs| summarize(route_runs));
+    let [plain, guarded, governor] = summaries;
+    let over_plain = guarded.requests_per_sec / plain.requests_per_sec;
+    let over_governor = guarded.requests_per_sec / governor.requests_per_sec;
+    let failures: u64 = runs
+        .iter()
+        .flatten()
+        .map(|run| run.non_2xx + run.socket_errors)
+        .sum();
+
+    println!();
+    print!("{:<15}", "route");
+    for round in 1..=config.rounds {
+        print!(" {:>9}", format!("round {round}"));
+    }
+    println!(
+        " {:>12} {:>9} {:>9} {:>14}",
+        "median req/s", "p50 us", "p99 us", "CPU us/request"
+    );
+    for (index, route) in Route::ALL.into_iter().enumerate() {
+        print!("{:<15}", route.label());
+        for run in &runs[index] {
+            print!(" {:>9.0}", run.requests_per_sec);
+        }
+        let summary = summaries[index];
+        println!(
+            " {:>12.0} {:>9.1} {:>9.1} {:>14.2}",
+            summary.requests_per_sec,
+            summary.p50_us,
+            summary.p99_us,
+            summary.server_cpu_ns_per_request / 1e3
+        );
+    }
+    println!();
+    println!(
+        "#[rate_limit] / unguarded:      {over_plain:.3}x (goal >= 0.90x: {})",
+        verdict(over_plain >= 0.90)
+    );
+    println!(
+        "#[rate_limit] / tower_governor: {over_governor:.3}x (goal >= 1.00x: {})",
+        verdict(over_governor >= 1.0)
+    );
+    println!(
+        "server CPU per request, #[rate_limit] - unguarded: {:+.2} us; \
+         tower_governor - unguarded: {:+.2} us",
+        (guarded.server_cpu_ns_per_request - plain.server_cpu_ns_per_request) / 1e3,
+        (governor.server_cpu_ns_per_request - plain.server_cpu_ns_per_request) / 1e3
+    );
+    println!("load average before {load_before}, after {load_after}");
+    if failures > 0 {
+        println!("WARNING: {failures} non-2xx responses or socket errors; the numbers are suspect");
+    }
+
+    let routes: Vec<_> = Route::ALL
+        .into_iter()
+        .zip(&runs)
+        .zip(summaries)
+        .map(|((route, route_runs), summary)| {
+            json!({
+                "route": route.path(),
+                "label": route.label(),
+                "median_requests_per_sec": summary.requests_per_sec,
+                "median_p50_us": summary.p50_us,
+                "median_p99_us": summary.p99_us,
+                "median_server_cpu_ns_per_request": summary.server_cpu_ns_per_request,
+                "runs": route_runs.iter().map(|run| json!({
+                    "requests_per_sec": run.requests_per_sec,
+                    "p50_us": run.p50_us,
+                    "p99_us": run.p99_us,
+                    "requests": run.requests,
+                    "non_2xx": run.non_2xx,
+                    "socket_errors": run.socket_errors,
+                    "server_cpu_ns_per_request": run.server_cpu_ns_per_request,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let results = json!({
+        "config": {
+            "rounds": config.rounds,
+            "seconds": config.seconds,
+            "warmup_seconds": config.warmup_seconds,
+            "connections": config.connections,
+            "server_workers": config.workers,
+            "pinned": config.pin,
+            "wrk_threads": 1,
+            "guarded_rate": format!("{GUARDED_LIMIT}/s"),
+        },
+        "machine": {
+            "cpus": std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+            "cpu_model": cpu_model(),
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+        },
+        "wrk_version": wrk_version,
+        "routes": routes,
+        "ratios": {
+            "guarded_over_plain": over_plain,
+            "guarded_over_governor": over_governor,
+        },
+        "failures": failures,
+    });
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("http_overhead.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT met" }
+}
+
+fn main() -> BenchResult<()> {
+    let config = Config::from_env()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.workers)
+        .enable_all()
+        .build()?;
+    let addr = start_server(&runtime)?;
+    check_routes(addr)?;
+    if std::env::args().any(|arg| arg == "--bench") {
+        measure(&config, addr)?;
+    } else {
+        println!("http_overhead: the three routes answer; run `cargo bench` to measure");
+    }
+    runtime.shutdown_background();
+    Ok(())
+}
