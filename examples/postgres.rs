@@ -10,7 +10,7 @@
 
 use axum::Router;
 use axum::routing::{get, post};
-use ratelimit_axum::core::{Backend, Registry, SqlBackend};
+use ratelimit_axum::core::{Registry, SqlBackend};
 use ratelimit_axum::rate_limit;
 
 /// Five per minute per client IP, counted in PostgreSQL.
