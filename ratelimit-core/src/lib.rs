@@ -10,6 +10,8 @@ pub mod rate;
 pub mod backend;
 #[cfg(feature = "memory")]
 pub mod circuit;
+#[cfg(feature = "config")]
+pub mod config;
 #[cfg(feature = "memory")]
 pub mod handlers;
 #[cfg(feature = "memory")]
@@ -34,6 +36,8 @@ pub use backend::{RedisBackend, RedisBackendBuilder};
 pub use backend::{SqlBackend, SqlBackendBuilder};
 #[cfg(feature = "memory")]
 pub use circuit::{CircuitBreaker, CircuitBreakerConfig};
+#[cfg(feature = "config")]
+pub use config::{Config, ConfigError};
 #[cfg(feature = "memory")]
 pub use handlers::{RegisteredLimit, registered_limits};
 #[cfg(feature = "memory")]

@@ -1,0 +1,759 @@
+//! Configuration from a TOML file and `RATELIMIT_*` environment variables (feature `config`).
+//!
+//! ```
+//! use ratelimit_core::{Config, Registry};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::from_toml_str(
+//!     r#"
+//!     backend = "memory"
+//!     on_backend_error = "deny"
+//!     trusted_proxies = ["10.0.0.0/8"]
+//!     [middleware]
+//!     default_rate = "1000/h"
+//!     "#,
+//! )?
+//! // RATELIMIT_* variables override the file; tests pass pairs instead of reading the process
+//! // environment.
+//! .with_env_vars([("RATELIMIT_KEY_PREFIX", "shop:")])?;
+//! let registry = Registry::from_config(&config).await?;
+//! assert_eq!(registry.default_backend_name(), "memory");
+//! assert_eq!(config.key_prefix(), "shop:");
+//! # Ok(()) }
+//! ```
+//!
+//! # Loading
+//!
+//! | call | reads |
+//! | --- | --- |
+//! | [`Config::load`]`(Some(path))` | the file, then the environment over it (what a server or the CLI wants) |
+//! | [`Config::load`]`(None)`, [`Config::from_env`] | the environment over the defaults |
+//! | [`Config::from_toml_file`], [`Config::from_toml_str`] | the file (or text) alone |
+//! | [`Config::with_env_overrides`] | the environment over an already loaded config |
+//! | [`Config::from_env_vars`], [`Config::with_env_vars`] | given `(name, value)` pairs instead of the process environment |
+//!
+//! Every value is checked while loading: rates are parsed with [`Rate::parse`], durations,
+//! URLs, networks and names are checked, and every backend a field names must be configured.
+//! An error names the field (a dotted path such as `circuit_breaker.recovery_timeout` or
+//! `middleware.rate_limits."/api/"`, or the environment variable), the value, and what is
+//! expected. Unknown fields are errors, so a misspelt one never silently does nothing.
+//!
+//! # The file
+//!
+//! ```toml
+//! backend = "redis"                 # default backend: memory | redis | database | multi | a [[backends]] name
+//! key_prefix = "ratelimit:"         # Redis key prefix (default "ratelimit:")
+//! on_backend_error = "allow"        # allow | deny (default allow)
+//! trusted_proxies = ["10.0.0.0/8"]  # CIDRs or addresses whose forwarding headers are believed
+//! ipv6_prefix = 64                  # IPv6 clients are grouped by this prefix (0..=128, default 64)
+//! [redis]
+//! url = "redis://127.0.0.1:6379"    # the backend named "redis"
+//! [database]
+//! url = "postgres://postgres@127.0.0.1:5432/test"   # the backend named "database"
+//! table_prefix = "ratelimit_"       # optional; tables <prefix>state and <prefix>log
+//! [[backends]]                      # more named backends, for failover and `backend = ".."`
+//! name = "primary_redis"
+//! type = "redis"                    # memory | redis | database
+//! url = "redis://10.0.0.5:6379"     # required for redis and database; table_prefix optional
+//! [multi]                           # the backend named "multi": failover, first healthy wins
+//! backends = ["primary_redis", "memory"]
+//! [circuit_breaker]                 # for every member of [multi]; defaults shown
+//! failure_threshold = 5
+//! recovery_timeout = "60s"          # durations: a whole number and ms, s, m, h or d
+//! reset_timeout = "300s"
+//! half_open_max_calls = 1
+//! backoff_multiplier = 2.0
+//! backoff_max = "300s"
+//! [middleware]                      # rules for ratelimit_axum::RateLimitLayer
+//! default_rate = "1000/h"
+//! skip_paths = ["/health"]
+//! algorithm = "fixed_window"        # optional, default fixed_window
+//! backend = "redis"                 # optional, default: the default backend
+//! [middleware.rate_limits]          # path prefix = rate; the longest matching prefix wins
+//! "/api/auth/" = "10/m"
+//! "/api/" = "500/h"
+//! ```
+//!
+//! Backend names: `memory` always exists (an in-process store); `redis` exists when a Redis URL
+//! is set, `database` when a database URL is set, `multi` when `[multi]` is present, and each
+//! `[[backends]]` entry adds its own name (which may not be one of those four). `backend`
+//! defaults to `memory`, even when a Redis URL is set: choose the store explicitly.
+//!
+//! # The environment
+//!
+//! | variable | overrides |
+//! | --- | --- |
+//! | `RATELIMIT_BACKEND` | `backend` |
+//! | `RATELIMIT_REDIS_URL` | `[redis] url` |
+//! | `RATELIMIT_DATABASE_URL` | `[database] url` |
+//! | `RATELIMIT_KEY_PREFIX` | `key_prefix` |
+//! | `RATELIMIT_ON_BACKEND_ERROR` | `on_backend_error` |
+//! | `RATELIMIT_TRUSTED_PROXIES` | `trusted_proxies`, comma-separated |
+//!
+//! A variable that is unset or empty leaves the file's value alone; other `RATELIMIT_*`
+//! variables are not read.
+
+mod build;
+mod env;
+mod error;
+mod file;
+#[cfg(feature = "redis")]
+mod lazy;
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+mod unreachable;
+mod value;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::Path;
+
+use ipnet::IpNet;
+
+use crate::algorithm::Algorithm;
+use crate::circuit::CircuitBreakerConfig;
+use crate::rate::Rate;
+use crate::registry::{DEFAULT_BACKEND_NAME, DEFAULT_IPV6_PREFIX, OnError};
+
+pub use build::ConnectPolicy;
+pub use env::ENV_VARS;
+pub use error::ConfigError;
+pub use value::redact;
+
+/// The key prefix unless configured: the Redis backend's default.
+pub const DEFAULT_KEY_PREFIX: &str = "ratelimit:";
+
+/// The SQL table prefix unless configured: the SQL backend's default.
+pub const DEFAULT_TABLE_PREFIX: &str = "ratelimit_";
+
+/// The name of the backend configured by `[redis]`.
+pub const REDIS_BACKEND_NAME: &str = "redis";
+
+/// The name of the backend configured by `[database]`.
+pub const DATABASE_BACKEND_NAME: &str = "database";
+
+/// The name of the backend configured by `[multi]`.
+pub const MULTI_BACKEND_NAME: &str = "multi";
+
+/// A loaded and checked configuration; see the module docs for the format.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    default_backend: Option<String>,
+    /// Where `default_backend` came from (`backend` or `RATELIMIT_BACKEND`), for messages.
+    default_backend_field: &'static str,
+    key_prefix: String,
+    on_backend_error: OnError,
+    trusted_proxies: Vec<IpNet>,
+    ipv6_prefix: u8,
+    /// Built-in and named backends in registry order: memory, redis, database, the
+    /// `[[backends]]` entries, multi.
+    backends: Vec<BackendConfig>,
+    circuit_breaker: CircuitBreakerConfig,
+    middleware: Option<MiddlewareConfig>,
+}
+
+/// One backend the registry will hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    name: String,
+    kind: BackendKind,
+    /// Where it was configured (`redis.url`, `backends[0]`, `RATELIMIT_REDIS_URL`, ..).
+    source: String,
+}
+
+impl BackendConfig {
+    /// Its name in the registry.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What it is and where it connects.
+    #[must_use]
+    pub fn kind(&self) -> &BackendKind {
+        &self.kind
+    }
+
+    /// The field (or environment variable) that configured it, e.g. `backends[0]`.
+    #[must_use]
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+/// The store behind a [`BackendConfig`].
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// An in-process [`crate::MemoryBackend`].
+    Memory,
+    /// A `RedisBackend` at `url`, with the config's `key_prefix`.
+    Redis { url: String },
+    /// A `SqlBackend` at `url` (the scheme picks the engine).
+    Database { url: String, table_prefix: String },
+    /// A [`crate::MultiBackend`] over the named backends, in order.
+    Multi { members: Vec<String> },
+}
+
+impl BackendKind {
+    /// `memory`, `redis`, `database` or `multi`.
+    #[must_use]
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis { .. } => "redis",
+            Self::Database { .. } => "database",
+            Self::Multi { .. } => "multi",
+        }
+    }
+}
+
+// URLs may hold passwords: never print them whole.
+impl fmt::Debug for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.write_str("Memory"),
+            Self::Redis { url } => f.debug_struct("Redis").field("url", &redact(url)).finish(),
+            Self::Database { url, table_prefix } => f
+                .debug_struct("Database")
+                .field("url", &redact(url))
+                .field("table_prefix", table_prefix)
+                .finish(),
+            Self::Multi { members } => f.debug_struct("Multi").field("members", members).finish(),
+        }
+    }
+}
+
+/// The `[middleware]` section: rules for `ratelimit_axum::RateLimitLayer`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct MiddlewareConfig {
+    /// The rate of paths no prefix matches.
+    pub default_rate: Option<Rate>,
+    /// Paths (prefix match) that are never counted.
+    pub skip_paths: Vec<String>,
+    /// Path prefix and rate, longest prefix first (the order the layer matches in).
+    pub rate_limits: Vec<(String, Rate)>,
+    /// The algorithm of every rule (default fixed window).
+    pub algorithm: Algorithm,
+    /// The backend the rules count in (default: the registry's default backend).
+    pub backend: Option<String>,
+}
+
+impl Default for Config {
+    /// The zero configuration: one memory backend, failures allowed, no trusted proxies.
+    fn default() -> Self {
+        Self {
+            default_backend: None,
+            default_backend_field: "backend",
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            on_backend_error: OnError::default(),
+            trusted_proxies: Vec::new(),
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
+            backends: vec![BackendConfig {
+                name: DEFAULT_BACKEND_NAME.to_owned(),
+                kind: BackendKind::Memory,
+                source: "built-in".to_owned(),
+            }],
+            circuit_breaker: CircuitBreakerConfig::default(),
+            middleware: None,
+        }
+    }
+}
+
+impl Config {
+    /// The file at `path` (if any), then the process environment over it.
+    ///
+    /// # Errors
+    /// An unreadable file, or any invalid field or variable (see [`ConfigError`]).
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        match path {
+            Some(path) => Self::from_toml_file(path)?.with_env_overrides(),
+            None => Self::from_env(),
+        }
+    }
+
+    /// The file at `path` alone (no environment).
+    ///
+    /// # Errors
+    /// An unreadable file, or any invalid field.
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_file(file::parse(&text, &path.display().to_string())?)
+    }
+
+    /// TOML text alone (no environment).
+    ///
+    /// # Errors
+    /// Any invalid field.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::from_file(file::parse(text, "TOML text")?)
+    }
+
+    /// The defaults with the process environment over them.
+    ///
+    /// # Errors
+    /// Any invalid variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::default().with_env_overrides()
+    }
+
+    /// The defaults with `vars` over them, as if they were the environment.
+    ///
+    /// # Errors
+    /// Any invalid variable.
+    pub fn from_env_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        Self::default().with_env_vars(vars)
+    }
+
+    /// This configuration with the process environment's `RATELIMIT_*` variables over it.
+    ///
+    /// # Errors
+    /// Any invalid variable (one that is not UTF-8 included), or a combination that no longer
+    /// works (e.g. `RATELIMIT_BACKEND=redis` with no Redis URL).
+    pub fn with_env_overrides(self) -> Result<Self, ConfigError> {
+        let vars = env::read_process_env()?;
+        self.with_env_vars(vars)
+    }
+
+    /// This configuration with `vars` over it, as if they were the environment. Names other
+    /// than [`ENV_VARS`] are ignored.
+    ///
+    /// # Errors
+    /// Any invalid variable, or a combination that no longer works.
+    pub fn with_env_vars<I, K, V>(mut self, vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        for (name, value) in vars {
+            env::apply(&mut self, name.as_ref(), value.as_ref())?;
+        }
+        self.check_references()?;
+        Ok(self)
+    }
+
+    /// The backend of limits that name none (`memory` unless configured).
+    #[must_use]
+    pub fn default_backend(&self) -> &str {
+        self.default_backend
+            .as_deref()
+            .unwrap_or(DEFAULT_BACKEND_NAME)
+    }
+
+    /// The prefix of every Redis key.
+    #[must_use]
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    /// The failure policy of limits that set none.
+    #[must_use]
+    pub fn on_backend_error(&self) -> OnError {
+        self.on_backend_error
+    }
+
+    /// Networks whose forwarding headers are believed.
+    #[must_use]
+    pub fn trusted_proxies(&self) -> &[IpNet] {
+        &self.trusted_proxies
+    }
+
+    /// How many leading bits of an IPv6 address identify one client.
+    #[must_use]
+    pub fn ipv6_prefix(&self) -> u8 {
+        self.ipv6_prefix
+    }
+
+    /// Every backend, in registry order: memory, redis, database, `[[backends]]`, multi.
+    #[must_use]
+    pub fn backends(&self) -> &[BackendConfig] {
+        &self.backends
+    }
+
+    /// The backend named `name`.
+    #[must_use]
+    pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
+        self.backends.iter().find(|backend| backend.name == name)
+    }
+
+    /// The circuit breaker of every failover member.
+    #[must_use]
+    pub fn circuit_breaker(&self) -> &CircuitBreakerConfig {
+        &self.circuit_breaker
+    }
+
+    /// The `[middleware]` section, if present.
+    #[must_use]
+    pub fn middleware(&self) -> Option<&MiddlewareConfig> {
+        self.middleware.as_ref()
+    }
+
+    fn from_file(file: file::File) -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        if let Some(name) = file.backend {
+            config.default_backend = Some(value::backend_name("backend", &name)?);
+        }
+        if let Some(prefix) = file.key_prefix {
+            config.key_prefix = prefix;
+        }
+        if let Some(policy) = file.on_backend_error {
+            config.on_backend_error = value::on_error("on_backend_error", &policy)?;
+        }
+        if let Some(networks) = file.trusted_proxies {
+            config.trusted_proxies = networks
+                .iter()
+                .enumerate()
+                .map(|(index, text)| value::network(&format!("trusted_proxies[{index}]"), text))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(bits) = file.ipv6_prefix {
+            config.ipv6_prefix =
+                value::bounded("ipv6_prefix", bits.0, 0, 128, "0 to 128, e.g. 64")?;
+        }
+        if let Some(redis) = file.redis {
+            config.set_redis_url(value::redis_url("redis.url", &redis.url)?, "redis.url");
+        }
+        if let Some(database) = file.database {
+            let url = value::database_url("database.url", &database.url)?;
+            let table_prefix = match database.table_prefix {
+                Some(prefix) => value::table_prefix("database.table_prefix", &prefix)?,
+                None => DEFAULT_TABLE_PREFIX.to_owned(),
+            };
+            config.set_database(url, Some(table_prefix), "database.url");
+        }
+        for (index, entry) in file.backends.into_iter().enumerate() {
+            let named = named_backend(index, entry)?;
+            let field = format!("backends[{index}].name");
+            if config.backend(&named.name).is_some() {
+                return Err(ConfigError::DuplicateName {
+                    field,
+                    value: named.name,
+                });
+            }
+            config.backends.push(named);
+        }
+        if let Some(multi) = file.multi {
+            let members = multi_members(multi.backends)?;
+            config.backends.push(BackendConfig {
+                name: MULTI_BACKEND_NAME.to_owned(),
+                kind: BackendKind::Multi { members },
+                source: "multi".to_owned(),
+            });
+        }
+        if let Some(section) = file.circuit_breaker {
+            config.circuit_breaker = circuit_breaker(section)?;
+        }
+        if let Some(section) = file.middleware {
+            config.middleware = Some(middleware(section)?);
+        }
+        config.check_references()?;
+        Ok(config)
+    }
+
+    /// Sets the `redis` backend's URL, adding the backend after `memory` if it is new.
+    fn set_redis_url(&mut self, url: String, source: &str) {
+        let kind = BackendKind::Redis { url };
+        self.set_builtin(REDIS_BACKEND_NAME, kind, source, 1);
+    }
+
+    /// Sets the `database` backend's URL (and table prefix, if given), adding the backend after
+    /// `memory` and `redis` if it is new.
+    fn set_database(&mut self, url: String, table_prefix: Option<String>, source: &str) {
+        let table_prefix =
+            table_prefix.unwrap_or_else(|| match self.backend_kind(DATABASE_BACKEND_NAME) {
+                Some(BackendKind::Database { table_prefix, .. }) => table_prefix.clone(),
+                _ => DEFAULT_TABLE_PREFIX.to_owned(),
+            });
+        let position = 1 + usize::from(self.backend(REDIS_BACKEND_NAME).is_some());
+        let kind = BackendKind::Database { url, table_prefix };
+        self.set_builtin(DATABASE_BACKEND_NAME, kind, source, position);
+    }
+
+    fn backend_kind(&self, name: &str) -> Option<&BackendKind> {
+        self.backend(name).map(BackendConfig::kind)
+    }
+
+    fn set_builtin(&mut self, name: &str, kind: BackendKind, source: &str, position: usize) {
+        let backend = BackendConfig {
+            name: name.to_owned(),
+            kind,
+            source: source.to_owned(),
+        };
+        match self
+            .backends
+            .iter_mut()
+            .find(|existing| existing.name == name)
+        {
+            Some(existing) => *existing = backend,
+            None => self
+                .backends
+                .insert(position.min(self.backends.len()), backend),
+        }
+    }
+
+    /// Checks that every backend a field names is configured: the failover members, the
+    /// default backend and the middleware's backend. Runs again after environment overrides,
+    /// which may add (or need) a URL.
+    fn check_references(&self) -> Result<(), ConfigError> {
+        if let Some(BackendKind::Multi { members }) = self.backend_kind(MULTI_BACKEND_NAME) {
+            for (index, member) in members.iter().enumerate() {
+                self.require_backend(format!("multi.backends[{index}]"), member, Members::Stores)?;
+            }
+        }
+        if let Some(name) = &self.default_backend {
+            self.require_backend(self.default_backend_field.to_owned(), name, Members::Any)?;
+        }
+        if let Some(name) = self.middleware.as_ref().and_then(|m| m.backend.as_ref()) {
+            self.require_backend("middleware.backend".to_owned(), name, Members::Any)?;
+        }
+        Ok(())
+    }
+
+    /// Checks that `field`'s `name` is a configured backend of the `allowed` kinds.
+    fn require_backend(
+        &self,
+        field: String,
+        name: &str,
+        allowed: Members,
+    ) -> Result<(), ConfigError> {
+        if self.backend(name).is_some() && (allowed == Members::Any || name != MULTI_BACKEND_NAME) {
+            return Ok(());
+        }
+        match name {
+            REDIS_BACKEND_NAME => Err(ConfigError::MissingUrl {
+                field,
+                value: name.to_owned(),
+                kind: "Redis",
+                fix: "add `[redis] url = \"redis://127.0.0.1:6379\"` or set RATELIMIT_REDIS_URL",
+            }),
+            DATABASE_BACKEND_NAME => Err(ConfigError::MissingUrl {
+                field,
+                value: name.to_owned(),
+                kind: "database",
+                fix: "add `[database] url = \"postgres://..\"` or set RATELIMIT_DATABASE_URL",
+            }),
+            _ => Err(self.unknown_backend(field, name, allowed)),
+        }
+    }
+
+    fn unknown_backend(&self, field: String, name: &str, allowed: Members) -> ConfigError {
+        ConfigError::UnknownBackend {
+            field,
+            value: name.to_owned(),
+            configured: self
+                .backends
+                .iter()
+                .filter(|backend| allowed == Members::Any || backend.name != MULTI_BACKEND_NAME)
+                .map(|backend| backend.name.clone())
+                .collect(),
+        }
+    }
+}
+
+/// Which backends a field may name: a failover member must be a store, not `multi` itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Members {
+    Any,
+    Stores,
+}
+
+/// One `[[backends]]` entry, checked.
+fn named_backend(index: usize, entry: file::NamedBackend) -> Result<BackendConfig, ConfigError> {
+    let field = |leaf: &str| format!("backends[{index}].{leaf}");
+    let name = value::backend_name(&field("name"), &entry.name)?;
+    if [
+        DEFAULT_BACKEND_NAME,
+        REDIS_BACKEND_NAME,
+        DATABASE_BACKEND_NAME,
+        MULTI_BACKEND_NAME,
+    ]
+    .contains(&name.as_str())
+    {
+        return Err(ConfigError::ReservedName {
+            field: field("name"),
+            value: name,
+        });
+    }
+    let require_url = |kind: &'static str, example: &'static str| {
+        entry.url.as_deref().ok_or(ConfigError::MissingUrl {
+            field: field("type"),
+            value: entry.kind.clone(),
+            kind,
+            fix: example,
+        })
+    };
+    let kind = match entry.kind.as_str() {
+        "memory" => {
+            if entry.url.is_some() {
+                return Err(ConfigError::UnusedUrl {
+                    field: field("url"),
+                    kind: "memory",
+                });
+            }
+            BackendKind::Memory
+        }
+        "redis" => BackendKind::Redis {
+            url: value::redis_url(
+                &field("url"),
+                require_url(
+                    "Redis",
+                    "add `url = \"redis://127.0.0.1:6379\"` to the entry",
+                )?,
+            )?,
+        },
+        "database" => BackendKind::Database {
+            url: value::database_url(
+                &field("url"),
+                require_url("database", "add `url = \"postgres://..\"` to the entry")?,
+            )?,
+            table_prefix: match &entry.table_prefix {
+                Some(prefix) => value::table_prefix(&field("table_prefix"), prefix)?,
+                None => DEFAULT_TABLE_PREFIX.to_owned(),
+            },
+        },
+        other => {
+            return Err(ConfigError::UnknownChoice {
+                field: field("type"),
+                value: other.to_owned(),
+                expected: "\"memory\", \"redis\" or \"database\" (failover is the [multi] section)",
+            });
+        }
+    };
+    if entry.table_prefix.is_some() && !matches!(kind, BackendKind::Database { .. }) {
+        return Err(ConfigError::UnknownChoice {
+            field: field("type"),
+            value: entry.kind,
+            expected: "\"database\" when `table_prefix` is set (remove `table_prefix` otherwise)",
+        });
+    }
+    Ok(BackendConfig {
+        name,
+        kind,
+        source: format!("backends[{index}]"),
+    })
+}
+
+/// `[multi] backends`: names, at least one, each once (checked against the backends later).
+fn multi_members(names: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    if names.is_empty() {
+        return Err(ConfigError::EmptyList {
+            field: "multi.backends".to_owned(),
+            expected: "list the failover order, e.g. backends = [\"redis\", \"memory\"]",
+        });
+    }
+    let mut seen = BTreeSet::new();
+    for (index, name) in names.iter().enumerate() {
+        let field = format!("multi.backends[{index}]");
+        value::backend_name(&field, name)?;
+        if !seen.insert(name.as_str()) {
+            return Err(ConfigError::DuplicateName {
+                field,
+                value: name.clone(),
+            });
+        }
+    }
+    Ok(names)
+}
+
+fn circuit_breaker(
+    section: file::CircuitBreakerSection,
+) -> Result<CircuitBreakerConfig, ConfigError> {
+    let mut config = CircuitBreakerConfig::default();
+    if let Some(count) = section.failure_threshold {
+        config.failure_threshold = value::bounded(
+            "circuit_breaker.failure_threshold",
+            count.0,
+            1,
+            i64::from(u32::MAX),
+            "a whole number >= 1, e.g. 5",
+        )?;
+    }
+    if let Some(file::DurationText(text)) = &section.recovery_timeout {
+        config.recovery_timeout = value::duration("circuit_breaker.recovery_timeout", text)?;
+    }
+    if let Some(file::DurationText(text)) = section.reset_timeout {
+        config.reset_timeout = value::duration("circuit_breaker.reset_timeout", &text)?;
+    }
+    if let Some(count) = section.half_open_max_calls {
+        config.half_open_max_calls = value::bounded(
+            "circuit_breaker.half_open_max_calls",
+            count.0,
+            1,
+            i64::from(u32::MAX),
+            "a whole number >= 1, e.g. 1",
+        )?;
+    }
+    if let Some(file::Number(multiplier)) = section.backoff_multiplier {
+        if !(multiplier.is_finite() && multiplier >= 1.0) {
+            return Err(ConfigError::OutOfRange {
+                field: "circuit_breaker.backoff_multiplier".to_owned(),
+                value: multiplier.to_string(),
+                expected: "a finite number >= 1.0, e.g. 2.0",
+            });
+        }
+        config.backoff_multiplier = multiplier;
+    }
+    if let Some(file::DurationText(text)) = &section.backoff_max {
+        config.backoff_max = value::duration("circuit_breaker.backoff_max", text)?;
+    }
+    if config.backoff_max < config.recovery_timeout {
+        // Name the field the file set; with neither set the defaults (60s, 300s) fit.
+        let (field, text) = match (&section.backoff_max, &section.recovery_timeout) {
+            (Some(max), _) => ("circuit_breaker.backoff_max", max.0.as_str()),
+            (None, Some(recovery)) => ("circuit_breaker.recovery_timeout", recovery.0.as_str()),
+            (None, None) => ("circuit_breaker.backoff_max", "300s"),
+        };
+        return Err(ConfigError::OutOfRange {
+            field: field.to_owned(),
+            value: format!("\"{text}\""),
+            expected: "backoff_max at least as long as recovery_timeout (defaults: 60s and 300s); the longest opening cannot be shorter than the first",
+        });
+    }
+    Ok(config)
+}
+
+fn middleware(section: file::MiddlewareSection) -> Result<MiddlewareConfig, ConfigError> {
+    let default_rate = section
+        .default_rate
+        .map(|text| value::rate("middleware.default_rate", &text))
+        .transpose()?;
+    let skip_paths = section
+        .skip_paths
+        .iter()
+        .enumerate()
+        .map(|(index, path)| value::path_prefix(&format!("middleware.skip_paths[{index}]"), path))
+        .collect::<Result<_, _>>()?;
+    let mut rate_limits = Vec::with_capacity(section.rate_limits.len());
+    for (prefix, rate) in &section.rate_limits {
+        let field = format!("middleware.rate_limits.{prefix:?}");
+        let prefix = value::path_prefix(&field, prefix)?;
+        rate_limits.push((prefix, value::rate(&field, rate)?));
+    }
+    rate_limits.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+    let algorithm = section
+        .algorithm
+        .map(|name| value::algorithm("middleware.algorithm", &name))
+        .transpose()?
+        .unwrap_or_default();
+    let backend = section
+        .backend
+        .map(|name| value::backend_name("middleware.backend", &name))
+        .transpose()?;
+    Ok(MiddlewareConfig {
+        default_rate,
+        skip_paths,
+        rate_limits,
+        algorithm,
+        backend,
+    })
+}

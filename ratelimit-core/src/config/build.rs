@@ -1,0 +1,260 @@
+//! `Registry::from_config`: the configured backends, connected, in a [`Registry`].
+
+use std::sync::Arc;
+
+use super::{BackendConfig, BackendKind, Config, ConfigError};
+use crate::backend::{Backend, MemoryBackend, MultiBackend};
+use crate::registry::Registry;
+
+/// When network backends (Redis, SQL) connect.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConnectPolicy {
+    /// While building: a backend whose server does not answer fails the build, so a server
+    /// stops at startup rather than serving with a broken store. Members of `[multi]` are the
+    /// exception: one that cannot connect is logged and keeps trying on later calls (its
+    /// circuit breaker skips it meanwhile), so a failover setup starts with its primary down.
+    #[default]
+    AtStartup,
+    /// On first use: building never waits for or fails on a server, and every call retries
+    /// the connection until it succeeds. Health reports a backend that cannot connect as
+    /// unhealthy, with the reason (what the CLI's `health` wants).
+    OnFirstUse,
+}
+
+impl Registry {
+    /// Builds the configured backends ([`ConnectPolicy::AtStartup`]) into a registry value;
+    /// call [`Registry::validate_handlers`] on it, or install an equivalent global registry.
+    ///
+    /// Backends are registered in [`Config::backends`] order, and the members of `[multi]` are
+    /// shared with it: `reset` or `cleanup` through either reaches the same store.
+    ///
+    /// # Errors
+    /// A backend that cannot connect, or that needs a feature this build lacks (e.g. `redis`).
+    pub async fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        Self::from_config_with(config, ConnectPolicy::AtStartup).await
+    }
+
+    /// [`Registry::from_config`] with the connection policy chosen.
+    ///
+    /// # Errors
+    /// As [`Registry::from_config`]; with [`ConnectPolicy::OnFirstUse`], only a missing feature.
+    pub async fn from_config_with(
+        config: &Config,
+        policy: ConnectPolicy,
+    ) -> Result<Self, ConfigError> {
+        let failover_members: Vec<&str> = config
+            .backends()
+            .iter()
+            .filter_map(|backend| match backend.kind() {
+                BackendKind::Multi { members } => Some(members.iter().map(String::as_str)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let mut built: Vec<(String, Arc<dyn Backend>)> = Vec::new();
+        for backend in config.backends() {
+            let instance: Arc<dyn Backend> = match backend.kind() {
+                BackendKind::Memory => Arc::new(MemoryBackend::new()),
+                BackendKind::Multi { members } => {
+                    let mut failover =
+                        MultiBackend::builder().circuit_breaker(config.circuit_breaker().clone());
+                    for member in members {
+                        let Some((_, shared)) = built.iter().find(|(name, _)| name == member)
+                        else {
+                            return Err(config.unknown_backend(
+                                "multi.backends".to_owned(),
+                                member,
+                                super::Members::Stores,
+                            ));
+                        };
+                        failover = failover.shared_backend(member.clone(), Arc::clone(shared));
+                    }
+                    Arc::new(failover.build())
+                }
+                BackendKind::Redis { .. } | BackendKind::Database { .. } => {
+                    let lenient = policy == ConnectPolicy::OnFirstUse
+                        || failover_members.contains(&backend.name());
+                    network::backend(config, backend, lenient).await?
+                }
+            };
+            built.push((backend.name().to_owned(), instance));
+        }
+        let mut registry = Registry::builder()
+            .default_backend(config.default_backend())
+            .on_backend_error(config.on_backend_error())
+            .ipv6_prefix(config.ipv6_prefix())
+            .trusted_proxies(config.trusted_proxies().iter().map(ToString::to_string))?;
+        for (name, backend) in built {
+            registry = registry.shared_backend(name, backend);
+        }
+        Ok(registry.build()?)
+    }
+}
+
+#[cfg(not(any(
+    feature = "redis",
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mysql"
+)))]
+mod network {
+    use std::sync::Arc;
+
+    use super::super::{BackendConfig, Config, ConfigError};
+    use crate::backend::Backend;
+
+    pub(super) async fn backend(
+        _config: &Config,
+        backend: &BackendConfig,
+        _lenient: bool,
+    ) -> Result<Arc<dyn Backend>, ConfigError> {
+        Err(super::feature_disabled(backend))
+    }
+}
+
+#[cfg(any(
+    feature = "redis",
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mysql"
+))]
+mod network {
+    use std::sync::Arc;
+
+    use super::super::{BackendConfig, BackendKind, Config, ConfigError};
+    use crate::backend::{Backend, BackendError};
+
+    /// Connects `backend` now; a failure fails the build unless `lenient`, when the backend
+    /// is still registered and reports the failure from its calls and its health.
+    pub(super) async fn backend(
+        config: &Config,
+        backend: &BackendConfig,
+        lenient: bool,
+    ) -> Result<Arc<dyn Backend>, ConfigError> {
+        match backend.kind() {
+            #[cfg(feature = "redis")]
+            BackendKind::Redis { url } => redis(config.key_prefix(), backend, url, lenient).await,
+            #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+            BackendKind::Database { url, table_prefix } => {
+                database(backend, url, table_prefix, lenient).await
+            }
+            _ => {
+                let _ = (config, lenient);
+                Err(super::feature_disabled(backend))
+            }
+        }
+    }
+
+    /// Redis connects through a [`LazyBackend`](super::super::lazy::LazyBackend) when lenient,
+    /// so a server that comes up later is used from then on.
+    #[cfg(feature = "redis")]
+    async fn redis(
+        key_prefix: &str,
+        backend: &BackendConfig,
+        url: &str,
+        lenient: bool,
+    ) -> Result<Arc<dyn Backend>, ConfigError> {
+        use super::super::lazy::{Connector, LazyBackend};
+        use crate::backend::RedisBackend;
+
+        let url = url.to_owned();
+        let key_prefix = key_prefix.to_owned();
+        let connect: Connector = Box::new(move || {
+            let builder = RedisBackend::builder(&url).key_prefix(key_prefix.clone());
+            Box::pin(async move {
+                let redis = builder.build().await?;
+                Ok(Arc::new(redis) as Arc<dyn Backend>)
+            })
+        });
+        if !lenient {
+            return connect()
+                .await
+                .map_err(|source| connect_error(backend, source));
+        }
+        let lazy = LazyBackend::new("redis", connect);
+        if let Err(error) = lazy.get().await {
+            warn_unreachable(backend, &error);
+        }
+        Ok(Arc::new(lazy))
+    }
+
+    /// SQL connects once: its connection future is not `Send` (an `sqlx` higher-ranked
+    /// lifetime limitation), so it cannot be retried from inside a `Backend` call. When
+    /// lenient, a database that does not answer becomes an [`Unreachable`] backend.
+    ///
+    /// [`Unreachable`]: super::super::unreachable::Unreachable
+    #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+    async fn database(
+        backend: &BackendConfig,
+        url: &str,
+        table_prefix: &str,
+        lenient: bool,
+    ) -> Result<Arc<dyn Backend>, ConfigError> {
+        use super::super::unreachable::Unreachable;
+        use crate::backend::SqlBackend;
+
+        match SqlBackend::builder(url)
+            .table_prefix(table_prefix)
+            .build()
+            .await
+        {
+            Ok(sql) => Ok(Arc::new(sql)),
+            Err(error) if lenient => {
+                warn_unreachable(backend, &error);
+                Ok(Arc::new(Unreachable::new(engine_name(url), &error)))
+            }
+            Err(error) => Err(connect_error(backend, error)),
+        }
+    }
+
+    /// The URL a network backend connects to, for messages (password masked).
+    fn display_url(backend: &BackendConfig) -> String {
+        match backend.kind() {
+            BackendKind::Redis { url } | BackendKind::Database { url, .. } => {
+                super::super::redact(url)
+            }
+            BackendKind::Memory | BackendKind::Multi { .. } => String::new(),
+        }
+    }
+
+    fn connect_error(backend: &BackendConfig, source: BackendError) -> ConfigError {
+        ConfigError::Connect {
+            backend: backend.name().to_owned(),
+            url: display_url(backend),
+            source,
+        }
+    }
+
+    fn warn_unreachable(backend: &BackendConfig, error: &BackendError) {
+        tracing::warn!(
+            backend = backend.name(),
+            url = display_url(backend),
+            %error,
+            "backend could not connect"
+        );
+    }
+
+    /// The engine a database URL names, as the SQL backend's health reports it.
+    #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+    fn engine_name(url: &str) -> &'static str {
+        if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+            "mysql"
+        } else if url.starts_with("sqlite:") {
+            "sqlite"
+        } else {
+            "postgres"
+        }
+    }
+}
+
+fn feature_disabled(backend: &BackendConfig) -> ConfigError {
+    let (value, feature) = match backend.kind() {
+        BackendKind::Redis { .. } => ("redis", "redis"),
+        _ => ("database", "postgres, sqlite or mysql"),
+    };
+    ConfigError::FeatureDisabled {
+        field: backend.source().to_owned(),
+        value,
+        feature,
+    }
+}
