@@ -8,6 +8,8 @@ pub mod headers;
 mod health;
 mod key;
 mod layer;
+#[cfg(feature = "config")]
+mod layer_config;
 mod rejection;
 mod service;
 mod settings;
