@@ -7,37 +7,55 @@
 //!
 //! Every quota is large enough that no check is ever rejected, and every table is pre-warmed
 //! with every key, so all rows measure the same steady-state "allowed, key already stored" path.
-//! A final check after each benchmark asserts that nothing was rejected.
+//! A final check after each measurement asserts that nothing was rejected.
+//!
+//! `cargo bench --bench memory_vs_governor` runs criterion. With `MEMORY_VS_GOVERNOR_INTERLEAVED=1`
+//! it instead alternates short batches of every limiter of a row, round after round, and reports
+//! the median of the per-round ratios to governor: on a busy machine both sides of each ratio
+//! then see the same background load.
 
-// Benches are not library code: a setup that cannot run should abort loudly.
-#![allow(clippy::unwrap_used)]
+// Benches are not library code: a setup that cannot run should abort loudly, and the
+// interleaved report goes to stdout.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ratelimit_core::{Backend, Limit, MemoryBackend};
+use tokio::runtime::Runtime;
 
 const KEY_COUNTS: [usize; 3] = [1, 10_000, 1_000_000];
+
+const CONTESTANTS: [&str; 5] = [
+    "governor",
+    "fixed_window_sync",
+    "fixed_window_async",
+    "token_bucket_sync",
+    "token_bucket_async",
+];
 
 /// Twice the largest key count: the store's bound is per shard (`max_keys / 64`), so with
 /// exactly `max_keys` keys the fuller shards would evict, and this bench measures checks, not
 /// eviction.
 const MAX_KEYS: usize = 2 * 1_000_000;
 
-/// A bucket no run can drain (a hot key sees ~2e8 checks per benchmark at most).
+/// A bucket no run can drain (a hot key sees a few hundred million checks per run at most).
 const BUCKET_SIZE: u32 = 1_000_000_000;
 
-/// One token per second: slow enough that a touched bucket stays below full, so its state
-/// stays stored (a full bucket means the same as no state and would be dropped) and the
-/// 1,000,000-key row measures a table that really holds every key.
-const REFILL_PER_SECOND: u32 = 1;
+/// Whether a run asks for the interleaved ratios instead of criterion.
+const INTERLEAVED_ENV: &str = "MEMORY_VS_GOVERNOR_INTERLEAVED";
 
-/// Passes over every key before measuring: inserts every key, and leaves each token bucket
-/// that many seconds away from full, longer than the gap before the first measured pass.
-const WARM_UP_PASSES: usize = 3;
+/// Rounds of the interleaved mode; each runs one batch of every limiter of the row.
+const ROUNDS: usize = 15;
+
+/// Checks per interleaved batch: a whole pass over the keys, and at least enough to take tens
+/// of milliseconds.
+fn batch_checks(key_count: usize) -> usize {
+    key_count.max(300_000)
+}
 
 fn make_keys(count: usize) -> Vec<String> {
     (0..count).map(|i| format!("user:{i}")).collect()
@@ -62,14 +80,6 @@ impl<'a> RoundRobin<'a> {
         }
         key
     }
-
-    fn warm_up(&self, mut check: impl FnMut(&String) -> bool) {
-        for _ in 0..WARM_UP_PASSES {
-            for key in self.keys {
-                assert!(check(key), "warm-up check of {key} was rejected");
-            }
-        }
-    }
 }
 
 fn fixed_window() -> Limit {
@@ -77,24 +87,111 @@ fn fixed_window() -> Limit {
     Limit::fixed_window(format!("{BUCKET_SIZE}/d").parse().unwrap())
 }
 
+/// One token per hour: a touched bucket stays below full for the whole run, so its state stays
+/// stored (a full bucket means the same as no state and is dropped) and the 1,000,000-key row
+/// measures a table that really holds every key.
 fn token_bucket() -> Limit {
-    Limit::token_bucket(format!("{REFILL_PER_SECOND}/s").parse().unwrap())
-        .bucket_size(u64::from(BUCKET_SIZE))
+    Limit::token_bucket("1/h".parse().unwrap()).bucket_size(u64::from(BUCKET_SIZE))
 }
 
+/// The same burst as the token bucket, refilled at 1 per second: governor keeps
+/// `burst × refill period` in u64 nanoseconds, which 1e9 × 1 hour would overflow. Governor's
+/// work per check does not depend on the quota and it never drops a key's state, so only our
+/// side needs the slow refill.
 fn governor_quota() -> Quota {
-    Quota::per_second(NonZeroU32::new(REFILL_PER_SECOND).unwrap())
+    Quota::per_second(NonZeroU32::new(1).unwrap())
         .allow_burst(NonZeroU32::new(BUCKET_SIZE).unwrap())
+}
+
+/// One limiter, checked the way one column of the table checks it.
+enum Contestant {
+    Governor(DefaultKeyedRateLimiter<String>),
+    Sync(MemoryBackend, Limit),
+    Async(MemoryBackend, Limit, Runtime),
+}
+
+impl Contestant {
+    /// A new limiter for the column `name`, holding every key of `keys`.
+    fn warmed_up(name: &str, keys: &[String]) -> Self {
+        let limit = if name.starts_with("fixed_window") {
+            fixed_window()
+        } else {
+            token_bucket()
+        };
+        let contestant = match name {
+            "governor" => Self::Governor(RateLimiter::keyed(governor_quota())),
+            _ if name.ends_with("_sync") => Self::Sync(memory_backend(), limit),
+            _ => Self::Async(
+                memory_backend(),
+                limit,
+                tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap(),
+            ),
+        };
+        for key in keys {
+            assert!(contestant.check_once(key), "{name}: warm-up rejected {key}");
+        }
+        if let Self::Sync(backend, _) | Self::Async(backend, ..) = &contestant {
+            assert_eq!(backend.len(), keys.len(), "warm-up must store every key");
+        }
+        contestant
+    }
+
+    fn check_once(&self, key: &String) -> bool {
+        match self {
+            Self::Governor(limiter) => limiter.check_key(key).is_ok(),
+            Self::Sync(backend, limit) | Self::Async(backend, limit, _) => {
+                backend.check_now(key, limit, 1).unwrap().allowed
+            }
+        }
+    }
+
+    fn bench(&self, b: &mut criterion::Bencher<'_>, keys: &mut RoundRobin<'_>) {
+        match self {
+            Self::Governor(limiter) => b.iter(|| black_box(limiter.check_key(keys.next_key()))),
+            Self::Sync(backend, limit) => {
+                b.iter(|| black_box(backend.check_now(keys.next_key(), limit, 1)));
+            }
+            Self::Async(backend, limit, runtime) => {
+                let backend: &dyn Backend = backend;
+                b.to_async(runtime).iter(|| {
+                    let key = keys.next_key();
+                    async move { black_box(backend.check(key, limit).await) }
+                });
+            }
+        }
+    }
+
+    /// How long `checks` checks take, in one timed batch.
+    fn time_batch(&self, keys: &mut RoundRobin<'_>, checks: usize) -> Duration {
+        let start = Instant::now();
+        match self {
+            Self::Governor(limiter) => {
+                for _ in 0..checks {
+                    black_box(limiter.check_key(keys.next_key())).ok();
+                }
+            }
+            Self::Sync(backend, limit) => {
+                for _ in 0..checks {
+                    black_box(backend.check_now(keys.next_key(), limit, 1)).ok();
+                }
+            }
+            Self::Async(backend, limit, runtime) => {
+                let backend: &dyn Backend = backend;
+                runtime.block_on(async {
+                    for _ in 0..checks {
+                        black_box(backend.check(keys.next_key(), limit).await).ok();
+                    }
+                });
+            }
+        }
+        start.elapsed()
+    }
 }
 
 fn memory_backend() -> MemoryBackend {
     MemoryBackend::builder().max_keys(MAX_KEYS).build()
-}
-
-fn current_thread_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
 }
 
 fn bench_key_count(c: &mut Criterion, key_count: usize) {
@@ -102,47 +199,13 @@ fn bench_key_count(c: &mut Criterion, key_count: usize) {
     let mut keys = RoundRobin::new(&key_strings);
     let mut group = c.benchmark_group(format!("keys_{key_count}"));
     group.throughput(Throughput::Elements(1));
-
-    {
-        let limiter: DefaultKeyedRateLimiter<String> = RateLimiter::keyed(governor_quota());
-        keys.warm_up(|key| limiter.check_key(key).is_ok());
-        group.bench_function(BenchmarkId::from_parameter("governor"), |b| {
-            b.iter(|| black_box(limiter.check_key(keys.next_key())));
+    // One limiter at a time: at 1,000,000 keys each holds ~100 MB.
+    for name in CONTESTANTS {
+        let contestant = Contestant::warmed_up(name, &key_strings);
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            contestant.bench(b, &mut keys);
         });
-        assert!(
-            limiter.check_key(keys.next_key()).is_ok(),
-            "governor rejected"
-        );
-    }
-
-    for (name, limit) in [
-        ("fixed_window", fixed_window()),
-        ("token_bucket", token_bucket()),
-    ] {
-        let backend = memory_backend();
-        keys.warm_up(|key| backend.check_now(key, &limit, 1).unwrap().allowed);
-        assert_eq!(backend.len(), key_count, "warm-up must store every key");
-        group.bench_function(BenchmarkId::from_parameter(format!("{name}_sync")), |b| {
-            b.iter(|| black_box(backend.check_now(keys.next_key(), &limit, 1)));
-        });
-        let last = backend.check_now(keys.next_key(), &limit, 1).unwrap();
-        assert!(last.allowed, "{name} (sync) rejected");
-        drop(backend);
-
-        // A fresh store, so the async row does not start from a bucket the sync row drained.
-        let backend = memory_backend();
-        keys.warm_up(|key| backend.check_now(key, &limit, 1).unwrap().allowed);
-        let dyn_backend: &dyn Backend = &backend;
-        let runtime = current_thread_runtime();
-        group.bench_function(BenchmarkId::from_parameter(format!("{name}_async")), |b| {
-            b.to_async(&runtime).iter(|| {
-                let key = keys.next_key();
-                let limit = &limit;
-                async move { black_box(dyn_backend.check(key, limit).await) }
-            });
-        });
-        let last = backend.check_now(keys.next_key(), &limit, 1).unwrap();
-        assert!(last.allowed, "{name} (async) rejected");
+        assert!(contestant.check_once(keys.next_key()), "{name} rejected");
     }
     group.finish();
 }
@@ -153,13 +216,75 @@ fn memory_vs_governor(c: &mut Criterion) {
     }
 }
 
-criterion_group! {
-    name = benches;
+/// Every limiter of every row, batch after batch; prints the median per-round ratio to
+/// governor, which background load on a shared machine moves far less than absolute times.
+fn interleaved() {
+    println!(
+        "interleaved: {ROUNDS} rounds; ns/check is the median over rounds, ratio the median of the per-round ratios to governor\n"
+    );
+    println!("| row | limiter | ns/check (median) | ns/check (min) | ratio to governor |");
+    println!("|---|---|---:|---:|---:|");
+    let mut json_rows = Vec::new();
+    for key_count in KEY_COUNTS {
+        let key_strings = make_keys(key_count);
+        let mut keys = RoundRobin::new(&key_strings);
+        let contestants: Vec<_> = CONTESTANTS
+            .iter()
+            .map(|name| Contestant::warmed_up(name, &key_strings))
+            .collect();
+        let checks = batch_checks(key_count);
+        let mut nanos = vec![Vec::with_capacity(ROUNDS); CONTESTANTS.len()];
+        for round in 0..ROUNDS {
+            // Rotate who goes first, so no limiter always runs right after the same one.
+            for offset in 0..CONTESTANTS.len() {
+                let index = (round + offset) % CONTESTANTS.len();
+                let elapsed = contestants[index].time_batch(&mut keys, checks);
+                nanos[index].push(elapsed.as_nanos() as f64 / checks as f64);
+            }
+        }
+        for (name, contestant) in CONTESTANTS.iter().zip(&contestants) {
+            assert!(contestant.check_once(keys.next_key()), "{name} rejected");
+        }
+        for (index, name) in CONTESTANTS.iter().enumerate() {
+            let ratios: Vec<f64> = nanos[index]
+                .iter()
+                .zip(&nanos[0])
+                .map(|(ours, governor)| ours / governor)
+                .collect();
+            let (median_ns, min_ns, ratio) =
+                (median(&nanos[index]), min(&nanos[index]), median(&ratios));
+            println!("| {key_count} | {name} | {median_ns:.0} | {min_ns:.0} | {ratio:.2}x |");
+            json_rows.push(format!(
+                "{{\"keys\": {key_count}, \"limiter\": \"{name}\", \"median_ns\": {median_ns:.1}, \"min_ns\": {min_ns:.1}, \"ratio_to_governor\": {ratio:.3}}}"
+            ));
+        }
+    }
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("interleaved.json");
+    std::fs::write(&path, format!("[\n  {}\n]\n", json_rows.join(",\n  "))).unwrap();
+    println!("\nwritten to {}", path.display());
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+fn min(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn main() {
+    if std::env::var_os(INTERLEAVED_ENV).is_some() {
+        interleaved();
+        return;
+    }
     // Short enough that the whole run finishes in a few minutes on a 2-core machine.
-    config = Criterion::default()
+    let mut criterion = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
-        .sample_size(30);
-    targets = memory_vs_governor
+        .sample_size(30)
+        .configure_from_args();
+    memory_vs_governor(&mut criterion);
+    criterion.final_summary();
 }
-criterion_main!(benches);
