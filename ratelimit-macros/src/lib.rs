@@ -58,10 +58,14 @@ use proc_macro::TokenStream;
 /// validated at compile time, and every problem is reported at once, on the offending token.
 ///
 /// The handler must be an `async fn` without `self` (a free function or an associated
-/// function). It becomes an outer fn of the same name, visibility and attributes that takes the
-/// guard extractor first, then the original extractors, and returns `axum`'s `Response`; the
-/// original body moves into an inner fn. Functions named by `key`, `rate`, `skip_if` and `cost`
-/// are stored in a `static`, so they must not use the handler's generic parameters or `Self`.
+/// function). It becomes an outer fn of the same name, visibility, generics and attributes that
+/// takes the guard extractor first, then the original extractors, and returns `axum`'s
+/// `Response`; the original body moves into an inner fn (lint attributes such as `#[allow]`
+/// are copied onto it, so they still reach the body). An associated handler that names `Self`
+/// gets its inner fn as a hidden sibling in the `impl` block; one that uses the generic
+/// parameters of its `impl` block must name `Self` too (e.g. `State<Self>`), because a nested
+/// fn cannot see them. Functions named by `key`, `rate`, `skip_if` and `cost` are stored in a
+/// `static`, so they cannot use the handler's generic parameters or `Self`.
 #[proc_macro_attribute]
 pub fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
     let site = proc_macro::Span::call_site();
