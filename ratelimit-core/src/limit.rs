@@ -191,10 +191,12 @@ impl Limit {
     fn policy(&self, quota: Quota) -> Policy {
         let limit = quota.count();
         let window_ms = quota.period_millis();
-        let own_pace = Flow::per_period(limit, window_ms);
-        // `validate` has refused rates that are not exact decimals.
-        let flow =
-            |per_second: Option<f64>| per_second.and_then(Flow::per_second).unwrap_or(own_pace);
+        // Only the buckets flow; `validate` has refused rates that are not exact decimals.
+        let flow = |per_second: Option<f64>| {
+            per_second
+                .and_then(Flow::per_second)
+                .unwrap_or_else(|| Flow::per_period(limit, window_ms))
+        };
         match self.algorithm {
             Algorithm::FixedWindow => Policy::FixedWindow { limit, window_ms },
             Algorithm::SlidingWindow => Policy::SlidingWindow { limit, window_ms },
@@ -248,7 +250,7 @@ impl Limit {
                     let flow = per_second
                         .and_then(Flow::per_second)
                         .unwrap_or_else(|| Flow::per_period(quota.count(), quota.period_millis()));
-                    u128::from(size.unwrap_or(quota.count())) * flow.unit()
+                    u128::from(size.unwrap_or(quota.count())) * u128::from(flow.unit())
                 }
             };
             units > MAX_EXACT_UNITS

@@ -208,3 +208,29 @@ fn limits_that_stores_cannot_keep_exact_are_refused() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn max_keys_is_a_store_wide_bound_not_a_per_shard_one() {
+    let backend = MemoryBackend::builder().max_keys(1_000).shards(64).build();
+    let limit = Limit::fixed_window(rate("1/d"));
+    for user in 0..1_000 {
+        let _ = backend.check(&format!("user:{user}"), &limit).await;
+    }
+    assert_eq!(
+        backend.len(),
+        1_000,
+        "uneven shards must not evict below max_keys"
+    );
+    for user in 0..1_000 {
+        let decision = backend.peek(&format!("user:{user}"), &limit).await;
+        assert!(decision.is_ok_and(|d| !d.allowed), "user {user} was kept");
+    }
+    for user in 1_000..3_000 {
+        let _ = backend.check(&format!("user:{user}"), &limit).await;
+        assert!(
+            backend.len() <= 1_000,
+            "never above max_keys: {}",
+            backend.len()
+        );
+    }
+}

@@ -60,25 +60,26 @@ impl Flow {
 
     /// One token in scaled units.
     #[must_use]
-    pub fn unit(&self) -> u128 {
-        u128::from(self.per_ms)
+    pub fn unit(&self) -> u64 {
+        self.per_ms
     }
 
-    /// Scaled units that flow in `elapsed_ms`, capped at `cap` (so nothing overflows).
+    /// Scaled units that flow in `elapsed_ms`, capped at `cap`. Levels are validated to stay
+    /// below 2^53, so u64 maths (with a saturating product) is exact and avoids 128-bit division
+    /// on the hot path.
     #[must_use]
-    pub fn over(&self, elapsed_ms: u64, cap: u128) -> u128 {
-        (u128::from(elapsed_ms) * u128::from(self.amount)).min(cap)
+    pub fn over(&self, elapsed_ms: u64, cap: u64) -> u64 {
+        elapsed_ms.saturating_mul(self.amount).min(cap)
     }
 
     /// Milliseconds until `units` scaled units have flowed (rounded up); `None` if nothing
     /// flows.
     #[must_use]
-    pub fn millis_for(&self, units: u128) -> Option<u64> {
+    pub fn millis_for(&self, units: u64) -> Option<u64> {
         if units == 0 {
             return Some(0);
         }
-        (self.amount > 0)
-            .then(|| u64::try_from(units.div_ceil(u128::from(self.amount))).unwrap_or(u64::MAX))
+        (self.amount > 0).then(|| units.div_ceil(self.amount))
     }
 }
 

@@ -9,7 +9,7 @@ use super::token_bucket::BucketState;
 
 pub(super) struct Params {
     capacity: u64,
-    capacity_scaled: u128,
+    capacity_scaled: u64,
     leak: Flow,
     window_ms: u64,
 }
@@ -18,16 +18,17 @@ impl Params {
     pub(super) fn new(capacity: u64, leak: Flow, window_ms: u64) -> Self {
         Self {
             capacity,
-            capacity_scaled: u128::from(capacity) * leak.unit(),
+            // `Limit::validate` bounds capacity × unit by 2^53.
+            capacity_scaled: capacity.saturating_mul(leak.unit()),
             leak,
             window_ms,
         }
     }
 
     /// The level (scaled) at `now_ms`; a clock that steps back drains nothing.
-    fn level_at(&self, state: Option<&BucketState>, now_ms: u64) -> u128 {
+    fn level_at(&self, state: Option<&BucketState>, now_ms: u64) -> u64 {
         state.map_or(0, |bucket| {
-            let level = u128::from(bucket.level);
+            let level = bucket.level;
             level - self.leak.over(now_ms.saturating_sub(bucket.last_ms), level)
         })
     }
@@ -41,8 +42,8 @@ pub(super) fn evaluate(
 ) -> Verdict {
     let unit = params.leak.unit();
     let level = params.level_at(state, now_ms);
-    let added = u128::from(cost) * unit;
-    let allowed = level + added <= params.capacity_scaled;
+    let added = cost.saturating_mul(unit);
+    let allowed = level.saturating_add(added) <= params.capacity_scaled;
     let level_after = if allowed { level + added } else { level };
     let retry_after_ms = (!allowed && cost <= params.capacity)
         .then(|| {
@@ -54,8 +55,7 @@ pub(super) fn evaluate(
     Verdict {
         allowed,
         limit: params.capacity,
-        remaining: u64::try_from(params.capacity_scaled.saturating_sub(level_after) / unit)
-            .unwrap_or(u64::MAX),
+        remaining: params.capacity_scaled.saturating_sub(level_after) / unit,
         reset_after_ms: params.leak.millis_for(level_after).unwrap_or(0),
         retry_after_ms,
         window_ms: params.window_ms,
@@ -68,9 +68,11 @@ pub(super) fn admit(
     now_ms: u64,
     cost: u64,
 ) -> BucketState {
-    let level = params.level_at(state, now_ms) + u128::from(cost) * params.leak.unit();
+    let level = params
+        .level_at(state, now_ms)
+        .saturating_add(cost.saturating_mul(params.leak.unit()));
     BucketState {
-        level: u64::try_from(level).unwrap_or(u64::MAX),
+        level,
         last_ms: state.map_or(now_ms, |bucket| bucket.last_ms.max(now_ms)),
     }
 }

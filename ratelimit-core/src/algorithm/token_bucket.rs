@@ -17,29 +17,30 @@ pub struct BucketState {
 
 pub(super) struct Params {
     size: u64,
-    capacity: u128,
+    capacity: u64,
     refill: Flow,
-    initial: u128,
+    initial: u64,
     window_ms: u64,
 }
 
 impl Params {
     pub(super) fn new(size: u64, refill: Flow, initial: u64, window_ms: u64) -> Self {
+        // `Limit::validate` bounds size × unit by 2^53; saturate rather than wrap regardless.
         let unit = refill.unit();
         Self {
             size,
-            capacity: u128::from(size) * unit,
+            capacity: size.saturating_mul(unit),
             refill,
-            initial: u128::from(initial.min(size)) * unit,
+            initial: initial.min(size).saturating_mul(unit),
             window_ms,
         }
     }
 
     /// Tokens (scaled) at `now_ms`: the stored bucket refilled, or a new one holding the initial
     /// tokens. A clock that steps back refills nothing.
-    fn tokens_at(&self, state: Option<&BucketState>, now_ms: u64) -> u128 {
+    fn tokens_at(&self, state: Option<&BucketState>, now_ms: u64) -> u64 {
         state.map_or(self.initial, |bucket| {
-            let level = u128::from(bucket.level).min(self.capacity);
+            let level = bucket.level.min(self.capacity);
             let refill = self
                 .refill
                 .over(now_ms.saturating_sub(bucket.last_ms), self.capacity);
@@ -56,7 +57,7 @@ pub(super) fn evaluate(
 ) -> Verdict {
     let unit = params.refill.unit();
     let tokens = params.tokens_at(state, now_ms);
-    let needed = u128::from(cost) * unit;
+    let needed = cost.saturating_mul(unit);
     let allowed = tokens >= needed;
     let tokens_after = if allowed { tokens - needed } else { tokens };
     let retry_after_ms = (!allowed && cost <= params.size)
@@ -65,7 +66,7 @@ pub(super) fn evaluate(
     Verdict {
         allowed,
         limit: params.size,
-        remaining: u64::try_from(tokens_after / unit).unwrap_or(u64::MAX),
+        remaining: tokens_after / unit,
         reset_after_ms: params
             .refill
             .millis_for(params.capacity - tokens_after)
@@ -82,9 +83,9 @@ pub(super) fn admit(
     cost: u64,
 ) -> BucketState {
     let tokens = params.tokens_at(state, now_ms);
-    let needed = u128::from(cost) * params.refill.unit();
+    let needed = cost.saturating_mul(params.refill.unit());
     BucketState {
-        level: u64::try_from(tokens.saturating_sub(needed)).unwrap_or(u64::MAX),
+        level: tokens.saturating_sub(needed),
         last_ms: state.map_or(now_ms, |bucket| bucket.last_ms.max(now_ms)),
     }
 }
@@ -92,7 +93,7 @@ pub(super) fn admit(
 /// The state of a bucket first seen at `now_ms` that stores its initial tokens.
 pub(super) fn initial_state(params: &Params, now_ms: u64) -> BucketState {
     BucketState {
-        level: u64::try_from(params.initial).unwrap_or(u64::MAX),
+        level: params.initial,
         last_ms: now_ms,
     }
 }

@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 
 use self::key_hash::{KeyHash, KeyHasher};
-use self::shard::{Entry, Shard};
+use self::shard::{Entry, Occupancy, Shard};
 use super::{Backend, BackendError};
+use crate::algorithm::{Policy, State, WindowState};
 use crate::clock::{Clock, SystemClock};
 use crate::decision::Decision;
 use crate::health::HealthStatus;
@@ -45,6 +46,7 @@ const DEFAULT_SHARDS: usize = 64;
 #[derive(Debug)]
 pub struct MemoryBackend {
     shards: Box<[Mutex<Shard>]>,
+    occupancy: Occupancy,
     hasher: KeyHasher,
     clock: Arc<dyn Clock>,
 }
@@ -71,7 +73,7 @@ impl MemoryBackend {
     /// How many quota states are stored (expired ones not yet swept included).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|shard| lock(shard).len()).sum()
+        self.occupancy.stored()
     }
 
     /// Whether nothing is stored.
@@ -115,6 +117,9 @@ impl MemoryBackend {
         let key = self.hasher.hash(key);
         let now_ms = self.clock.now_millis();
         let mut shard = self.shard(key);
+        if !limit.rate().is_compound() {
+            return Ok(self.decide_single(&mut shard, key, policies, now_ms, cost, commit));
+        }
         let verdicts = policies.clone().enumerate().map(|(index, policy)| {
             policy.evaluate(shard.get(key.for_quota(index), now_ms), now_ms, cost)
         });
@@ -127,7 +132,7 @@ impl MemoryBackend {
         for (index, policy) in policies.enumerate() {
             let quota_key = key.for_quota(index);
             let state = if decision.allowed {
-                Some(policy.admit(shard.take(quota_key, now_ms), now_ms, cost))
+                Some(policy.admit(shard.take(quota_key, now_ms, &self.occupancy), now_ms, cost))
             } else if shard.get(quota_key, now_ms).is_none() {
                 policy.state_after_first_rejection(now_ms)
             } else {
@@ -135,7 +140,12 @@ impl MemoryBackend {
             };
             if let Some(state) = state {
                 let expires_at = policy.expires_at(&state, now_ms);
-                shard.insert(quota_key, Entry { expires_at, state }, now_ms);
+                shard.insert(
+                    quota_key,
+                    Entry { expires_at, state },
+                    now_ms,
+                    &self.occupancy,
+                );
             }
         }
         tracing::trace!(
@@ -146,6 +156,62 @@ impl MemoryBackend {
         Ok(decision)
     }
 }
+
+impl MemoryBackend {
+    /// The common case of one quota: one table lookup, updated in place.
+    fn decide_single(
+        &self,
+        shard: &mut Shard,
+        key: KeyHash,
+        mut policies: impl Iterator<Item = Policy>,
+        now_ms: u64,
+        cost: u64,
+        commit: Commit,
+    ) -> Decision {
+        let Some(policy) = policies.next() else {
+            unreachable!("a rate always has at least one quota")
+        };
+        let quota_key = key.for_quota(0);
+        let verdict = if let Some(entry) = shard.live_mut(quota_key, now_ms) {
+            let verdict = policy.evaluate(Some(&entry.state), now_ms, cost);
+            if commit == Commit::Yes && verdict.allowed {
+                let previous = std::mem::replace(&mut entry.state, PLACEHOLDER);
+                entry.state = policy.admit(Some(previous), now_ms, cost);
+                entry.expires_at = policy.expires_at(&entry.state, now_ms);
+            }
+            verdict
+        } else {
+            let verdict = policy.evaluate(None, now_ms, cost);
+            if commit == Commit::Yes {
+                let state = if verdict.allowed {
+                    Some(policy.admit(None, now_ms, cost))
+                } else {
+                    policy.state_after_first_rejection(now_ms)
+                };
+                if let Some(state) = state {
+                    let expires_at = policy.expires_at(&state, now_ms);
+                    shard.insert(
+                        quota_key,
+                        Entry { expires_at, state },
+                        now_ms,
+                        &self.occupancy,
+                    );
+                }
+            }
+            verdict
+        };
+        let Some(decision) = Decision::combine([verdict]) else {
+            unreachable!("one verdict combines into one decision")
+        };
+        decision
+    }
+}
+
+/// Stands in for a state for the instant it is moved out to be updated.
+const PLACEHOLDER: State = State::Window(WindowState {
+    window_start: 0,
+    count: 0,
+});
 
 impl Default for MemoryBackend {
     fn default() -> Self {
@@ -167,6 +233,15 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 
 #[async_trait]
 impl Backend for MemoryBackend {
+    // `check` and `peek` are overridden so a call boxes one future, not two.
+    async fn check(&self, key: &str, limit: &Limit) -> Result<Decision, BackendError> {
+        Ok(self.check_now(key, limit, 1)?)
+    }
+
+    async fn peek(&self, key: &str, limit: &Limit) -> Result<Decision, BackendError> {
+        Ok(self.peek_now(key, limit, 1)?)
+    }
+
     async fn check_n(&self, key: &str, limit: &Limit, cost: u64) -> Result<Decision, BackendError> {
         Ok(self.check_now(key, limit, cost)?)
     }
@@ -179,7 +254,7 @@ impl Backend for MemoryBackend {
         let key = self.hasher.hash(key);
         let mut shard = self.shard(key);
         for index in 0..MAX_QUOTAS {
-            shard.remove(key.for_quota(index));
+            shard.remove(key.for_quota(index), &self.occupancy);
         }
         Ok(())
     }
@@ -194,11 +269,13 @@ impl Backend for MemoryBackend {
 
     async fn cleanup(&self) -> Result<u64, BackendError> {
         let now_ms = self.clock.now_millis();
-        Ok(self
-            .shards
-            .iter()
-            .map(|shard| lock(shard).sweep(now_ms))
-            .sum())
+        let mut removed = 0;
+        for shard in &*self.shards {
+            let swept = lock(shard).sweep(now_ms);
+            self.occupancy.removed_by_sweep(swept);
+            removed += swept as u64;
+        }
+        Ok(removed)
     }
 }
 
@@ -245,11 +322,9 @@ impl MemoryBackendBuilder {
     /// Builds the store.
     #[must_use]
     pub fn build(self) -> MemoryBackend {
-        let per_shard = self.max_keys.div_ceil(self.shards);
         MemoryBackend {
-            shards: (0..self.shards)
-                .map(|_| Mutex::new(Shard::new(per_shard)))
-                .collect(),
+            shards: (0..self.shards).map(|_| Mutex::default()).collect(),
+            occupancy: Occupancy::new(self.max_keys),
             hasher: KeyHasher::random(),
             clock: self.clock,
         }
