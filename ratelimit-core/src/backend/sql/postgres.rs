@@ -1,5 +1,6 @@
-//! PostgreSQL: every check is one call of the PL/pgSQL function `<prefix>check_v1` (see
-//! `postgres.sql`), so one round trip, atomic per key under an advisory lock.
+//! PostgreSQL: every check is one call of the algorithm's PL/pgSQL function
+//! `<prefix><tag>_check_v1` (see `postgres.sql`), so one round trip, atomic per key under an
+//! advisory lock.
 
 use std::num::NonZeroU64;
 use std::str::FromStr as _;
@@ -10,32 +11,21 @@ use sqlx::{ConnectOptions as _, Connection as _};
 
 use super::args::{self, algorithm_tag};
 use super::{Deleted, Engine, Request, Settings, with_prefix};
-use crate::algorithm::Verdict;
+use crate::algorithm::{Algorithm, Verdict};
 use crate::backend::BackendError;
 
 const SCHEMA: &str = include_str!("postgres.sql");
 
 /// Every routine `postgres.sql` creates, with its argument types, for dropping them.
 const ROUTINES: &[&str] = &[
-    "check_v1(bytea, text, bigint, bigint, boolean, bigint[])",
+    "fw_check_v1(bytea, bigint, bigint, boolean, bigint[])",
+    "sw_check_v1(bytea, bigint, bigint, boolean, bigint[])",
+    "swc_check_v1(bytea, bigint, bigint, boolean, bigint[])",
+    "tb_check_v1(bytea, bigint, bigint, boolean, bigint[])",
+    "lb_check_v1(bytea, bigint, bigint, boolean, bigint[])",
     "reset_v1(bytea)",
-    "lock_v1(bytea, boolean)",
-    "lb_admit_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
-    "lb_evaluate_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
-    "lb_level_v1(bigint[], {prefix}state, bigint)",
-    "tb_first_rejection_v1(bigint[], bytea, smallint, bigint)",
-    "tb_admit_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
-    "tb_store_v1(bigint[], bytea, smallint, numeric, numeric, bigint)",
-    "tb_evaluate_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
-    "tb_tokens_v1(bigint[], {prefix}state, bigint)",
-    "swc_admit_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
-    "swc_evaluate_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
+    "lock_id_v1(bytea)",
     "first_fitting_elapsed_v1(numeric, numeric, numeric)",
-    "sw_admit_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
-    "sw_evaluate_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
-    "fw_admit_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
-    "fw_evaluate_v1(bigint[], {prefix}state, bytea, smallint, bigint, numeric)",
-    "store_v1(bytea, text, smallint, numeric, numeric, numeric, numeric, bigint)",
     "millis_for_v1(numeric, numeric)",
 ];
 
@@ -46,7 +36,8 @@ const NOW: &str =
 pub(super) struct PostgresEngine {
     pool: PgPool,
     prefix: String,
-    check: String,
+    /// `SELECT <prefix><tag>_check_v1(..)`, in the order of [`Algorithm::ALL`].
+    checks: [String; 5],
     reset: String,
     cleanup_state: String,
     cleanup_log: String,
@@ -70,7 +61,12 @@ impl PostgresEngine {
         Ok(Self {
             pool,
             prefix: prefix.to_owned(),
-            check: sql("SELECT {prefix}check_v1($1, $2, $3, $4, $5, $6)"),
+            checks: Algorithm::ALL.map(|algorithm| {
+                let tag = algorithm_tag(algorithm);
+                sql(&format!(
+                    "SELECT {{prefix}}{tag}_check_v1($1, $2, $3, $4, $5)"
+                ))
+            }),
             reset: sql("SELECT {prefix}reset_v1($1)"),
             // The outer condition is checked again on the row as it is when locked, so a row a
             // check has just renewed is not deleted.
@@ -123,9 +119,15 @@ impl Engine for PostgresEngine {
     }
 
     async fn decide(&self, request: &Request<'_>) -> Result<Vec<Verdict>, BackendError> {
-        let reply: Vec<i64> = sqlx::query_scalar(&self.check)
+        let check = Algorithm::ALL
+            .iter()
+            .zip(&self.checks)
+            .find_map(|(algorithm, check)| (*algorithm == request.algorithm).then_some(check))
+            .ok_or(BackendError::UnexpectedReply {
+                backend: "postgres",
+            })?;
+        let reply: Vec<i64> = sqlx::query_scalar(check)
             .bind(request.key.as_bytes())
-            .bind(algorithm_tag(request.algorithm))
             .bind(optional_int("now", request.now_ms)?)
             .bind(args::cost_arg(request.cost))
             .bind(request.record)

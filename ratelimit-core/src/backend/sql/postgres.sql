@@ -2,6 +2,12 @@
 -- (backend/redis/*.lua), with the same integer maths. `{prefix}` is the checked table prefix.
 -- Run on every connect, under an advisory lock: every statement is idempotent.
 --
+-- One function per algorithm, `<prefix><tag>_check_v1`, does a whole check: lock, read, decide,
+-- write. Each is written out in full rather than split into helpers, because every PL/pgSQL call
+-- and every composite value passed costs more than the arithmetic (a check of the fixed window
+-- ran in about half the server time once inlined). The IMMUTABLE SQL helpers below are inlined
+-- by the planner, so they cost nothing.
+--
 -- Every routine ends in `_v1`: a change to one gets a new name, so processes of two versions
 -- sharing a database each keep calling the routines they were written for.
 --
@@ -52,392 +58,452 @@ RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
     END
 $$;
 
--- Writes one state row; the expiry is at least 1 ms away (as Policy::expires_at).
-CREATE OR REPLACE FUNCTION {prefix}store_v1(
-    p_hash bytea, p_algorithm text, p_quota smallint,
-    p_since numeric, p_amount numeric, p_previous numeric, p_expires_at numeric, p_now bigint)
-RETURNS void LANGUAGE sql AS $$
-    INSERT INTO {prefix}state AS s
-        (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
-    VALUES (p_hash, p_algorithm, p_quota, p_since, p_amount, p_previous,
-            least(greatest(p_expires_at, p_now::numeric + 1), 9223372036854775807))
-    ON CONFLICT (key_hash, algorithm, quota) DO UPDATE
-    SET since_ms = excluded.since_ms,
-        amount = excluded.amount,
-        previous = excluded.previous,
-        expires_at_ms = excluded.expires_at_ms
-$$;
-
--- Every algorithm has an `evaluate` returning {allowed, remaining, reset_after_ms,
--- retry_after_ms (-1: never)} and an `admit` that writes the state after an admitted request.
--- `p` holds the quota's parameters (as the Lua `params`), `s` its state row or NULL.
-
--- Fixed window. p = {limit, window}; s = (since_ms = window start, amount = count).
-CREATE OR REPLACE FUNCTION {prefix}fw_evaluate_v1(
-    p bigint[], s {prefix}state, p_hash bytea, p_quota smallint, p_now bigint, p_cost numeric)
-RETURNS bigint[] LANGUAGE plpgsql AS $$
-DECLARE
-    v_limit numeric := p[1];
-    v_window numeric := p[2];
-    v_start numeric := p_now - p_now % v_window;
-    v_used numeric := CASE WHEN s.since_ms = v_start THEN s.amount ELSE 0 END;
-    v_reset numeric := v_start + v_window - p_now;
-    v_allowed boolean := v_used + p_cost <= v_limit;
-    v_after numeric := CASE WHEN v_allowed THEN v_used + p_cost ELSE v_used END;
-BEGIN
-    RETURN ARRAY[
-        v_allowed::int,
-        greatest(v_limit - v_after, 0),
-        v_reset,
-        -- The next window starts empty, so a cost within the limit fits there.
-        CASE WHEN NOT v_allowed AND p_cost <= v_limit THEN v_reset ELSE -1 END
-    ]::bigint[];
-END $$;
-
-CREATE OR REPLACE FUNCTION {prefix}fw_admit_v1(
-    p bigint[], s {prefix}state, p_hash bytea, p_quota smallint, p_now bigint, p_cost numeric)
-RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    v_window numeric := p[2];
-    v_start numeric := p_now - p_now % v_window;
-    v_used numeric := CASE WHEN s.since_ms = v_start THEN s.amount ELSE 0 END;
-BEGIN
-    PERFORM {prefix}store_v1(p_hash, 'fw', p_quota, v_start, v_used + p_cost, 0,
-                             v_start + v_window, p_now);
-END $$;
-
--- Sliding log. p = {limit, window}; entries in {prefix}log, counted while at_ms + window > now;
--- s = (since_ms = newest entry, amount = entry sequence).
-CREATE OR REPLACE FUNCTION {prefix}sw_evaluate_v1(
-    p bigint[], s {prefix}state, p_hash bytea, p_quota smallint, p_now bigint, p_cost numeric)
-RETURNS bigint[] LANGUAGE plpgsql AS $$
-DECLARE
-    v_limit numeric := p[1];
-    v_window numeric := p[2];
-    v_counted_after bigint := p_now - p[2];
-    v_used numeric;
-    v_oldest numeric;
-    v_allowed boolean;
-    v_after numeric;
-    v_freed_at numeric;
-    v_retry numeric := -1;
-BEGIN
-    SELECT coalesce(sum(cost), 0), min(at_ms) INTO v_used, v_oldest
-    FROM {prefix}log
-    WHERE key_hash = p_hash AND quota = p_quota AND at_ms > v_counted_after;
-    v_allowed := v_used + p_cost <= v_limit;
-    v_after := v_used;
-    IF v_allowed THEN
-        v_after := v_used + p_cost;
-        v_oldest := least(coalesce(v_oldest, p_now), p_now);
-    ELSIF p_cost <= v_limit THEN
-        -- Enough earlier requests must slide out to make room for this one.
-        SELECT e.at_ms INTO v_freed_at
-        FROM (
-            SELECT at_ms, seq, sum(cost) OVER (ORDER BY at_ms, seq) AS freed
-            FROM {prefix}log
-            WHERE key_hash = p_hash AND quota = p_quota AND at_ms > v_counted_after
-        ) e
-        WHERE e.freed >= v_used + p_cost - v_limit
-        ORDER BY e.at_ms, e.seq
-        LIMIT 1;
-        v_retry := CASE WHEN v_freed_at IS NULL THEN 1
-                        ELSE greatest(v_freed_at + v_window - p_now, 1) END;
-    END IF;
-    RETURN ARRAY[
-        v_allowed::int,
-        greatest(v_limit - v_after, 0),
-        CASE WHEN v_oldest IS NULL THEN 0 ELSE v_oldest + v_window - p_now END,
-        v_retry
-    ]::bigint[];
-END $$;
-
-CREATE OR REPLACE FUNCTION {prefix}sw_admit_v1(
-    p bigint[], s {prefix}state, p_hash bytea, p_quota smallint, p_now bigint, p_cost numeric)
-RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    v_window numeric := p[2];
-    v_seq bigint;
-    v_newest bigint;
-BEGIN
-    DELETE FROM {prefix}log
-    WHERE key_hash = p_hash AND quota = p_quota AND at_ms <= p_now - p[2];
-    -- The sequence survives the row's expiry (s is NULL then), so it never repeats.
-    SELECT amount INTO v_seq FROM {prefix}state
-    WHERE key_hash = p_hash AND algorithm = 'sw' AND quota = p_quota;
-    v_seq := coalesce(v_seq, 0) + 1;
-    INSERT INTO {prefix}log (key_hash, quota, at_ms, seq, cost, expires_at_ms)
-    VALUES (p_hash, p_quota, p_now, v_seq, p_cost,
-            least(p_now + v_window, 9223372036854775807));
-    SELECT max(at_ms) INTO v_newest FROM {prefix}log
-    WHERE key_hash = p_hash AND quota = p_quota;
-    PERFORM {prefix}store_v1(p_hash, 'sw', p_quota, v_newest, v_seq, 0,
-                             v_newest + v_window, p_now);
-END $$;
-
--- Sliding window counter. p = {limit, window}; s = (since_ms = current bucket start,
--- amount = current, previous). Compared exactly, scaled by the window.
+-- The smallest elapsed time in a bucket at which previous * (window - e) <= room * window.
 CREATE OR REPLACE FUNCTION {prefix}first_fitting_elapsed_v1(
     p_window numeric, p_previous numeric, p_room numeric)
 RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
-    -- The smallest elapsed time at which previous * (window - e) <= room * window.
     SELECT CASE WHEN p_previous = 0 THEN 0
                 ELSE greatest(p_window - div(p_room * p_window, p_previous), 0) END
 $$;
 
-CREATE OR REPLACE FUNCTION {prefix}swc_evaluate_v1(
-    p bigint[], s {prefix}state, p_hash bytea, p_quota smallint, p_now bigint, p_cost numeric)
-RETURNS bigint[] LANGUAGE plpgsql AS $$
-DECLARE
-    v_limit numeric := p[1];
-    v_window numeric := p[2];
-    v_start numeric := p_now - p_now % v_window;
-    v_elapsed numeric := p_now - v_start;
-    -- previous, current as seen from the bucket holding now.
-    v_previous numeric := CASE WHEN s.since_ms = v_start THEN s.previous
-                               WHEN s.since_ms + v_window = v_start THEN s.amount
-                               ELSE 0 END;
-    v_current numeric := CASE WHEN s.since_ms = v_start THEN s.amount ELSE 0 END;
-    v_scaled_limit numeric := v_limit * v_window;
-    v_before numeric := v_previous * (v_window - v_elapsed) + v_current * v_window;
-    v_allowed boolean := v_before + p_cost * v_window <= v_scaled_limit;
-    v_after numeric := CASE WHEN v_allowed THEN v_before + p_cost * v_window ELSE v_before END;
-    v_reset numeric := v_start + v_window - p_now;
-    v_room numeric := v_limit - v_current - p_cost;
-    v_retry numeric := -1;
-BEGIN
-    IF NOT v_allowed AND p_cost <= v_limit THEN
-        IF v_room >= 0 THEN
-            -- Fits later in this bucket, once enough of the previous one has slid out.
-            v_retry := {prefix}first_fitting_elapsed_v1(v_window, v_previous, v_room) - v_elapsed;
-        ELSE
-            -- Only fits in the next bucket, where this bucket's count becomes the weighted one.
-            v_retry := v_reset
-                + {prefix}first_fitting_elapsed_v1(v_window, v_current, v_limit - p_cost);
-        END IF;
-    END IF;
-    RETURN ARRAY[
-        v_allowed::int,
-        div(greatest(v_scaled_limit - v_after, 0), v_window),
-        v_reset,
-        v_retry
-    ]::bigint[];
-END $$;
-
-CREATE OR REPLACE FUNCTION {prefix}swc_admit_v1(
-    p bigint[], s {prefix}state, p_hash bytea, p_quota smallint, p_now bigint, p_cost numeric)
-RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    v_window numeric := p[2];
-    v_start numeric := p_now - p_now % v_window;
-    v_previous numeric := CASE WHEN s.since_ms = v_start THEN s.previous
-                               WHEN s.since_ms + v_window = v_start THEN s.amount
-                               ELSE 0 END;
-    v_current numeric := CASE WHEN s.since_ms = v_start THEN s.amount ELSE 0 END;
-BEGIN
-    PERFORM {prefix}store_v1(p_hash, 'swc', p_quota, v_start, v_current + p_cost, v_previous,
-                             v_start + 2 * v_window, p_now);
-END $$;
-
--- Token bucket. p = {bucket_size, refill amount, refill per_ms, initial_tokens, window};
--- s = (since_ms = last update, amount = tokens in scaled units, one token = per_ms units).
-CREATE OR REPLACE FUNCTION {prefix}tb_tokens_v1(p bigint[], s {prefix}state, p_now bigint)
-RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
-    -- A new bucket holds the initial tokens; a clock that steps back refills nothing.
-    SELECT CASE
-        WHEN s.expires_at_ms IS NULL THEN least(p[4], p[1])::numeric * p[3]
-        ELSE least(
-            least(s.amount::numeric, p[1]::numeric * p[3])
-                + least(greatest(p_now::numeric - s.since_ms, 0) * p[2], p[1]::numeric * p[3]),
-            p[1]::numeric * p[3])
-    END
-$$;
-
-CREATE OR REPLACE FUNCTION {prefix}tb_evaluate_v1(
-    p bigint[], s {prefix}state, p_hash bytea, p_quota smallint, p_now bigint, p_cost numeric)
-RETURNS bigint[] LANGUAGE plpgsql AS $$
-DECLARE
-    v_size numeric := p[1];
-    v_amount numeric := p[2];
-    v_unit numeric := p[3];
-    v_capacity numeric := v_size * v_unit;
-    v_tokens numeric := {prefix}tb_tokens_v1(p, s, p_now);
-    v_needed numeric := p_cost * v_unit;
-    v_allowed boolean := v_tokens >= v_needed;
-    v_after numeric := CASE WHEN v_allowed THEN v_tokens - v_needed ELSE v_tokens END;
-    v_retry numeric := -1;
-BEGIN
-    IF NOT v_allowed AND p_cost <= v_size THEN
-        v_retry := coalesce({prefix}millis_for_v1(v_needed - v_tokens, v_amount), -1);
-    END IF;
-    RETURN ARRAY[
-        v_allowed::int,
-        div(v_after, v_unit),
-        coalesce({prefix}millis_for_v1(v_capacity - v_after, v_amount), 0),
-        v_retry
-    ]::bigint[];
-END $$;
-
--- A bucket full again means the same as a new one only when new buckets start full; one that
--- starts lower is kept a window longer.
-CREATE OR REPLACE FUNCTION {prefix}tb_store_v1(
-    p bigint[], p_hash bytea, p_quota smallint, p_level numeric, p_last numeric, p_now bigint)
-RETURNS void LANGUAGE sql AS $$
-    SELECT {prefix}store_v1(p_hash, 'tb', p_quota, p_last, p_level, 0,
-        p_now
-            + coalesce({prefix}millis_for_v1(p[1]::numeric * p[3] - p_level, p[2]), 0)
-            + CASE WHEN p[4] < p[1] THEN p[5] ELSE 0 END,
-        p_now)
-$$;
-
-CREATE OR REPLACE FUNCTION {prefix}tb_admit_v1(
-    p bigint[], s {prefix}state, p_hash bytea, p_quota smallint, p_now bigint, p_cost numeric)
-RETURNS void LANGUAGE sql AS $$
-    SELECT {prefix}tb_store_v1(p, p_hash, p_quota,
-        {prefix}tb_tokens_v1(p, s, p_now) - p_cost * p[3],
-        greatest(coalesce(s.since_ms, p_now), p_now),
-        p_now)
-$$;
-
--- The refill clock starts at the first request even when it does not fit.
-CREATE OR REPLACE FUNCTION {prefix}tb_first_rejection_v1(
-    p bigint[], p_hash bytea, p_quota smallint, p_now bigint)
-RETURNS void LANGUAGE sql AS $$
-    SELECT {prefix}tb_store_v1(p, p_hash, p_quota, least(p[4], p[1])::numeric * p[3], p_now, p_now)
-    WHERE p[4] < p[1]
-$$;
-
--- Leaky bucket (meter). p = {capacity, leak amount, leak per_ms, window};
--- s = (since_ms = last update, amount = level in scaled units).
-CREATE OR REPLACE FUNCTION {prefix}lb_level_v1(p bigint[], s {prefix}state, p_now bigint)
-RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
-    -- A clock that steps back drains nothing.
-    SELECT CASE
-        WHEN s.expires_at_ms IS NULL THEN 0
-        ELSE s.amount - least(greatest(p_now::numeric - s.since_ms, 0) * p[2], s.amount)
-    END
-$$;
-
-CREATE OR REPLACE FUNCTION {prefix}lb_evaluate_v1(
-    p bigint[], s {prefix}state, p_hash bytea, p_quota smallint, p_now bigint, p_cost numeric)
-RETURNS bigint[] LANGUAGE plpgsql AS $$
-DECLARE
-    v_capacity numeric := p[1];
-    v_amount numeric := p[2];
-    v_unit numeric := p[3];
-    v_scaled_capacity numeric := v_capacity * v_unit;
-    v_level numeric := {prefix}lb_level_v1(p, s, p_now);
-    v_added numeric := p_cost * v_unit;
-    v_allowed boolean := v_level + v_added <= v_scaled_capacity;
-    v_after numeric := CASE WHEN v_allowed THEN v_level + v_added ELSE v_level END;
-    v_retry numeric := -1;
-BEGIN
-    IF NOT v_allowed AND p_cost <= v_capacity THEN
-        v_retry := coalesce(
-            {prefix}millis_for_v1(v_level + v_added - v_scaled_capacity, v_amount), -1);
-    END IF;
-    RETURN ARRAY[
-        v_allowed::int,
-        div(greatest(v_scaled_capacity - v_after, 0), v_unit),
-        coalesce({prefix}millis_for_v1(v_after, v_amount), 0),
-        v_retry
-    ]::bigint[];
-END $$;
-
-CREATE OR REPLACE FUNCTION {prefix}lb_admit_v1(
-    p bigint[], s {prefix}state, p_hash bytea, p_quota smallint, p_now bigint, p_cost numeric)
-RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    v_level numeric := {prefix}lb_level_v1(p, s, p_now) + p_cost * p[3];
-BEGIN
-    PERFORM {prefix}store_v1(p_hash, 'lb', p_quota,
-        greatest(coalesce(s.since_ms, p_now), p_now), v_level, 0,
-        p_now + coalesce({prefix}millis_for_v1(v_level, p[2]), 0), p_now);
-END $$;
-
 -- The key's lock: checks (and resets) of one key run one after the other, whether or not its
--- rows exist yet. The table prefix is mixed in so two stores in one database do not wait on
--- each other. Released at commit.
-CREATE OR REPLACE FUNCTION {prefix}lock_v1(p_hash bytea, p_exclusive boolean)
-RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    v_lock bigint := hashtextextended('{prefix}', 0)
-        # ('x' || encode(substr(p_hash, 1, 8), 'hex'))::bit(64)::bigint;
-BEGIN
-    IF p_exclusive THEN
-        PERFORM pg_advisory_xact_lock(v_lock);
-    ELSE
-        -- A peek only waits for a check in progress; peeks do not wait for each other.
-        PERFORM pg_advisory_xact_lock_shared(v_lock);
-    END IF;
-END $$;
+-- rows exist yet, so a key seen for the first time is never inserted twice. The table prefix is
+-- mixed in so two stores in one database do not wait on each other. Released at commit.
+CREATE OR REPLACE FUNCTION {prefix}lock_id_v1(p_hash bytea)
+RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
+    SELECT hashtextextended('{prefix}', 0)
+        # ('x' || encode(substr(p_hash, 1, 8), 'hex'))::bit(64)::bigint
+$$;
 
--- Evaluates every quota, then records in all of them only if all allow (a rejected request is
--- never counted). Returns 4 integers per quota, as the Lua scripts do. p_now NULL: the
--- database's clock. p_record false: a peek, which writes nothing.
-CREATE OR REPLACE FUNCTION {prefix}check_v1(
-    p_key bytea, p_algorithm text, p_now bigint, p_cost bigint, p_record boolean,
-    p_params bigint[])
+-- Every check function takes the key, the injected time (NULL: the database's clock), the
+-- cost, whether to record (false: a peek, which writes nothing and only waits for a check in
+-- progress) and each quota's parameters one after the other (as the Lua `params`). It evaluates
+-- every quota, then records in all of them only if all allow (a rejected request is never
+-- counted), and returns 4 integers per quota as the Lua scripts do: allowed (1/0), remaining,
+-- reset_after_ms, retry_after_ms (-1: never). The time is read after the lock: a check that
+-- waited decides on the time it runs. An expired row means the same as no row.
+
+-- Fixed window. params: limit, window; row: since_ms = window start, amount = count.
+CREATE OR REPLACE FUNCTION {prefix}fw_check_v1(
+    p_key bytea, p_now bigint, p_cost bigint, p_record boolean, p bigint[])
 RETURNS bigint[] LANGUAGE plpgsql AS $$
 DECLARE
     v_hash bytea := sha256(p_key);
-    v_width int := CASE p_algorithm WHEN 'tb' THEN 5 WHEN 'lb' THEN 4 ELSE 2 END;
-    v_quotas int := coalesce(cardinality(p_params), 0) / v_width;
+    v_quotas int := coalesce(cardinality(p), 0) / 2;
     v_now bigint;
-    v_quota smallint;
-    v_p bigint[];
-    v_row {prefix}state;
-    v_rows {prefix}state[] := '{}';
-    v_verdict bigint[];
     v_reply bigint[] := '{}';
     v_all_allowed boolean := true;
+    v_used numeric[] := '{}';
+    v_limit numeric;
+    v_window numeric;
+    v_start numeric;
+    v_count numeric;
+    v_reset numeric;
+    v_allowed boolean;
 BEGIN
-    PERFORM {prefix}lock_v1(v_hash, p_record);
-    -- Read after the lock: a check that waited decides on the time it runs.
+    IF p_record THEN
+        PERFORM pg_advisory_xact_lock({prefix}lock_id_v1(v_hash));
+    ELSE
+        PERFORM pg_advisory_xact_lock_shared({prefix}lock_id_v1(v_hash));
+    END IF;
     v_now := coalesce(p_now, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint);
     FOR i IN 1..v_quotas LOOP
-        v_quota := i - 1;
-        v_p := p_params[(i - 1) * v_width + 1 : i * v_width];
-        -- An expired row means the same as none.
-        SELECT * INTO v_row FROM {prefix}state
-        WHERE key_hash = v_hash AND algorithm = p_algorithm AND quota = v_quota
+        v_limit := p[2 * i - 1];
+        v_window := p[2 * i];
+        v_start := v_now - v_now % v_window;
+        -- A count of an older window is gone.
+        SELECT amount INTO v_count FROM {prefix}state
+        WHERE key_hash = v_hash AND algorithm = 'fw' AND quota = i - 1
+          AND expires_at_ms > v_now AND since_ms = v_start;
+        v_count := coalesce(v_count, 0);
+        v_used := v_used || v_count;
+        v_reset := v_start + v_window - v_now;
+        v_allowed := v_count + p_cost <= v_limit;
+        v_all_allowed := v_all_allowed AND v_allowed;
+        v_reply := v_reply || ARRAY[
+            v_allowed::int,
+            greatest(v_limit - v_count - CASE WHEN v_allowed THEN p_cost ELSE 0 END, 0),
+            v_reset,
+            -- The next window starts empty, so a cost within the limit fits there.
+            CASE WHEN NOT v_allowed AND p_cost <= v_limit THEN v_reset ELSE -1 END
+        ]::bigint[];
+    END LOOP;
+    IF p_record AND v_all_allowed THEN
+        FOR i IN 1..v_quotas LOOP
+            v_window := p[2 * i];
+            v_start := v_now - v_now % v_window;
+            INSERT INTO {prefix}state AS s
+                (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
+            VALUES (v_hash, 'fw', i - 1, v_start, v_used[i] + p_cost, 0,
+                    least(greatest(v_start + v_window, v_now::numeric + 1), 9223372036854775807))
+            ON CONFLICT (key_hash, algorithm, quota) DO UPDATE
+            SET since_ms = excluded.since_ms, amount = excluded.amount,
+                previous = excluded.previous, expires_at_ms = excluded.expires_at_ms;
+        END LOOP;
+    END IF;
+    RETURN v_reply;
+END $$;
+
+-- Sliding log. params: limit, window; entries in {prefix}log, counted while
+-- at_ms + window > now; row: since_ms = newest entry, amount = entry sequence.
+CREATE OR REPLACE FUNCTION {prefix}sw_check_v1(
+    p_key bytea, p_now bigint, p_cost bigint, p_record boolean, p bigint[])
+RETURNS bigint[] LANGUAGE plpgsql AS $$
+DECLARE
+    v_hash bytea := sha256(p_key);
+    v_quotas int := coalesce(cardinality(p), 0) / 2;
+    v_now bigint;
+    v_reply bigint[] := '{}';
+    v_all_allowed boolean := true;
+    v_limit numeric;
+    v_window numeric;
+    v_counted_after bigint;
+    v_used numeric;
+    v_oldest numeric;
+    v_allowed boolean;
+    v_freed_at numeric;
+    v_retry numeric;
+    v_seq bigint;
+    v_newest bigint;
+BEGIN
+    IF p_record THEN
+        PERFORM pg_advisory_xact_lock({prefix}lock_id_v1(v_hash));
+    ELSE
+        PERFORM pg_advisory_xact_lock_shared({prefix}lock_id_v1(v_hash));
+    END IF;
+    v_now := coalesce(p_now, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint);
+    FOR i IN 1..v_quotas LOOP
+        v_limit := p[2 * i - 1];
+        v_window := p[2 * i];
+        v_counted_after := v_now - p[2 * i];
+        SELECT coalesce(sum(cost), 0), min(at_ms) INTO v_used, v_oldest
+        FROM {prefix}log
+        WHERE key_hash = v_hash AND quota = i - 1 AND at_ms > v_counted_after;
+        v_allowed := v_used + p_cost <= v_limit;
+        v_all_allowed := v_all_allowed AND v_allowed;
+        v_retry := -1;
+        IF v_allowed THEN
+            v_oldest := least(coalesce(v_oldest, v_now), v_now);
+        ELSIF p_cost <= v_limit THEN
+            -- Enough earlier requests must slide out to make room for this one.
+            SELECT e.at_ms INTO v_freed_at
+            FROM (
+                SELECT at_ms, seq, sum(cost) OVER (ORDER BY at_ms, seq) AS freed
+                FROM {prefix}log
+                WHERE key_hash = v_hash AND quota = i - 1 AND at_ms > v_counted_after
+            ) e
+            WHERE e.freed >= v_used + p_cost - v_limit
+            ORDER BY e.at_ms, e.seq
+            LIMIT 1;
+            v_retry := CASE WHEN v_freed_at IS NULL THEN 1
+                            ELSE greatest(v_freed_at + v_window - v_now, 1) END;
+        END IF;
+        v_reply := v_reply || ARRAY[
+            v_allowed::int,
+            greatest(v_limit - v_used - CASE WHEN v_allowed THEN p_cost ELSE 0 END, 0),
+            CASE WHEN v_oldest IS NULL THEN 0 ELSE v_oldest + v_window - v_now END,
+            v_retry
+        ]::bigint[];
+    END LOOP;
+    IF p_record AND v_all_allowed THEN
+        FOR i IN 1..v_quotas LOOP
+            v_window := p[2 * i];
+            DELETE FROM {prefix}log
+            WHERE key_hash = v_hash AND quota = i - 1 AND at_ms <= v_now - p[2 * i];
+            -- The sequence survives the row's expiry, so it never repeats.
+            SELECT amount INTO v_seq FROM {prefix}state
+            WHERE key_hash = v_hash AND algorithm = 'sw' AND quota = i - 1;
+            v_seq := coalesce(v_seq, 0) + 1;
+            INSERT INTO {prefix}log (key_hash, quota, at_ms, seq, cost, expires_at_ms)
+            VALUES (v_hash, i - 1, v_now, v_seq, p_cost,
+                    least(v_now + v_window, 9223372036854775807));
+            SELECT max(at_ms) INTO v_newest FROM {prefix}log
+            WHERE key_hash = v_hash AND quota = i - 1;
+            INSERT INTO {prefix}state AS s
+                (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
+            VALUES (v_hash, 'sw', i - 1, v_newest, v_seq, 0,
+                    least(greatest(v_newest + v_window, v_now::numeric + 1), 9223372036854775807))
+            ON CONFLICT (key_hash, algorithm, quota) DO UPDATE
+            SET since_ms = excluded.since_ms, amount = excluded.amount,
+                previous = excluded.previous, expires_at_ms = excluded.expires_at_ms;
+        END LOOP;
+    END IF;
+    RETURN v_reply;
+END $$;
+
+-- Sliding window counter. params: limit, window; row: since_ms = current bucket start,
+-- amount = current, previous. Compared exactly, scaled by the window.
+CREATE OR REPLACE FUNCTION {prefix}swc_check_v1(
+    p_key bytea, p_now bigint, p_cost bigint, p_record boolean, p bigint[])
+RETURNS bigint[] LANGUAGE plpgsql AS $$
+DECLARE
+    v_hash bytea := sha256(p_key);
+    v_quotas int := coalesce(cardinality(p), 0) / 2;
+    v_now bigint;
+    v_reply bigint[] := '{}';
+    v_all_allowed boolean := true;
+    v_previous_of numeric[] := '{}';
+    v_current_of numeric[] := '{}';
+    v_limit numeric;
+    v_window numeric;
+    v_start numeric;
+    v_elapsed numeric;
+    v_since numeric;
+    v_amount numeric;
+    v_stored_previous numeric;
+    v_previous numeric;
+    v_current numeric;
+    v_before numeric;
+    v_allowed boolean;
+    v_reset numeric;
+    v_room numeric;
+    v_retry numeric;
+BEGIN
+    IF p_record THEN
+        PERFORM pg_advisory_xact_lock({prefix}lock_id_v1(v_hash));
+    ELSE
+        PERFORM pg_advisory_xact_lock_shared({prefix}lock_id_v1(v_hash));
+    END IF;
+    v_now := coalesce(p_now, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint);
+    FOR i IN 1..v_quotas LOOP
+        v_limit := p[2 * i - 1];
+        v_window := p[2 * i];
+        v_start := v_now - v_now % v_window;
+        v_elapsed := v_now - v_start;
+        v_since := NULL;
+        SELECT since_ms, amount, previous INTO v_since, v_amount, v_stored_previous
+        FROM {prefix}state
+        WHERE key_hash = v_hash AND algorithm = 'swc' AND quota = i - 1
           AND expires_at_ms > v_now;
-        IF NOT FOUND THEN
-            v_row := NULL;
+        -- previous, current as seen from the bucket holding now.
+        v_previous := CASE WHEN v_since = v_start THEN v_stored_previous
+                           WHEN v_since + v_window = v_start THEN v_amount
+                           ELSE 0 END;
+        v_current := CASE WHEN v_since = v_start THEN v_amount ELSE 0 END;
+        v_previous_of := v_previous_of || v_previous;
+        v_current_of := v_current_of || v_current;
+        v_before := v_previous * (v_window - v_elapsed) + v_current * v_window;
+        v_allowed := v_before + p_cost * v_window <= v_limit * v_window;
+        v_all_allowed := v_all_allowed AND v_allowed;
+        v_reset := v_start + v_window - v_now;
+        v_retry := -1;
+        IF NOT v_allowed AND p_cost <= v_limit THEN
+            v_room := v_limit - v_current - p_cost;
+            IF v_room >= 0 THEN
+                -- Fits later in this bucket, once enough of the previous one has slid out.
+                v_retry := {prefix}first_fitting_elapsed_v1(v_window, v_previous, v_room)
+                    - v_elapsed;
+            ELSE
+                -- Only fits in the next bucket, where this bucket's count becomes the weighted one.
+                v_retry := v_reset
+                    + {prefix}first_fitting_elapsed_v1(v_window, v_current, v_limit - p_cost);
+            END IF;
         END IF;
-        v_rows := array_append(v_rows, v_row);
-        v_verdict := CASE p_algorithm
-            WHEN 'fw' THEN {prefix}fw_evaluate_v1(v_p, v_row, v_hash, v_quota, v_now, p_cost)
-            WHEN 'sw' THEN {prefix}sw_evaluate_v1(v_p, v_row, v_hash, v_quota, v_now, p_cost)
-            WHEN 'swc' THEN {prefix}swc_evaluate_v1(v_p, v_row, v_hash, v_quota, v_now, p_cost)
-            WHEN 'tb' THEN {prefix}tb_evaluate_v1(v_p, v_row, v_hash, v_quota, v_now, p_cost)
-            WHEN 'lb' THEN {prefix}lb_evaluate_v1(v_p, v_row, v_hash, v_quota, v_now, p_cost)
-        END;
-        IF v_verdict IS NULL THEN
-            RAISE EXCEPTION 'unknown algorithm %', p_algorithm;
+        v_reply := v_reply || ARRAY[
+            v_allowed::int,
+            div(greatest(v_limit * v_window - v_before
+                         - CASE WHEN v_allowed THEN p_cost * v_window ELSE 0 END, 0), v_window),
+            v_reset,
+            v_retry
+        ]::bigint[];
+    END LOOP;
+    IF p_record AND v_all_allowed THEN
+        FOR i IN 1..v_quotas LOOP
+            v_window := p[2 * i];
+            v_start := v_now - v_now % v_window;
+            INSERT INTO {prefix}state AS s
+                (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
+            VALUES (v_hash, 'swc', i - 1, v_start, v_current_of[i] + p_cost, v_previous_of[i],
+                    least(greatest(v_start + 2 * v_window, v_now::numeric + 1),
+                          9223372036854775807))
+            ON CONFLICT (key_hash, algorithm, quota) DO UPDATE
+            SET since_ms = excluded.since_ms, amount = excluded.amount,
+                previous = excluded.previous, expires_at_ms = excluded.expires_at_ms;
+        END LOOP;
+    END IF;
+    RETURN v_reply;
+END $$;
+
+-- Token bucket. params: bucket_size, refill amount, refill per_ms, initial_tokens, window;
+-- row: since_ms = last update, amount = tokens in scaled units (one token = per_ms units).
+CREATE OR REPLACE FUNCTION {prefix}tb_check_v1(
+    p_key bytea, p_now bigint, p_cost bigint, p_record boolean, p bigint[])
+RETURNS bigint[] LANGUAGE plpgsql AS $$
+DECLARE
+    v_hash bytea := sha256(p_key);
+    v_quotas int := coalesce(cardinality(p), 0) / 5;
+    v_now bigint;
+    v_reply bigint[] := '{}';
+    v_all_allowed boolean := true;
+    v_found_of boolean[] := '{}';
+    v_tokens_of numeric[] := '{}';
+    v_last_of numeric[] := '{}';
+    v_found boolean;
+    v_size numeric;
+    v_amount numeric;
+    v_unit numeric;
+    v_capacity numeric;
+    v_level numeric;
+    v_last numeric;
+    v_tokens numeric;
+    v_needed numeric;
+    v_after numeric;
+    v_allowed boolean;
+    v_retry numeric;
+    v_grace numeric;
+BEGIN
+    IF p_record THEN
+        PERFORM pg_advisory_xact_lock({prefix}lock_id_v1(v_hash));
+    ELSE
+        PERFORM pg_advisory_xact_lock_shared({prefix}lock_id_v1(v_hash));
+    END IF;
+    v_now := coalesce(p_now, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint);
+    FOR i IN 1..v_quotas LOOP
+        v_size := p[5 * i - 4];
+        v_amount := p[5 * i - 3];
+        v_unit := p[5 * i - 2];
+        v_capacity := v_size * v_unit;
+        SELECT amount, since_ms INTO v_level, v_last FROM {prefix}state
+        WHERE key_hash = v_hash AND algorithm = 'tb' AND quota = i - 1
+          AND expires_at_ms > v_now;
+        v_found := FOUND;
+        IF v_found THEN
+            -- Refilled since the last update; a clock that steps back refills nothing.
+            v_tokens := least(
+                least(v_level, v_capacity)
+                    + least(greatest(v_now - v_last, 0) * v_amount, v_capacity),
+                v_capacity);
+        ELSE
+            -- A new bucket holds the initial tokens.
+            v_tokens := least(p[5 * i - 1], p[5 * i - 4])::numeric * v_unit;
+            v_last := NULL;
         END IF;
-        v_all_allowed := v_all_allowed AND v_verdict[1] = 1;
-        v_reply := v_reply || v_verdict;
+        v_found_of := v_found_of || v_found;
+        v_tokens_of := v_tokens_of || v_tokens;
+        v_last_of := v_last_of || v_last;
+        v_needed := p_cost * v_unit;
+        v_allowed := v_tokens >= v_needed;
+        v_all_allowed := v_all_allowed AND v_allowed;
+        v_after := CASE WHEN v_allowed THEN v_tokens - v_needed ELSE v_tokens END;
+        v_retry := -1;
+        IF NOT v_allowed AND p_cost <= v_size THEN
+            v_retry := coalesce({prefix}millis_for_v1(v_needed - v_tokens, v_amount), -1);
+        END IF;
+        v_reply := v_reply || ARRAY[
+            v_allowed::int,
+            div(v_after, v_unit),
+            coalesce({prefix}millis_for_v1(v_capacity - v_after, v_amount), 0),
+            v_retry
+        ]::bigint[];
     END LOOP;
     IF NOT p_record THEN
         RETURN v_reply;
     END IF;
     FOR i IN 1..v_quotas LOOP
-        v_quota := i - 1;
-        v_p := p_params[(i - 1) * v_width + 1 : i * v_width];
-        v_row := v_rows[i];
+        v_unit := p[5 * i - 2];
         IF v_all_allowed THEN
-            CASE p_algorithm
-                WHEN 'fw' THEN PERFORM {prefix}fw_admit_v1(v_p, v_row, v_hash, v_quota, v_now, p_cost);
-                WHEN 'sw' THEN PERFORM {prefix}sw_admit_v1(v_p, v_row, v_hash, v_quota, v_now, p_cost);
-                WHEN 'swc' THEN PERFORM {prefix}swc_admit_v1(v_p, v_row, v_hash, v_quota, v_now, p_cost);
-                WHEN 'tb' THEN PERFORM {prefix}tb_admit_v1(v_p, v_row, v_hash, v_quota, v_now, p_cost);
-                WHEN 'lb' THEN PERFORM {prefix}lb_admit_v1(v_p, v_row, v_hash, v_quota, v_now, p_cost);
-            END CASE;
-        ELSIF p_algorithm = 'tb' AND v_row.expires_at_ms IS NULL THEN
-            PERFORM {prefix}tb_first_rejection_v1(v_p, v_hash, v_quota, v_now);
+            v_level := v_tokens_of[i] - p_cost * v_unit;
+            v_last := greatest(coalesce(v_last_of[i], v_now), v_now);
+        ELSIF NOT v_found_of[i] AND p[5 * i - 1] < p[5 * i - 4] THEN
+            -- The refill clock starts at the first request even when it does not fit.
+            v_level := p[5 * i - 1]::numeric * v_unit;
+            v_last := v_now;
+        ELSE
+            CONTINUE;
         END IF;
+        -- A bucket full again means the same as a new one only when new buckets start full;
+        -- one that starts lower is kept a window longer.
+        v_grace := CASE WHEN p[5 * i - 1] < p[5 * i - 4] THEN p[5 * i] ELSE 0 END;
+        INSERT INTO {prefix}state AS s
+            (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
+        VALUES (v_hash, 'tb', i - 1, v_last, v_level, 0,
+                least(greatest(
+                    v_now + coalesce({prefix}millis_for_v1(
+                        p[5 * i - 4]::numeric * v_unit - v_level, p[5 * i - 3]), 0) + v_grace,
+                    v_now::numeric + 1), 9223372036854775807))
+        ON CONFLICT (key_hash, algorithm, quota) DO UPDATE
+        SET since_ms = excluded.since_ms, amount = excluded.amount,
+            previous = excluded.previous, expires_at_ms = excluded.expires_at_ms;
     END LOOP;
+    RETURN v_reply;
+END $$;
+
+-- Leaky bucket (meter). params: capacity, leak amount, leak per_ms, window;
+-- row: since_ms = last update, amount = level in scaled units.
+CREATE OR REPLACE FUNCTION {prefix}lb_check_v1(
+    p_key bytea, p_now bigint, p_cost bigint, p_record boolean, p bigint[])
+RETURNS bigint[] LANGUAGE plpgsql AS $$
+DECLARE
+    v_hash bytea := sha256(p_key);
+    v_quotas int := coalesce(cardinality(p), 0) / 4;
+    v_now bigint;
+    v_reply bigint[] := '{}';
+    v_all_allowed boolean := true;
+    v_level_of numeric[] := '{}';
+    v_last_of numeric[] := '{}';
+    v_capacity numeric;
+    v_amount numeric;
+    v_unit numeric;
+    v_scaled_capacity numeric;
+    v_stored numeric;
+    v_last numeric;
+    v_level numeric;
+    v_added numeric;
+    v_after numeric;
+    v_allowed boolean;
+    v_retry numeric;
+BEGIN
+    IF p_record THEN
+        PERFORM pg_advisory_xact_lock({prefix}lock_id_v1(v_hash));
+    ELSE
+        PERFORM pg_advisory_xact_lock_shared({prefix}lock_id_v1(v_hash));
+    END IF;
+    v_now := coalesce(p_now, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint);
+    FOR i IN 1..v_quotas LOOP
+        v_capacity := p[4 * i - 3];
+        v_amount := p[4 * i - 2];
+        v_unit := p[4 * i - 1];
+        v_scaled_capacity := v_capacity * v_unit;
+        v_last := NULL;
+        SELECT amount, since_ms INTO v_stored, v_last FROM {prefix}state
+        WHERE key_hash = v_hash AND algorithm = 'lb' AND quota = i - 1
+          AND expires_at_ms > v_now;
+        -- Drained since the last update; a clock that steps back drains nothing.
+        v_level := CASE WHEN v_last IS NULL THEN 0
+                        ELSE v_stored - least(greatest(v_now - v_last, 0) * v_amount, v_stored)
+                   END;
+        v_level_of := v_level_of || v_level;
+        v_last_of := v_last_of || v_last;
+        v_added := p_cost * v_unit;
+        v_allowed := v_level + v_added <= v_scaled_capacity;
+        v_all_allowed := v_all_allowed AND v_allowed;
+        v_after := CASE WHEN v_allowed THEN v_level + v_added ELSE v_level END;
+        v_retry := -1;
+        IF NOT v_allowed AND p_cost <= v_capacity THEN
+            v_retry := coalesce(
+                {prefix}millis_for_v1(v_level + v_added - v_scaled_capacity, v_amount), -1);
+        END IF;
+        v_reply := v_reply || ARRAY[
+            v_allowed::int,
+            div(greatest(v_scaled_capacity - v_after, 0), v_unit),
+            coalesce({prefix}millis_for_v1(v_after, v_amount), 0),
+            v_retry
+        ]::bigint[];
+    END LOOP;
+    IF p_record AND v_all_allowed THEN
+        FOR i IN 1..v_quotas LOOP
+            v_level := v_level_of[i] + p_cost * p[4 * i - 1];
+            INSERT INTO {prefix}state AS s
+                (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
+            VALUES (v_hash, 'lb', i - 1, greatest(coalesce(v_last_of[i], v_now), v_now), v_level, 0,
+                    least(greatest(
+                        v_now + coalesce({prefix}millis_for_v1(v_level, p[4 * i - 2]), 0),
+                        v_now::numeric + 1), 9223372036854775807))
+            ON CONFLICT (key_hash, algorithm, quota) DO UPDATE
+            SET since_ms = excluded.since_ms, amount = excluded.amount,
+                previous = excluded.previous, expires_at_ms = excluded.expires_at_ms;
+        END LOOP;
+    END IF;
     RETURN v_reply;
 END $$;
 
@@ -447,7 +513,7 @@ RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     v_hash bytea := sha256(p_key);
 BEGIN
-    PERFORM {prefix}lock_v1(v_hash, true);
+    PERFORM pg_advisory_xact_lock({prefix}lock_id_v1(v_hash));
     DELETE FROM {prefix}state WHERE key_hash = v_hash;
     DELETE FROM {prefix}log WHERE key_hash = v_hash;
 END $$;
