@@ -9,6 +9,7 @@ use ratelimit_core::{
     Backend, BackendError, CircuitBreakerConfig, CircuitState, Limit, MemoryBackend, MultiBackend,
     Rate, RedisBackend,
 };
+use ratelimit_tests::fault_proxy::{Fault, FaultProxy};
 use ratelimit_tests::services::{PrivateRedis, skip_or_fail};
 
 const CALL_TIMEOUT: Duration = Duration::from_millis(200);
@@ -195,4 +196,67 @@ async fn deny_when_every_backend_is_down_is_an_error_the_guard_turns_into_503() 
         assert!(started.elapsed() <= CALL_TIMEOUT + SLACK);
     }
     assert!(!multi.health().await.healthy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_cut_primaries_cost_at_most_the_timeout_then_nothing() {
+    let Some(redis) = start_redis().await else {
+        return;
+    };
+    let proxy = FaultProxy::start(&format!("127.0.0.1:{}", redis.port()))
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let backend = RedisBackend::builder(&format!("redis://{}", proxy.address()))
+        .timeout(CALL_TIMEOUT)
+        .build()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let recovery = Duration::from_secs(1);
+    let multi = failover(backend, 3, recovery);
+    for fault in [Fault::Stall, Fault::Cut] {
+        proxy.set(fault);
+        let mut latencies = Vec::new();
+        for _ in 0..10 {
+            let started = Instant::now();
+            let decision = multi.check("client", &limit()).await;
+            latencies.push(started.elapsed());
+            assert!(
+                decision.is_ok_and(|d| d.allowed),
+                "{fault:?}: the fallback answers"
+            );
+        }
+        assert!(
+            latencies
+                .iter()
+                .all(|latency| *latency <= CALL_TIMEOUT + SLACK),
+            "{fault:?}: {latencies:?}"
+        );
+        assert_eq!(
+            multi.breaker("redis").map(|breaker| breaker.state()),
+            Some(CircuitState::Open),
+            "{fault:?}"
+        );
+        // Once open, the faulty primary costs nothing: the last calls skip it.
+        assert!(
+            latencies[5..]
+                .iter()
+                .all(|latency| *latency < Duration::from_millis(50)),
+            "{fault:?}: {latencies:?}"
+        );
+        proxy.set(Fault::Pass);
+        tokio::time::sleep(recovery + Duration::from_millis(100)).await;
+        let mut back = false;
+        for _ in 0..20 {
+            let _ = multi.check("client", &limit()).await;
+            if multi.breaker("redis").map(|breaker| breaker.state()) == Some(CircuitState::Closed) {
+                back = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            back,
+            "{fault:?}: traffic returned to redis after the fault ended"
+        );
+    }
 }
