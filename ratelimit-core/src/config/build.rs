@@ -15,9 +15,11 @@ pub enum ConnectPolicy {
     /// circuit breaker skips it meanwhile), so a failover setup starts with its primary down.
     #[default]
     AtStartup,
-    /// On first use: building never waits for or fails on a server, and every call retries
-    /// the connection until it succeeds. Health reports a backend that cannot connect as
-    /// unhealthy, with the reason (what the CLI's `health` wants).
+    /// On first use: building never fails on a server, and a Redis backend retries the
+    /// connection on every call until it succeeds. SQL backends still connect while building
+    /// (their connection cannot be retried from inside a call); one that cannot connect reports
+    /// the reason from every call. Health reports a backend that cannot connect as unhealthy,
+    /// with the reason (what the CLI's `health` wants).
     OnFirstUse,
 }
 
@@ -72,9 +74,14 @@ impl Registry {
                     Arc::new(failover.build())
                 }
                 BackendKind::Redis { .. } | BackendKind::Database { .. } => {
-                    let lenient = policy == ConnectPolicy::OnFirstUse
-                        || failover_members.contains(&backend.name());
-                    network::backend(config, backend, lenient).await?
+                    let connect = match policy {
+                        ConnectPolicy::OnFirstUse => Connect::Later,
+                        ConnectPolicy::AtStartup if failover_members.contains(&backend.name()) => {
+                            Connect::NowOrLater
+                        }
+                        ConnectPolicy::AtStartup => Connect::Now,
+                    };
+                    network::backend(config, backend, connect).await?
                 }
             };
             built.push((backend.name().to_owned(), instance));
@@ -89,6 +96,17 @@ impl Registry {
         }
         Ok(registry.build()?)
     }
+}
+
+/// How one network backend connects.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Connect {
+    /// Now; a failure fails the build.
+    Now,
+    /// Now; a failure is logged, and the backend keeps trying (Redis) or reports it (SQL).
+    NowOrLater,
+    /// On first use (Redis); SQL connects now and reports a failure from its calls.
+    Later,
 }
 
 #[cfg(not(any(
@@ -106,7 +124,7 @@ mod network {
     pub(super) async fn backend(
         _config: &Config,
         backend: &BackendConfig,
-        _lenient: bool,
+        _connect: super::Connect,
     ) -> Result<Arc<dyn Backend>, ConfigError> {
         Err(super::feature_disabled(backend))
     }
@@ -122,57 +140,61 @@ mod network {
     use std::sync::Arc;
 
     use super::super::{BackendConfig, BackendKind, Config, ConfigError};
+    use super::Connect;
     use crate::backend::{Backend, BackendError};
 
-    /// Connects `backend` now; a failure fails the build unless `lenient`, when the backend
-    /// is still registered and reports the failure from its calls and its health.
+    /// Connects `backend` as `connect` says; a backend that is not connected is still
+    /// registered and reports the failure from its calls and its health.
     pub(super) async fn backend(
         config: &Config,
         backend: &BackendConfig,
-        lenient: bool,
+        connect: Connect,
     ) -> Result<Arc<dyn Backend>, ConfigError> {
         match backend.kind() {
             #[cfg(feature = "redis")]
-            BackendKind::Redis { url } => redis(config.key_prefix(), backend, url, lenient).await,
+            BackendKind::Redis { url } => redis(config.key_prefix(), backend, url, connect).await,
             #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
             BackendKind::Database { url, table_prefix } => {
-                database(backend, url, table_prefix, lenient).await
+                database(backend, url, table_prefix, connect).await
             }
             _ => {
-                let _ = (config, lenient);
+                let _ = (config, connect);
                 Err(super::feature_disabled(backend))
             }
         }
     }
 
-    /// Redis connects through a [`LazyBackend`](super::super::lazy::LazyBackend) when lenient,
-    /// so a server that comes up later is used from then on.
+    /// Unless it must connect now, Redis connects through a
+    /// [`LazyBackend`](super::super::lazy::LazyBackend), so a server that comes up later is
+    /// used from then on.
     #[cfg(feature = "redis")]
     async fn redis(
         key_prefix: &str,
         backend: &BackendConfig,
         url: &str,
-        lenient: bool,
+        connect: Connect,
     ) -> Result<Arc<dyn Backend>, ConfigError> {
         use super::super::lazy::{Connector, LazyBackend};
         use crate::backend::RedisBackend;
 
         let url = url.to_owned();
         let key_prefix = key_prefix.to_owned();
-        let connect: Connector = Box::new(move || {
+        let connector: Connector = Box::new(move || {
             let builder = RedisBackend::builder(&url).key_prefix(key_prefix.clone());
             Box::pin(async move {
                 let redis = builder.build().await?;
                 Ok(Arc::new(redis) as Arc<dyn Backend>)
             })
         });
-        if !lenient {
-            return connect()
+        if connect == Connect::Now {
+            return connector()
                 .await
                 .map_err(|source| connect_error(backend, source));
         }
-        let lazy = LazyBackend::new("redis", connect);
-        if let Err(error) = lazy.get().await {
+        let lazy = LazyBackend::new("redis", connector);
+        if connect == Connect::NowOrLater
+            && let Err(error) = lazy.get().await
+        {
             warn_unreachable(backend, &error);
         }
         Ok(Arc::new(lazy))
@@ -180,7 +202,7 @@ mod network {
 
     /// SQL connects once: its connection future is not `Send` (an `sqlx` higher-ranked
     /// lifetime limitation), so it cannot be retried from inside a `Backend` call. When
-    /// lenient, a database that does not answer becomes an [`Unreachable`] backend.
+    /// allowed to fail, a database that does not answer becomes an [`Unreachable`] backend.
     ///
     /// [`Unreachable`]: super::super::unreachable::Unreachable
     #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
@@ -188,7 +210,7 @@ mod network {
         backend: &BackendConfig,
         url: &str,
         table_prefix: &str,
-        lenient: bool,
+        connect: Connect,
     ) -> Result<Arc<dyn Backend>, ConfigError> {
         use super::super::unreachable::Unreachable;
         use crate::backend::SqlBackend;
@@ -199,7 +221,7 @@ mod network {
             .await
         {
             Ok(sql) => Ok(Arc::new(sql)),
-            Err(error) if lenient => {
+            Err(error) if connect != Connect::Now => {
                 warn_unreachable(backend, &error);
                 Ok(Arc::new(Unreachable::new(engine_name(url), &error)))
             }

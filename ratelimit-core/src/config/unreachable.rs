@@ -1,5 +1,5 @@
 //! A stand-in for a SQL backend whose database did not answer when the registry was built
-//! leniently (a failover member, or a CLI probe): every call fails with the connection error,
+//! with failures allowed (a failover member, or a CLI probe): every call fails with the connection error,
 //! and health reports it. Unlike Redis it cannot retry from a call: the SQL connection future
 //! is not `Send`.
 
