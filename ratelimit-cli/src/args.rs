@@ -71,10 +71,10 @@ pub struct CleanupArgs {
 pub struct InspectArgs {
     /// The bucket key as the middleware passes it to the backend, e.g. `app::login:ip:192.0.2.7`.
     pub key: String,
-    /// The limit to evaluate (default: the config's [middleware] default_rate, else 1000/h).
+    /// The limit to evaluate (default: the config's `[middleware] default_rate`, else 1000/h).
     #[arg(long, short, value_parser = rate)]
     pub rate: Option<Rate>,
-    /// The algorithm whose state to read (default: the config's [middleware] algorithm, else
+    /// The algorithm whose state to read (default: the config's `[middleware] algorithm`, else
     /// fixed_window).
     #[arg(long, short, value_parser = algorithm)]
     pub algorithm: Option<Algorithm>,
