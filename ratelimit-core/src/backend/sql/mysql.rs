@@ -73,6 +73,9 @@ impl MysqlEngine {
         let pool = MySqlPoolOptions::new()
             .max_connections(settings.pool_size)
             .acquire_timeout(settings.timeout)
+            // No ping before each use: it would cost a second round trip per check. A
+            // connection that broke while idle fails its next call, and the pool replaces it.
+            .test_before_acquire(false)
             .connect_lazy_with(options);
         let prefix = settings.table_prefix;
         let sql = |text: &str| with_prefix(text, prefix);

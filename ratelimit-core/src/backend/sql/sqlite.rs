@@ -105,7 +105,10 @@ impl SqliteEngine {
             .busy_timeout(settings.timeout)
             // Safe with WAL: a power cut may lose the last commits, never corrupt the file.
             .synchronous(SqliteSynchronous::Normal);
-        let mut pool = SqlitePoolOptions::new().acquire_timeout(settings.timeout);
+        // SQLite connections do not break while idle: no ping before each use.
+        let mut pool = SqlitePoolOptions::new()
+            .acquire_timeout(settings.timeout)
+            .test_before_acquire(false);
         if in_memory {
             // An in-memory database lives while a connection to it is open; one connection
             // keeps it, and SQLite has one writer anyway.
