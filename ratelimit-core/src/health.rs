@@ -1,5 +1,6 @@
 //! Health reports for backends, the CLI and the health endpoint.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -74,5 +75,47 @@ fn serialize_millis<S: serde::Serializer>(
     match latency {
         Some(latency) => serializer.serialize_some(&(latency.as_secs_f64() * 1_000.0)),
         None => serializer.serialize_none(),
+    }
+}
+
+/// The last known health of a networked backend, updated by every call it makes.
+#[derive(Debug)]
+pub(crate) struct HealthTracker {
+    status: Mutex<HealthStatus>,
+}
+
+impl HealthTracker {
+    pub(crate) fn new(backend: &'static str) -> Self {
+        Self {
+            status: Mutex::new(HealthStatus::healthy(backend, None)),
+        }
+    }
+
+    /// Records one call: a success clears the failures, a failure counts one more.
+    pub(crate) fn record(&self, error: Option<&crate::backend::BackendError>, latency: Duration) {
+        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        match error {
+            // A limit the caller got wrong says nothing about the store.
+            Some(crate::backend::BackendError::InvalidLimit(_)) => {}
+            None => {
+                status.healthy = true;
+                status.latency = Some(latency);
+                status.failure_count = 0;
+                status.detail = None;
+            }
+            Some(error) => {
+                status.healthy = false;
+                status.failure_count = status.failure_count.saturating_add(1);
+                status.detail = Some(error.to_string());
+            }
+        }
+    }
+
+    /// The last known status.
+    pub(crate) fn snapshot(&self) -> HealthStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }

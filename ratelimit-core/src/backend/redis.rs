@@ -12,7 +12,7 @@
 mod scripts;
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -23,7 +23,7 @@ use redis::cluster_async::ClusterConnection;
 use super::{Backend, BackendError};
 use crate::clock::Clock;
 use crate::decision::Decision;
-use crate::health::HealthStatus;
+use crate::health::{HealthStatus, HealthTracker};
 use crate::limit::{Limit, LimitError};
 use crate::rate::MAX_QUOTAS;
 
@@ -39,7 +39,7 @@ pub struct RedisBackend {
     key_prefix: String,
     clock: Option<Arc<dyn Clock>>,
     timeout: Duration,
-    health: Mutex<HealthStatus>,
+    health: HealthTracker,
 }
 
 #[derive(Clone)]
@@ -187,25 +187,8 @@ impl RedisBackend {
                 after: self.timeout,
             }),
         };
-        self.record_health(result.as_ref().err(), started.elapsed());
+        self.health.record(result.as_ref().err(), started.elapsed());
         result
-    }
-
-    fn record_health(&self, error: Option<&BackendError>, latency: Duration) {
-        let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
-        match error {
-            None => {
-                health.healthy = true;
-                health.latency = Some(latency);
-                health.failure_count = 0;
-                health.detail = None;
-            }
-            Some(error) => {
-                health.healthy = false;
-                health.failure_count = health.failure_count.saturating_add(1);
-                health.detail = Some(error.to_string());
-            }
-        }
     }
 }
 
@@ -256,10 +239,7 @@ impl Backend for RedisBackend {
     }
 
     fn health_status(&self) -> HealthStatus {
-        self.health
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.health.snapshot()
     }
 
     /// Nothing to do: every key carries its own TTL.
@@ -357,7 +337,7 @@ impl RedisBackendBuilder {
             key_prefix: self.key_prefix,
             clock: self.clock,
             timeout: self.timeout,
-            health: Mutex::new(HealthStatus::healthy("redis", None)),
+            health: HealthTracker::new("redis"),
         })
     }
 }

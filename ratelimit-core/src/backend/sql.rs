@@ -49,7 +49,7 @@ mod sqlite;
 
 use std::fmt;
 use std::num::NonZeroU64;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -58,7 +58,7 @@ use super::{Backend, BackendError};
 use crate::algorithm::{Algorithm, Policy, Verdict};
 use crate::clock::Clock;
 use crate::decision::Decision;
-use crate::health::HealthStatus;
+use crate::health::{HealthStatus, HealthTracker};
 use crate::limit::{Limit, LimitError};
 
 /// The default table prefix: tables `ratelimit_state` and `ratelimit_log`.
@@ -89,7 +89,7 @@ pub struct SqlBackend {
     table_prefix: String,
     clock: Option<Arc<dyn Clock>>,
     timeout: Duration,
-    health: Mutex<HealthStatus>,
+    health: HealthTracker,
 }
 
 impl fmt::Debug for SqlBackend {
@@ -293,27 +293,8 @@ impl SqlBackend {
                     after: self.timeout,
                 })
             });
-        self.record_health(result.as_ref().err(), started.elapsed());
+        self.health.record(result.as_ref().err(), started.elapsed());
         result
-    }
-
-    fn record_health(&self, error: Option<&BackendError>, latency: Duration) {
-        let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
-        match error {
-            // A limit the caller got wrong says nothing about the database.
-            Some(BackendError::InvalidLimit(_)) => {}
-            None => {
-                health.healthy = true;
-                health.latency = Some(latency);
-                health.failure_count = 0;
-                health.detail = None;
-            }
-            Some(error) => {
-                health.healthy = false;
-                health.failure_count = health.failure_count.saturating_add(1);
-                health.detail = Some(error.to_string());
-            }
-        }
     }
 }
 
@@ -337,10 +318,7 @@ impl Backend for SqlBackend {
     }
 
     fn health_status(&self) -> HealthStatus {
-        self.health
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.health.snapshot()
     }
 
     /// Deletes expired rows, [`DEFAULT_CLEANUP_BATCH`] per statement, until none is left.
@@ -440,7 +418,7 @@ impl SqlBackendBuilder {
                 after: self.timeout,
             })??;
         Ok(SqlBackend {
-            health: Mutex::new(HealthStatus::healthy(engine.name(), None)),
+            health: HealthTracker::new(engine.name()),
             engine,
             table_prefix: self.table_prefix,
             clock: self.clock,
