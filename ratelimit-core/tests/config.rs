@@ -873,6 +873,21 @@ fn registry_policies_come_from_the_config() {
 }
 
 #[test]
+fn a_builder_from_config_takes_more_backends() {
+    let config = parse("backend = \"memory\"");
+    let registry = block_on(Registry::builder_from_config(&config))
+        .unwrap_or_else(|error| panic!("{error}"))
+        .backend("extra", ratelimit_core::MemoryBackend::new())
+        .build()
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(
+        registry.backend_names().collect::<Vec<_>>(),
+        ["memory", "extra"]
+    );
+    assert_eq!(registry.default_backend_name(), "memory");
+}
+
+#[test]
 fn failover_members_share_state_with_their_named_backends() {
     let config = parse("[multi]\nbackends = [\"memory\"]");
     block_on(async {

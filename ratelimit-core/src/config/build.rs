@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{BackendConfig, BackendKind, Config, ConfigError};
 use crate::backend::{Backend, MemoryBackend, MultiBackend};
-use crate::registry::Registry;
+use crate::registry::{Registry, RegistryBuilder};
 
 /// When network backends (Redis, SQL) connect.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -24,8 +24,8 @@ pub enum ConnectPolicy {
 }
 
 impl Registry {
-    /// Builds the configured backends ([`ConnectPolicy::AtStartup`]) into a registry value;
-    /// call [`Registry::validate_handlers`] on it, or install an equivalent global registry.
+    /// Builds the configured backends ([`ConnectPolicy::AtStartup`]) into a registry value
+    /// (tests, the CLI); a server installs it globally with [`Registry::builder_from_config`].
     ///
     /// Backends are registered in [`Config::backends`] order, and the members of `[multi]` are
     /// shared with it: `reset` or `cleanup` through either reaches the same store.
@@ -44,6 +44,36 @@ impl Registry {
         config: &Config,
         policy: ConnectPolicy,
     ) -> Result<Self, ConfigError> {
+        Ok(Self::builder_from_config_with(config, policy)
+            .await?
+            .build()?)
+    }
+
+    /// The configured backends, connected, in a builder: add backends of your own, then
+    /// [`RegistryBuilder::install`] it as the global registry.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use ratelimit_core::{Config, Registry};
+    /// let config = Config::load(Some("ratelimit.toml".as_ref()))?;
+    /// Registry::builder_from_config(&config).await?.install()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Registry::from_config`].
+    pub async fn builder_from_config(config: &Config) -> Result<RegistryBuilder, ConfigError> {
+        Self::builder_from_config_with(config, ConnectPolicy::AtStartup).await
+    }
+
+    /// [`Registry::builder_from_config`] with the connection policy chosen.
+    ///
+    /// # Errors
+    /// As [`Registry::from_config_with`].
+    pub async fn builder_from_config_with(
+        config: &Config,
+        policy: ConnectPolicy,
+    ) -> Result<RegistryBuilder, ConfigError> {
         let failover_members: Vec<&str> = config
             .backends()
             .iter()
@@ -94,7 +124,7 @@ impl Registry {
         for (name, backend) in built {
             registry = registry.shared_backend(name, backend);
         }
-        Ok(registry.build()?)
+        Ok(registry)
     }
 }
 
