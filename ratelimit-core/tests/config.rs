@@ -955,6 +955,94 @@ fn a_dead_failover_member_is_skipped_and_reported_unhealthy() {
     });
 }
 
+/// A `redis-server` on `port`, stopped when dropped.
+#[cfg(feature = "redis")]
+struct RedisProcess(std::process::Child);
+
+#[cfg(feature = "redis")]
+impl RedisProcess {
+    /// `None` when `redis-server` cannot be started (the test is then skipped, unless
+    /// RATELIMIT_REQUIRE_SERVICES=1).
+    fn start(port: u16) -> Option<Self> {
+        let started = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        match started {
+            Ok(child) => Some(Self(child)),
+            Err(error) if std::env::var("RATELIMIT_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+                panic!("cannot start redis-server: {error}")
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn a_failover_member_down_at_startup_is_used_once_its_server_is_up() {
+    let port = dead_port();
+    let config = parse(&format!(
+        r#"
+        backend = "multi"
+        key_prefix = "config-test-late:{}:"
+        [redis]
+        url = "redis://127.0.0.1:{port}"
+        [multi]
+        backends = ["redis", "memory"]
+        [circuit_breaker]
+        failure_threshold = 1
+        recovery_timeout = "100ms"
+        backoff_max = "100ms"
+        "#,
+        std::process::id()
+    ));
+    block_on(async {
+        let registry = Registry::from_config(&config)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        let limit = Limit::fixed_window(rate("10/m"));
+        let multi = registry.default_backend();
+        assert!(multi.check("early", &limit).await.is_ok_and(|d| d.allowed));
+        let Some(redis) = registry.backend("redis") else {
+            panic!("no redis backend")
+        };
+        assert!(!redis.health_status().healthy);
+
+        let Some(_server) = RedisProcess::start(port) else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !redis.health().await.healthy {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis never connected: {:?}",
+                redis.health_status()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The circuit lets a trial through after 100ms; from then on Redis serves again.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        for _ in 0..3 {
+            assert!(multi.check("late", &limit).await.is_ok_and(|d| d.allowed));
+        }
+        let counted_in_redis = redis.peek("late", &limit).await;
+        assert!(
+            counted_in_redis.is_ok_and(|d| d.remaining < 9),
+            "the primary counts again"
+        );
+    });
+}
+
 #[cfg(feature = "redis")]
 #[test]
 fn connect_on_first_use_never_fails_the_build() {
