@@ -1,6 +1,5 @@
 //! Health reports for backends, the CLI and the health endpoint.
 
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -79,21 +78,36 @@ fn serialize_millis<S: serde::Serializer>(
 }
 
 /// The last known health of a networked backend, updated by every call it makes.
+#[cfg(any(
+    feature = "redis",
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mysql"
+))]
 #[derive(Debug)]
 pub(crate) struct HealthTracker {
-    status: Mutex<HealthStatus>,
+    status: std::sync::Mutex<HealthStatus>,
 }
 
+#[cfg(any(
+    feature = "redis",
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mysql"
+))]
 impl HealthTracker {
     pub(crate) fn new(backend: &'static str) -> Self {
         Self {
-            status: Mutex::new(HealthStatus::healthy(backend, None)),
+            status: std::sync::Mutex::new(HealthStatus::healthy(backend, None)),
         }
     }
 
     /// Records one call: a success clears the failures, a failure counts one more.
     pub(crate) fn record(&self, error: Option<&crate::backend::BackendError>, latency: Duration) {
-        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut status = self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match error {
             // A limit the caller got wrong says nothing about the store.
             Some(crate::backend::BackendError::InvalidLimit(_)) => {}
@@ -115,7 +129,7 @@ impl HealthTracker {
     pub(crate) fn snapshot(&self) -> HealthStatus {
         self.status
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 }
