@@ -38,6 +38,10 @@
 //! waited decides on the time it runs); a clock injected with [`SqlBackendBuilder::clock`]
 //! (tests) overrides it. Deadlocks, serialization failures and a busy SQLite file are retried
 //! a few times within the timeout; they roll back whole, so a retry never counts twice.
+//! Pooled connections are not pinged before use (a ping is a second round trip per check): a
+//! connection that broke while idle (a database restart) fails its next call with
+//! [`BackendError::Sql`], and the pool replaces it. Other errors are never retried, as the
+//! database may have counted the request before the connection failed.
 
 mod args;
 #[cfg(feature = "mysql")]

@@ -29,6 +29,9 @@ const ROUTINES: &[&str] = &[
     "millis_for_v1(numeric, numeric)",
 ];
 
+/// The granule `cleanup_at_ms` is rounded up to (postgres.sql).
+const CLEANUP_GRANULE_MS: u64 = 10_000;
+
 /// The database clock in ms, or the injected time `$1` when there is one.
 const NOW: &str =
     "coalesce($1::bigint, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)";
@@ -72,11 +75,13 @@ impl PostgresEngine {
             }),
             reset: sql("SELECT {prefix}reset_v1($1)"),
             // The outer condition is checked again on the row as it is when locked, so a row a
-            // check has just renewed is not deleted.
+            // check has just renewed is not deleted. The state table is searched through its
+            // coarse `cleanup_at_ms` index (see postgres.sql).
             cleanup_state: sql(&format!(
                 "DELETE FROM {{prefix}}state WHERE expires_at_ms <= {NOW} \
                  AND (key_hash, algorithm, quota) IN (SELECT key_hash, algorithm, quota \
-                 FROM {{prefix}}state WHERE expires_at_ms <= {NOW} LIMIT $2)"
+                 FROM {{prefix}}state WHERE cleanup_at_ms <= {NOW} + {CLEANUP_GRANULE_MS} \
+                 AND expires_at_ms <= {NOW} LIMIT $2)"
             )),
             cleanup_log: sql(&format!(
                 "DELETE FROM {{prefix}}log WHERE expires_at_ms <= {NOW} \
@@ -84,7 +89,8 @@ impl PostgresEngine {
                  FROM {{prefix}}log WHERE expires_at_ms <= {NOW} LIMIT $2)"
             )),
             count_expired: sql(&format!(
-                "SELECT (SELECT count(*) FROM {{prefix}}state WHERE expires_at_ms <= {NOW}) \
+                "SELECT (SELECT count(*) FROM {{prefix}}state \
+                 WHERE cleanup_at_ms <= {NOW} + {CLEANUP_GRANULE_MS} AND expires_at_ms <= {NOW}) \
                  + (SELECT count(*) FROM {{prefix}}log WHERE expires_at_ms <= {NOW})"
             )),
         })

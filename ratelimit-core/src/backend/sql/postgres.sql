@@ -30,9 +30,16 @@ CREATE TABLE IF NOT EXISTS {prefix}state (
     previous bigint NOT NULL DEFAULT 0,
     -- After this instant the row means the same as no row (Policy::expires_at).
     expires_at_ms bigint NOT NULL,
+    -- expires_at_ms rounded up to the next 10 s, indexed for cleanup instead of expires_at_ms:
+    -- a bucket's expiry moves on every check, and an update that changes an indexed column
+    -- cannot be a HOT update (it writes new index entries and leaves more to vacuum). Cleanup
+    -- reads `cleanup_at_ms <= now + 10 s AND expires_at_ms <= now`: exactly the expired rows.
+    cleanup_at_ms bigint GENERATED ALWAYS AS (
+        CASE WHEN expires_at_ms > 9223372036854765807 THEN 9223372036854775807
+             ELSE (expires_at_ms / 10000 + 1) * 10000 END) STORED,
     PRIMARY KEY (key_hash, algorithm, quota)
-);
-CREATE INDEX IF NOT EXISTS {prefix}state_expires_at ON {prefix}state (expires_at_ms);
+) WITH (fillfactor = 90);
+CREATE INDEX IF NOT EXISTS {prefix}state_cleanup_at ON {prefix}state (cleanup_at_ms);
 
 -- The sliding log: one row per admitted request.
 CREATE TABLE IF NOT EXISTS {prefix}log (
@@ -234,8 +241,9 @@ BEGIN
     IF p_record AND v_all_allowed THEN
         FOR i IN 1..v_quotas LOOP
             v_window := p[2 * i];
+            v_counted_after := v_now - p[2 * i];
             DELETE FROM {prefix}log
-            WHERE key_hash = v_hash AND quota = i - 1 AND at_ms <= v_now - p[2 * i];
+            WHERE key_hash = v_hash AND quota = i - 1 AND at_ms <= v_counted_after;
             -- The sequence survives the row's expiry, so it never repeats.
             SELECT amount INTO v_seq FROM {prefix}state
             WHERE key_hash = v_hash AND algorithm = 'sw' AND quota = i - 1;
@@ -413,6 +421,7 @@ DECLARE
     v_after numeric;
     v_allowed boolean;
     v_retry numeric;
+    v_initial numeric;
     v_grace numeric;
 BEGIN
     IF p_record THEN
@@ -422,28 +431,29 @@ BEGIN
     END IF;
     v_now := coalesce(p_now, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint);
     IF p_record AND v_quotas = 1 AND p_cost <= least(p[4], p[1]) THEN
+        -- Scalars only in the statement: an array parameter is copied for every reference.
         v_size := p[1];
         v_amount := p[2];
         v_unit := p[3];
         v_capacity := v_size * v_unit;
         v_needed := p_cost * v_unit;
+        v_initial := least(p[4], p[1])::numeric * v_unit;
         v_grace := CASE WHEN p[4] < p[1] THEN p[5] ELSE 0 END;
         -- Tokens now: refilled since the last update (a clock that steps back refills
         -- nothing), or the initial tokens of a new bucket.
         INSERT INTO {prefix}state AS s
             (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
-        VALUES (v_hash, 'tb', 0, v_now, least(p[4], p[1])::numeric * v_unit - v_needed, 0,
+        VALUES (v_hash, 'tb', 0, v_now, v_initial - v_needed, 0,
                 least(greatest(
                     v_now + coalesce({prefix}millis_for_v1(
-                        v_capacity - (least(p[4], p[1])::numeric * v_unit - v_needed), v_amount),
-                        0) + v_grace,
+                        v_capacity - (v_initial - v_needed), v_amount), 0) + v_grace,
                     v_now::numeric + 1), 9223372036854775807))
         ON CONFLICT (key_hash, algorithm, quota) DO UPDATE
         SET amount = CASE WHEN s.expires_at_ms > v_now
                           THEN least(least(s.amount, v_capacity)
                                      + least(greatest(v_now - s.since_ms, 0) * v_amount,
                                              v_capacity), v_capacity)
-                          ELSE least(p[4], p[1])::numeric * v_unit END - v_needed,
+                          ELSE v_initial END - v_needed,
             since_ms = CASE WHEN s.expires_at_ms > v_now THEN greatest(s.since_ms, v_now)
                             ELSE v_now END,
             previous = 0,
@@ -453,14 +463,14 @@ BEGIN
                          THEN least(least(s.amount, v_capacity)
                                     + least(greatest(v_now - s.since_ms, 0) * v_amount,
                                             v_capacity), v_capacity)
-                         ELSE least(p[4], p[1])::numeric * v_unit END - v_needed), v_amount),
+                         ELSE v_initial END - v_needed), v_amount),
                     0) + v_grace,
                 v_now::numeric + 1), 9223372036854775807)
         WHERE CASE WHEN s.expires_at_ms > v_now
                    THEN least(least(s.amount, v_capacity)
                               + least(greatest(v_now - s.since_ms, 0) * v_amount, v_capacity),
                               v_capacity)
-                   ELSE least(p[4], p[1])::numeric * v_unit END >= v_needed
+                   ELSE v_initial END >= v_needed
         RETURNING amount INTO v_after;
         IF FOUND THEN
             RETURN ARRAY[
@@ -527,12 +537,14 @@ BEGIN
         -- A bucket full again means the same as a new one only when new buckets start full;
         -- one that starts lower is kept a window longer.
         v_grace := CASE WHEN p[5 * i - 1] < p[5 * i - 4] THEN p[5 * i] ELSE 0 END;
+        v_capacity := p[5 * i - 4]::numeric * v_unit;
+        v_amount := p[5 * i - 3];
         INSERT INTO {prefix}state AS s
             (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
         VALUES (v_hash, 'tb', i - 1, v_last, v_level, 0,
                 least(greatest(
-                    v_now + coalesce({prefix}millis_for_v1(
-                        p[5 * i - 4]::numeric * v_unit - v_level, p[5 * i - 3]), 0) + v_grace,
+                    v_now + coalesce({prefix}millis_for_v1(v_capacity - v_level, v_amount), 0)
+                        + v_grace,
                     v_now::numeric + 1), 9223372036854775807))
         ON CONFLICT (key_hash, algorithm, quota) DO UPDATE
         SET since_ms = excluded.since_ms, amount = excluded.amount,
@@ -647,12 +659,13 @@ BEGIN
     IF p_record AND v_all_allowed THEN
         FOR i IN 1..v_quotas LOOP
             v_level := v_level_of[i] + p_cost * p[4 * i - 1];
+            v_amount := p[4 * i - 2];
+            v_last := greatest(coalesce(v_last_of[i], v_now), v_now);
             INSERT INTO {prefix}state AS s
                 (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
-            VALUES (v_hash, 'lb', i - 1, greatest(coalesce(v_last_of[i], v_now), v_now), v_level, 0,
-                    least(greatest(
-                        v_now + coalesce({prefix}millis_for_v1(v_level, p[4 * i - 2]), 0),
-                        v_now::numeric + 1), 9223372036854775807))
+            VALUES (v_hash, 'lb', i - 1, v_last, v_level, 0,
+                    least(greatest(v_now + coalesce({prefix}millis_for_v1(v_level, v_amount), 0),
+                                   v_now::numeric + 1), 9223372036854775807))
             ON CONFLICT (key_hash, algorithm, quota) DO UPDATE
             SET since_ms = excluded.since_ms, amount = excluded.amount,
                 previous = excluded.previous, expires_at_ms = excluded.expires_at_ms;
