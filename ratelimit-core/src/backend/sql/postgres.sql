@@ -6,7 +6,7 @@
 -- write. Each is written out in full rather than split into helpers, because every PL/pgSQL call
 -- and every composite value passed costs more than the arithmetic (a check of the fixed window
 -- ran in about half the server time once inlined). The IMMUTABLE SQL helpers below are inlined
--- by the planner, so they cost nothing.
+-- by the planner where they are used, so they cost nothing.
 --
 -- Every routine ends in `_v1`: a change to one gets a new name, so processes of two versions
 -- sharing a database each keep calling the routines they were written for.
@@ -56,14 +56,18 @@ CREATE TABLE IF NOT EXISTS {prefix}log (
 CREATE INDEX IF NOT EXISTS {prefix}log_expires_at ON {prefix}log (expires_at_ms);
 
 -- Milliseconds until `units` scaled units have flowed at `amount` per ms; NULL when nothing flows.
+-- PL/pgSQL, not SQL: the fast paths pass it whole expressions over the stored row, and the
+-- planner does not inline a SQL function whose parameters are used twice with costly arguments;
+-- it would then plan the SQL function again on every check.
 CREATE OR REPLACE FUNCTION {prefix}millis_for_v1(p_units numeric, p_amount numeric)
-RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE
+RETURNS numeric LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN CASE
         WHEN p_units = 0 THEN 0
         WHEN p_amount = 0 THEN NULL
         ELSE div(p_units + p_amount - 1, p_amount)
-    END
-$$;
+    END;
+END $$;
 
 -- The smallest elapsed time in a bucket at which previous * (window - e) <= room * window.
 CREATE OR REPLACE FUNCTION {prefix}first_fitting_elapsed_v1(
