@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""Draws the SQL throughput chart of BENCHMARKS.md from the latest bench results, with no
+dependencies.
+
+Reads `target/tmp/sql_throughput.json` (written by
+`cargo bench -p ratelimit-core --features postgres --bench sql_throughput`), writes
+`docs/benchmarks/sql_throughput.svg` and prints the markdown table that BENCHMARKS.md shows.
+
+    python3 scripts/plot_sql.py [--results FILE] [--out FILE]
+
+Left panel: median checks/s per contestant, whiskers from the slowest to the fastest round, the
+median of the per-round ratios to pgbench above each bar. Right panel: CPU time per check,
+PostgreSQL's and the client's, stacked (both share the machine's two cores).
+"""
+
+import argparse
+import json
+import sys
+from html import escape
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Contestant id (as the bench writes it), label and colour; the peer first and grey.
+SERIES = [
+    ("pgbench", "pgbench single-row upsert (peer)", "#7f7f7f"),
+    ("fixed_window", "ours, fixed window", "#1f77b4"),
+    ("token_bucket", "ours, token bucket", "#d62728"),
+]
+
+FONT = 'font-family="DejaVu Sans, Helvetica, Arial, sans-serif"'
+
+
+def median(values):
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if not ordered:
+        return float("nan")
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def nice_ceiling(value):
+    """The smallest 1/1.2/1.5/2/2.5/3/4/5/6/8 x 10^n at or above `value`."""
+    magnitude = 1
+    while magnitude * 10 <= value:
+        magnitude *= 10
+    for step in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        if step * magnitude >= value:
+            return step * magnitude
+    return 10 * magnitude
+
+
+def text(x, y, content, size=12, anchor="middle", weight="normal", fill="#222"):
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" {FONT} font-size="{size}" text-anchor="{anchor}" '
+        f'font-weight="{weight}" fill="{fill}">{escape(content)}</text>'
+    )
+
+
+def rect(x, y, width, height, fill, opacity=None):
+    extra = f' fill-opacity="{opacity}"' if opacity is not None else ""
+    return (
+        f'<rect x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" height="{height:.1f}" '
+        f'fill="{fill}"{extra} stroke="#333" stroke-width="0.5"/>'
+    )
+
+
+def line(x1, y1, x2, y2, stroke="#333", width=1):
+    return (
+        f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
+        f'stroke="{stroke}" stroke-width="{width}"/>'
+    )
+
+
+def summarise(results):
+    """Per contestant: median checks/s, per-round values, median ratio to the peer, median CPU."""
+    by_round = {}
+    for sample in results["samples"]:
+        by_round.setdefault(sample["round"], {})[sample["contestant"]] = sample
+    rows = {}
+    for series, label, _ in SERIES:
+        samples = [rounds[series] for rounds in by_round.values() if series in rounds]
+        ratios = [
+            rounds[series]["checks_per_second"] / rounds["pgbench"]["checks_per_second"]
+            for rounds in by_round.values()
+            if series in rounds and "pgbench" in rounds
+        ]
+        optional = lambda field: [s[field] for s in samples if s[field] is not None]
+        rows[series] = {
+            "label": label,
+            "per_round": [s["checks_per_second"] for s in samples],
+            "checks_per_second": median([s["checks_per_second"] for s in samples]),
+            "ratio": median(ratios),
+            "mean_ms": median([s["mean_ms"] for s in samples]),
+            "p50_ms": median(optional("p50_ms")) if optional("p50_ms") else None,
+            "p99_ms": median(optional("p99_ms")) if optional("p99_ms") else None,
+            "server_us": median([s["server_cpu_us_per_check"] for s in samples]),
+            "client_us": median([s["client_cpu_us_per_check"] for s in samples]),
+        }
+    return rows
+
+
+def axes(left, top, width, height, axis_max, label_of):
+    body = []
+    for tick in range(6):
+        value = axis_max * tick / 5
+        y = top + height * (1 - tick / 5)
+        body.append(line(left, y, left + width, y, "#ddd"))
+        body.append(text(left - 8, y + 4, label_of(value), 12, anchor="end"))
+    body.append(line(left, top + height, left + width, top + height))
+    body.append(line(left, top, left, top + height))
+    return body
+
+
+def throughput_panel(rows, left, top, width, height):
+    axis_max = nice_ceiling(max(max(row["per_round"]) for row in rows.values()) * 1.12)
+    y_of = lambda value: top + height * (1 - value / axis_max)
+    body = [text(left + width / 2, top - 14, "checks/s (higher is better)", 14, weight="bold")]
+    body += axes(left, top, width, height, axis_max, lambda v: f"{v / 1000:g}k")
+    bar_width = width / len(SERIES)
+    for index, (series, _, colour) in enumerate(SERIES):
+        row = rows[series]
+        x = left + bar_width * index + bar_width * 0.15
+        inner = bar_width * 0.7
+        value = row["checks_per_second"]
+        body.append(rect(x, y_of(value), inner, top + height - y_of(value), colour))
+        centre = x + inner / 2
+        slowest, fastest = min(row["per_round"]), max(row["per_round"])
+        body.append(line(centre, y_of(fastest), centre, y_of(slowest), "#000"))
+        for end in (slowest, fastest):
+            body.append(line(centre - 5, y_of(end), centre + 5, y_of(end), "#000"))
+        body.append(text(centre, y_of(fastest) - 6, f'{row["ratio"]:.2f}x', 12, weight="bold"))
+        body.append(text(centre, top + height + 20, series.replace("_", " "), 12))
+    return body
+
+
+def cpu_panel(rows, left, top, width, height):
+    totals = [row["server_us"] + row["client_us"] for row in rows.values()]
+    axis_max = nice_ceiling(max(totals) * 1.15)
+    y_of = lambda value: top + height * (1 - value / axis_max)
+    body = [text(left + width / 2, top - 14, "CPU µs per check (lower is better)", 14, weight="bold")]
+    body += axes(left, top, width, height, axis_max, lambda v: f"{v:g}")
+    bar_width = width / len(SERIES)
+    for index, (series, _, colour) in enumerate(SERIES):
+        row = rows[series]
+        x = left + bar_width * index + bar_width * 0.15
+        inner = bar_width * 0.7
+        server, client = row["server_us"], row["client_us"]
+        body.append(rect(x, y_of(server), inner, top + height - y_of(server), colour))
+        body.append(rect(x, y_of(server + client), inner, y_of(server) - y_of(server + client), colour, 0.35))
+        body.append(text(x + inner / 2, y_of(server) + 16, f"{server:.0f}", 11, fill="#fff", weight="bold"))
+        body.append(text(x + inner / 2, y_of(server + client) - 6, f"+{client:.0f}", 11))
+        body.append(text(x + inner / 2, top + height + 20, series.replace("_", " "), 12))
+    return body
+
+
+def chart(results, rows):
+    width, height = 1040, 576
+    top, bottom = 116, 140
+    panel_height = height - top - bottom
+    body = [
+        text(width / 2, 30, "SqlBackend (PostgreSQL) vs pgbench, 16 concurrent clients, loopback", 18, weight="bold"),
+        text(
+            width / 2,
+            52,
+            f"PostgreSQL {results.get('server_version', '')}; median of {results['rounds']} alternating rounds "
+            f"of {results['seconds']} s, {results['tasks']} tasks / connections each; one round trip per check",
+            12,
+            fill="#555",
+        ),
+        text(
+            width / 2,
+            70,
+            "peer: pgbench -M prepared, INSERT .. ON CONFLICT DO UPDATE SET count = count + 1 on its own row; "
+            "ours: SqlBackend::check on its own key",
+            12,
+            fill="#555",
+        ),
+    ]
+    body += throughput_panel(rows, 80, top, 400, panel_height)
+    body += cpu_panel(rows, 600, top, 400, panel_height)
+    legend_top = top + panel_height + 44
+    for index, (_, label, colour) in enumerate(SERIES):
+        x = 80 + index * 320
+        body.append(rect(x, legend_top, 14, 14, colour))
+        body.append(text(x + 20, legend_top + 12, label, 12, anchor="start"))
+    notes = [
+        "Left: bars are medians over rounds, whiskers the slowest and fastest round, labels the median of the "
+        "per-round ratios to pgbench.",
+        "Right: solid, PostgreSQL's CPU time per check (all postgres processes, /proc); light, the client's "
+        "(the bench process, or the pgbench child).",
+    ]
+    for index, note in enumerate(notes):
+        body.append(text(80, legend_top + 40 + index * 18, note, 11, anchor="start", fill="#555"))
+    return "\n".join(
+        [
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}">',
+            f'<rect width="{width}" height="{height}" fill="white"/>',
+            *body,
+            "</svg>",
+            "",
+        ]
+    )
+
+
+def table(rows):
+    lines = [
+        "| contestant | checks/s | vs peer | mean ms | p50 ms | p99 ms | server CPU µs/check | client CPU µs/check |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    dash = lambda value: "–" if value is None else f"{value:.2f}"
+    for series, _, _ in SERIES:
+        row = rows[series]
+        ratio = "1.00x" if series == "pgbench" else f'**{row["ratio"]:.2f}x**'
+        lines.append(
+            f'| {row["label"]} | {row["checks_per_second"]:,.0f} | {ratio} | {row["mean_ms"]:.2f} | '
+            f'{dash(row["p50_ms"])} | {dash(row["p99_ms"])} | {row["server_us"]:.0f} | {row["client_us"]:.0f} |'
+        )
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=ROOT / "target/tmp/sql_throughput.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/sql_throughput.svg")
+    args = parser.parse_args()
+    try:
+        results = json.loads(args.results.read_text())
+    except OSError as error:
+        sys.exit(f"{args.results}: {error}; run the bench first")
+    results["rounds"] = len({sample["round"] for sample in results["samples"]})
+    rows = summarise(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(chart(results, rows))
+    print(table(rows))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
