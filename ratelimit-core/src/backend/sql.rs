@@ -17,10 +17,11 @@
 //!
 //! How each engine decides:
 //!
-//! - **PostgreSQL**: one round trip per check, `SELECT <prefix>check_v1(..)`, a PL/pgSQL port of
-//!   the Redis Lua scripts with the same integer maths (in `NUMERIC`, so nothing overflows).
-//!   Checks of one key queue on a transaction-scoped advisory lock taken from the key's hash, so
-//!   a key seen for the first time is never inserted twice.
+//! - **PostgreSQL**: one round trip per check, `SELECT <prefix><algorithm>_check_v1(..)`, a
+//!   PL/pgSQL port of the Redis Lua scripts with the same integer maths (in `NUMERIC`, so
+//!   nothing overflows). Checks of one key queue on a transaction-scoped advisory lock taken from
+//!   the key's hash, so a key seen for the first time is never inserted twice. A single-quota
+//!   check decides inside one `INSERT .. ON CONFLICT DO UPDATE .. WHERE <fits>` when it can.
 //! - **MySQL/MariaDB**: one round trip per check, `CALL <prefix>check_v1(..)`, a stored procedure
 //!   that locks the key's rows (inserting a placeholder row first, so a new key has a row to
 //!   lock) in a `READ COMMITTED` transaction.
@@ -30,7 +31,8 @@
 //! Tables (prefix `ratelimit_` by default): `<prefix>state`, one row per key, algorithm and
 //! quota, and `<prefix>log`, the sliding log's entries. Every row stores `expires_at_ms`, the
 //! instant after which it means the same as no row ([`crate::Policy::expires_at`]); a row past
-//! it is ignored by checks and deleted by [`Backend::cleanup`] in batches, through an index.
+//! it is ignored by checks and deleted by [`Backend::cleanup`] in batches, through an index
+//! (on PostgreSQL over `expires_at_ms` rounded up to 10 s, so bucket updates stay HOT).
 //! PostgreSQL and MySQL store the SHA-256 of the key, so keys of any length and any bytes fit
 //! one index entry.
 //!
