@@ -103,16 +103,16 @@ def throughput_panel(body, routes, left, top, plot_width, plot_height):
                 f'<circle cx="{x + bar_width / 2 + offset:.1f}" cy="{y_of(run["requests_per_sec"]):.1f}" '
                 f'r="2.6" fill="#111" fill-opacity="0.65"/>'
             )
-        top_of_runs = min(y_of(run["requests_per_sec"]) for run in route["runs"])
-        body.append(text(x + bar_width / 2, min(y_of(median), top_of_runs) - 8, f"{median:,.0f}", 12, weight="bold"))
+        # The median under the axis, clear of the dots and the goal line.
         body.append(text(x + bar_width / 2, top + plot_height + 18, route["label"], 12))
+        body.append(text(x + bar_width / 2, top + plot_height + 34, f"{median:,.0f} req/s", 12, weight="bold"))
         if route["route"] == "/guarded":
             over_plain = median / plain["median_requests_per_sec"]
             over_governor = median / governor["median_requests_per_sec"]
-            body.append(text(x + bar_width / 2, top + plot_height + 34, f"{over_plain:.2f}x unguarded", 11, fill="#555"))
-            body.append(text(x + bar_width / 2, top + plot_height + 48, f"{over_governor:.2f}x tower_governor", 11, fill="#555"))
+            body.append(text(x + bar_width / 2, top + plot_height + 50, f"{over_plain:.2f}x unguarded", 11, fill="#555"))
+            body.append(text(x + bar_width / 2, top + plot_height + 64, f"{over_governor:.2f}x tower_governor", 11, fill="#555"))
     body.append(line(left, y_of(goal), left + plot_width, y_of(goal), stroke="#d62728", dash="5,4"))
-    body.append(text(left + plot_width - 4, y_of(goal) + 14, "goal: 0.90x unguarded", 11, anchor="end", fill="#d62728"))
+    body.append(text(left + 6, y_of(goal) - 5, "goal: 0.90x unguarded", 11, anchor="start", fill="#d62728"))
 
 
 def latency_panel(body, routes, left, top, plot_width, plot_height):
@@ -139,12 +139,32 @@ def latency_panel(body, routes, left, top, plot_width, plot_height):
         body.append(text(left + slot * (index + 0.5), top + plot_height + 30, route["label"], 12))
 
 
+def cpu_panel(body, routes, left, top, plot_width, plot_height):
+    values = [route["median_server_cpu_ns_per_request"] / 1000 for route in routes]
+    axis_max = nice_ceiling(max(values) * 1.15)
+    y_of = axes(
+        body, left, top, plot_width, plot_height, axis_max, "server CPU, µs per request (lower is better)",
+        lambda value: f"{value:g}",
+    )
+    body.append(text(left + plot_width / 2, top - 14, "Server CPU per request", 14, weight="bold"))
+    slot = plot_width / len(routes)
+    bar_width = slot * 0.55
+    plain = values[0]
+    for index, (route, value) in enumerate(zip(routes, values)):
+        x = left + slot * index + (slot - bar_width) / 2
+        body.append(rect(x, y_of(value), bar_width, top + plot_height - y_of(value), COLOURS[route["route"]]))
+        body.append(text(x + bar_width / 2, y_of(value) - 8, f"{value:.2f}", 12, weight="bold"))
+        if route["route"] != "/plain":
+            body.append(text(x + bar_width / 2, y_of(value) - 22, f"{value - plain:+.2f}", 11, fill="#555"))
+        body.append(text(x + bar_width / 2, top + plot_height + 18, route["label"], 11))
+
+
 def chart(results):
     routes = results["routes"]
     config = results["config"]
     machine = results["machine"]
-    width, height = 1000, 520
-    top, bottom = 110, 80
+    width, height = 1280, 520
+    top, bottom = 110, 90
     plot_height = height - top - bottom
     body = [
         text(width / 2, 28, "HTTP overhead: #[rate_limit] vs unguarded vs tower_governor", 18, weight="bold"),
@@ -161,8 +181,9 @@ def chart(results):
             12, fill="#555",
         ),
     ]
-    throughput_panel(body, routes, 90, top, 440, plot_height)
-    latency_panel(body, routes, 640, top, 330, plot_height)
+    throughput_panel(body, routes, 90, top, 400, plot_height)
+    latency_panel(body, routes, 590, top, 280, plot_height)
+    cpu_panel(body, routes, 970, top, 280, plot_height)
     return "\n".join(
         [
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -181,7 +202,7 @@ def markdown(results):
     governor = next(route for route in routes if route["route"] == "/governor")
     rounds = len(routes[0]["runs"])
     header = ["route", *[f"round {n}" for n in range(1, rounds + 1)], "median req/s", "p50", "p99",
-              "vs unguarded", "vs tower_governor"]
+              "server CPU / request", "vs unguarded", "vs tower_governor"]
     rows = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
@@ -197,11 +218,22 @@ def markdown(results):
                     f"**{median:,.0f}**",
                     f"{route['median_p50_us']:,.0f} µs",
                     f"{route['median_p99_us']:,.0f} µs",
+                    f"{route['median_server_cpu_ns_per_request'] / 1000:.2f} µs",
                     f"{median / plain['median_requests_per_sec']:.3f}x",
                     f"{median / governor['median_requests_per_sec']:.3f}x",
                 ]
             )
             + " |"
+        )
+    ratios = results["ratios"]
+    if "paired_guarded_over_plain" in ratios:
+        rows.append("")
+        rows.append(
+            f"`#[rate_limit]` vs unguarded / vs tower_governor: medians {ratios['guarded_over_plain']:.3f}x / "
+            f"{ratios['guarded_over_governor']:.3f}x; median of per-round ratios "
+            f"{ratios['paired_guarded_over_plain']:.3f}x / {ratios['paired_guarded_over_governor']:.3f}x; "
+            f"from server CPU per request {ratios['cpu_guarded_over_plain']:.3f}x / "
+            f"{ratios['cpu_guarded_over_governor']:.3f}x."
         )
     return "\n".join(rows)
 

@@ -404,6 +404,8 @@ fn summarize(runs: &[Run]) -> Summary {
 
 fn measure(config: &Config, addr: SocketAddr) -> BenchResult<()> {
     let wrk_version = wrk_version();
+    // Before pinning, which leaves this process one CPU.
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     if config.pin {
         pin_server()?;
     }
@@ -459,6 +461,20 @@ fn measure(config: &Config, addr: SocketAddr) -> BenchResult<()> {
     let [plain, guarded, governor] = summaries;
     let over_plain = guarded.requests_per_sec / plain.requests_per_sec;
     let over_governor = guarded.requests_per_sec / governor.requests_per_sec;
+    // Within one round the three routes ran seconds apart, so these ratios see similar load.
+    let paired = |numerator: usize, denominator: usize| {
+        let ratios: Vec<f64> = runs[numerator]
+            .iter()
+            .zip(&runs[denominator])
+            .map(|(top, bottom)| top.requests_per_sec / bottom.requests_per_sec)
+            .collect();
+        median(&ratios)
+    };
+    let paired_over_plain = paired(1, 0);
+    let paired_over_governor = paired(1, 2);
+    // What each route would serve with the server's core to itself: 1 / CPU per request.
+    let cpu_over_plain = plain.server_cpu_ns_per_request / guarded.server_cpu_ns_per_request;
+    let cpu_over_governor = governor.server_cpu_ns_per_request / guarded.server_cpu_ns_per_request;
     let failures: u64 = runs
         .iter()
         .flatten()
@@ -496,6 +512,14 @@ fn measure(config: &Config, addr: SocketAddr) -> BenchResult<()> {
     println!(
         "#[rate_limit] / tower_governor: {over_governor:.3}x (goal >= 1.00x: {})",
         verdict(over_governor >= 1.0)
+    );
+    println!(
+        "median of per-round ratios: {paired_over_plain:.3}x unguarded, \
+         {paired_over_governor:.3}x tower_governor"
+    );
+    println!(
+        "from server CPU per request: {cpu_over_plain:.3}x unguarded, \
+         {cpu_over_governor:.3}x tower_governor"
     );
     println!(
         "server CPU per request, #[rate_limit] - unguarded: {:+.2} us; \
@@ -544,7 +568,7 @@ fn measure(config: &Config, addr: SocketAddr) -> BenchResult<()> {
             "guarded_rate": format!("{GUARDED_LIMIT}/s"),
         },
         "machine": {
-            "cpus": std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+            "cpus": cpus,
             "cpu_model": cpu_model(),
             "load_average_before": load_before,
             "load_average_after": load_after,
@@ -554,6 +578,10 @@ fn measure(config: &Config, addr: SocketAddr) -> BenchResult<()> {
         "ratios": {
             "guarded_over_plain": over_plain,
             "guarded_over_governor": over_governor,
+            "paired_guarded_over_plain": paired_over_plain,
+            "paired_guarded_over_governor": paired_over_governor,
+            "cpu_guarded_over_plain": cpu_over_plain,
+            "cpu_guarded_over_governor": cpu_over_governor,
         },
         "failures": failures,
     });
