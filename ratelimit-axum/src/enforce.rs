@@ -5,7 +5,6 @@ use std::net::IpAddr;
 
 use http::request::Parts;
 use std::sync::Arc;
-use std::time::Instant;
 
 use ratelimit_core::metrics::{self, Outcome};
 use ratelimit_core::{Backend, BackendError, Decision, OnError};
@@ -108,9 +107,9 @@ pub(crate) async fn enforce(
             }
         };
         let (backend_name, backend) = resolve_backend(view.backend(), context)?;
-        let started = Instant::now();
+        let timer = metrics::BackendTimer::start();
         let checked = backend.check_n(&key, &limit, cost(spec, parts)).await;
-        metrics::record_backend_latency(backend_name, started.elapsed());
+        timer.record(backend_name);
         let decision = match checked {
             Ok(decision) => decision,
             Err(error) => {

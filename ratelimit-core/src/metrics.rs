@@ -46,6 +46,33 @@ pub fn record_outcome(outcome: Outcome) {
     let _ = outcome;
 }
 
+/// Times one backend call. Without the `metrics` feature it reads no clock at all, so the
+/// hot path pays nothing for metrics nobody collects.
+#[derive(Debug)]
+#[must_use = "call `record` when the backend call is done"]
+pub struct BackendTimer {
+    #[cfg(feature = "metrics")]
+    started: std::time::Instant,
+}
+
+impl BackendTimer {
+    /// Starts timing.
+    pub fn start() -> Self {
+        Self {
+            #[cfg(feature = "metrics")]
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Records the call's latency under the backend's registry name.
+    pub fn record(self, backend: &str) {
+        #[cfg(feature = "metrics")]
+        record_backend_latency(backend, self.started.elapsed());
+        #[cfg(not(feature = "metrics"))]
+        let _ = backend;
+    }
+}
+
 /// Records how long one backend call took.
 pub fn record_backend_latency(backend: &str, elapsed: Duration) {
     #[cfg(feature = "metrics")]
