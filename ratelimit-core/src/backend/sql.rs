@@ -360,6 +360,18 @@ pub(crate) struct Settings<'a> {
     pool_size: u32,
 }
 
+impl Settings<'_> {
+    /// The pool settings every engine shares: size, acquire timeout, and no ping before each
+    /// use (it would cost a second round trip per check; a connection that broke while idle
+    /// fails its next call, and the pool replaces it).
+    fn pool_options<DB: sqlx::Database>(&self) -> sqlx::pool::PoolOptions<DB> {
+        sqlx::pool::PoolOptions::new()
+            .max_connections(self.pool_size)
+            .acquire_timeout(self.timeout)
+            .test_before_acquire(false)
+    }
+}
+
 impl SqlBackendBuilder {
     fn new(url: &str) -> Self {
         Self {

@@ -6,7 +6,7 @@ use std::num::NonZeroU64;
 use std::str::FromStr as _;
 
 use async_trait::async_trait;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool};
 use sqlx::{ConnectOptions as _, Connection as _};
 
 use super::args::{self, algorithm_tag};
@@ -70,13 +70,7 @@ impl MysqlEngine {
         let mut connection = options.connect().await?;
         migrate(&mut connection, settings.table_prefix).await?;
         connection.close().await?;
-        let pool = MySqlPoolOptions::new()
-            .max_connections(settings.pool_size)
-            .acquire_timeout(settings.timeout)
-            // No ping before each use: it would cost a second round trip per check. A
-            // connection that broke while idle fails its next call, and the pool replaces it.
-            .test_before_acquire(false)
-            .connect_lazy_with(options);
+        let pool = settings.pool_options().connect_lazy_with(options);
         let prefix = settings.table_prefix;
         let sql = |text: &str| with_prefix(text, prefix);
         Ok(Self {

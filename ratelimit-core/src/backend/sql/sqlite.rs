@@ -8,8 +8,7 @@ use std::str::FromStr as _;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqliteSynchronous,
 };
 
 use super::args::{algorithm_tag, to_sql_int};
@@ -105,10 +104,7 @@ impl SqliteEngine {
             .busy_timeout(settings.timeout)
             // Safe with WAL: a power cut may lose the last commits, never corrupt the file.
             .synchronous(SqliteSynchronous::Normal);
-        // SQLite connections do not break while idle: no ping before each use.
-        let mut pool = SqlitePoolOptions::new()
-            .acquire_timeout(settings.timeout)
-            .test_before_acquire(false);
+        let mut pool = settings.pool_options::<sqlx::Sqlite>();
         if in_memory {
             // An in-memory database lives while a connection to it is open; one connection
             // keeps it, and SQLite has one writer anyway.
@@ -120,7 +116,6 @@ impl SqliteEngine {
         } else {
             // WAL lets peeks read while a check writes.
             options = options.journal_mode(SqliteJournalMode::Wal);
-            pool = pool.max_connections(settings.pool_size);
         }
         let pool = pool.connect_with(options).await?;
         let mut migration = pool.begin_with("BEGIN IMMEDIATE").await?;
