@@ -12,7 +12,8 @@
 //!     __ratelimit_arg_0: State<Db>,
 //! ) -> Response {
 //!     async fn __ratelimit_inner(State(db): State<Db>) -> impl IntoResponse { body }
-//!     inventory::submit! { HandlerSpec { id, handler, limits: &[LimitSpec { .. }] } }
+//!     static __RATELIMIT_LIMITS: [LimitSpec; 1] = [LimitSpec { .. }];
+//!     inventory::submit! { HandlerSpec { id, handler, limits: &__RATELIMIT_LIMITS } }
 //!     inventory::submit! { RegisteredLimit { .. } }   // one per attribute
 //!     __ratelimit_guard.finish(__ratelimit_inner(__ratelimit_arg_0).await)
 //! }
@@ -153,6 +154,7 @@ fn generate(function: &ItemFn, limits: &[LimitSpec], position: Position) -> Toke
     let (sibling, nested, call) = (&inner.sibling, &inner.nested, &inner.call);
 
     let limit_specs = limits.iter().map(|limit| limit_spec(limit, &handler_path));
+    let limit_count = limits.len();
     let registered = limits
         .iter()
         .map(|limit| registered_limit(limit, &handler_path));
@@ -167,11 +169,15 @@ fn generate(function: &ItemFn, limits: &[LimitSpec], position: Position) -> Toke
             #(#outer_params,)*
         ) -> ::ratelimit_axum::__private::Response #where_clause {
             #nested
+            // A named static rather than `&[..]` in place: a `Limit` caches its resolved
+            // policies in a cell, and only a static may hold one for the whole program.
+            static __RATELIMIT_LIMITS: [::ratelimit_axum::__private::LimitSpec; #limit_count] =
+                [#(#limit_specs),*];
             ::ratelimit_axum::__private::inventory::submit! {
                 ::ratelimit_axum::__private::HandlerSpec {
                     id: #handler_id,
                     handler: #handler_path,
-                    limits: &[#(#limit_specs),*],
+                    limits: &__RATELIMIT_LIMITS,
                 }
             }
             #(#registered)*
