@@ -1,9 +1,11 @@
 //! A [`Limit`]: a [`Rate`], the [`Algorithm`] that enforces it and the algorithm's settings.
 
+use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::algorithm::{Algorithm, Flow, MAX_EXACT_UNITS, Policy};
-use crate::rate::{Quota, Rate};
+use crate::rate::{MAX_QUOTAS, Quota, Rate};
 
 /// What to enforce on a key.
 ///
@@ -17,7 +19,11 @@ use crate::rate::{Quota, Rate};
 ///
 /// The setters never fail; a combination that makes no sense (a NaN rate, bucket settings on
 /// a fixed window) is reported by [`Limit::validate`] and by every backend call.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// A limit validates and resolves its policies once, on first use, and keeps them: a backend
+/// call on a limit that lives as long as its route (the `#[rate_limit]` statics, a layer's
+/// rules) costs no validation after the first.
+#[derive(Clone)]
 pub struct Limit {
     rate: Rate,
     algorithm: Algorithm,
@@ -26,6 +32,48 @@ pub struct Limit {
     initial_tokens: Option<u64>,
     capacity: Option<u64>,
     leak_rate: Option<f64>,
+    /// Filled on first use; the setters clear it.
+    resolved: OnceLock<Result<Resolved, LimitError>>,
+}
+
+/// A validated limit's policy per quota.
+#[derive(Clone, Copy, Debug)]
+struct Resolved {
+    policies: [Policy; MAX_QUOTAS],
+    len: usize,
+}
+
+impl Resolved {
+    fn policies(&self) -> &[Policy] {
+        &self.policies[..self.len]
+    }
+}
+
+impl PartialEq for Limit {
+    /// The settings, not whether they have been resolved yet.
+    fn eq(&self, other: &Self) -> bool {
+        self.rate == other.rate
+            && self.algorithm == other.algorithm
+            && self.bucket_size == other.bucket_size
+            && self.refill_rate == other.refill_rate
+            && self.initial_tokens == other.initial_tokens
+            && self.capacity == other.capacity
+            && self.leak_rate == other.leak_rate
+    }
+}
+
+impl fmt::Debug for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limit")
+            .field("rate", &self.rate)
+            .field("algorithm", &self.algorithm)
+            .field("bucket_size", &self.bucket_size)
+            .field("refill_rate", &self.refill_rate)
+            .field("initial_tokens", &self.initial_tokens)
+            .field("capacity", &self.capacity)
+            .field("leak_rate", &self.leak_rate)
+            .finish()
+    }
 }
 
 impl Limit {
@@ -40,6 +88,7 @@ impl Limit {
             initial_tokens: None,
             capacity: None,
             leak_rate: None,
+            resolved: OnceLock::new(),
         }
     }
 
@@ -77,35 +126,35 @@ impl Limit {
     #[must_use]
     pub const fn bucket_size(mut self, tokens: u64) -> Self {
         self.bucket_size = Some(tokens);
-        self
+        self.unresolved()
     }
 
     /// Token bucket: tokens added per second.
     #[must_use]
     pub const fn refill_rate(mut self, tokens_per_second: f64) -> Self {
         self.refill_rate = Some(tokens_per_second);
-        self
+        self.unresolved()
     }
 
     /// Token bucket: tokens in a new bucket (default: full).
     #[must_use]
     pub const fn initial_tokens(mut self, tokens: u64) -> Self {
         self.initial_tokens = Some(tokens);
-        self
+        self.unresolved()
     }
 
     /// Leaky bucket: the level at which requests are rejected.
     #[must_use]
     pub const fn capacity(mut self, capacity: u64) -> Self {
         self.capacity = Some(capacity);
-        self
+        self.unresolved()
     }
 
     /// Leaky bucket: how much the level drains per second.
     #[must_use]
     pub const fn leak_rate(mut self, per_second: f64) -> Self {
         self.leak_rate = Some(per_second);
-        self
+        self.unresolved()
     }
 
     /// The rate.
@@ -125,6 +174,49 @@ impl Limit {
     /// # Errors
     /// The first [`LimitError`] found.
     pub fn validate(&self) -> Result<(), LimitError> {
+        self.resolved_policies().map(|_| ())
+    }
+
+    /// The resolved policy of every quota, in the order the rate lists them.
+    ///
+    /// # Errors
+    /// When [`Limit::validate`] fails.
+    pub fn policies(&self) -> Result<impl Iterator<Item = Policy> + Clone + '_, LimitError> {
+        Ok(self.resolved_policies()?.iter().copied())
+    }
+
+    /// [`Limit::policies`] as a slice, resolved on first use.
+    pub(crate) fn resolved_policies(&self) -> Result<&[Policy], LimitError> {
+        match self.resolved.get_or_init(|| self.resolve()) {
+            Ok(resolved) => Ok(resolved.policies()),
+            Err(error) => Err(error.clone()),
+        }
+    }
+
+    /// Forgets the resolved policies after a setter changed the settings. Forgetting (rather
+    /// than dropping, which a `const fn` cannot do) frees nothing: the cache is plain data.
+    const fn unresolved(mut self) -> Self {
+        std::mem::forget(std::mem::replace(&mut self.resolved, OnceLock::new()));
+        self
+    }
+
+    fn resolve(&self) -> Result<Resolved, LimitError> {
+        self.check()?;
+        let quotas = self.rate.quotas();
+        let mut resolved = Resolved {
+            policies: [Policy::FixedWindow {
+                limit: 0,
+                window_ms: 0,
+            }; MAX_QUOTAS],
+            len: quotas.len().min(MAX_QUOTAS),
+        };
+        for (slot, quota) in resolved.policies.iter_mut().zip(quotas) {
+            *slot = self.policy(*quota);
+        }
+        Ok(resolved)
+    }
+
+    fn check(&self) -> Result<(), LimitError> {
         let fields = [
             (
                 "bucket_size",
@@ -177,15 +269,6 @@ impl Limit {
             });
         }
         Ok(())
-    }
-
-    /// The resolved policy of every quota, in the order the rate lists them.
-    ///
-    /// # Errors
-    /// When [`Limit::validate`] fails.
-    pub fn policies(&self) -> Result<impl Iterator<Item = Policy> + Clone + '_, LimitError> {
-        self.validate()?;
-        Ok(self.rate.quotas().iter().map(|quota| self.policy(*quota)))
     }
 
     fn policy(&self, quota: Quota) -> Policy {

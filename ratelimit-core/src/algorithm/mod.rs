@@ -183,6 +183,7 @@ impl Policy {
 
     /// What a request of `cost` at `now_ms` would get, given the stored `state` (`None` for a
     /// key never seen or expired; a state of another algorithm counts as none). Pure.
+    #[inline]
     #[must_use]
     pub fn evaluate(&self, state: Option<&State>, now_ms: u64, cost: u64) -> Verdict {
         match *self {
@@ -225,6 +226,7 @@ impl Policy {
 
     /// Records an admitted request of `cost` at `now_ms`. Call it only after every quota of the
     /// limit evaluated to allowed. Returns the new state.
+    #[inline]
     #[must_use]
     pub fn admit(&self, state: Option<State>, now_ms: u64, cost: u64) -> State {
         match *self {
@@ -288,6 +290,7 @@ impl Policy {
 
     /// The instant (ms) after which `state` means the same as no state at all, so a store may
     /// drop it. Always later than `now_ms`.
+    #[inline]
     #[must_use]
     pub fn expires_at(&self, state: &State, now_ms: u64) -> u64 {
         let expires_at = match (*self, state) {
@@ -326,6 +329,54 @@ impl Policy {
             _ => now_ms,
         };
         expires_at.max(now_ms.saturating_add(1))
+    }
+}
+
+impl Policy {
+    /// Whether `state`, as `admit` or `state_after_first_rejection` wrote it, has outlived the
+    /// [`Policy::expires_at`] it was written with, so that it now means the same as no state.
+    /// A store that keeps only a coarse expiry asks this for the exact answer.
+    ///
+    /// A full token bucket that starts full, and an empty leaky bucket, evaluate and admit
+    /// exactly like no state at all (the property tests check it), so they never need
+    /// forgetting; only a token bucket that starts below full is forgotten a period after it
+    /// filled up, as `expires_at` says.
+    #[inline]
+    #[must_use]
+    pub fn is_forgotten(&self, state: &State, now_ms: u64) -> bool {
+        match (*self, state) {
+            (Self::FixedWindow { window_ms, .. }, State::Window(window)) => {
+                window.window_start.saturating_add(window_ms) <= now_ms
+            }
+            (Self::SlidingWindow { window_ms, .. }, State::Log(log)) => log
+                .newest()
+                .is_none_or(|newest| newest.saturating_add(window_ms) <= now_ms),
+            (Self::SlidingWindowCounter { window_ms, .. }, State::Counter(counter)) => {
+                counter
+                    .current_start
+                    .saturating_add(window_ms.saturating_mul(2))
+                    <= now_ms
+            }
+            (
+                Self::TokenBucket {
+                    bucket_size,
+                    refill,
+                    initial_tokens,
+                    window_ms,
+                },
+                State::Bucket(bucket),
+            ) if initial_tokens < bucket_size => {
+                let capacity = bucket_size.saturating_mul(refill.unit());
+                let missing = capacity.saturating_sub(bucket.level);
+                let full_at = bucket
+                    .last_ms
+                    .saturating_add(refill.millis_for(missing).unwrap_or(0));
+                full_at.saturating_add(window_ms) <= now_ms
+            }
+            (Self::TokenBucket { .. } | Self::LeakyBucket { .. }, State::Bucket(_)) => false,
+            // A state of another algorithm counts as none.
+            _ => true,
+        }
     }
 }
 

@@ -8,21 +8,25 @@
 //! your live key count.
 
 mod key_hash;
+mod occupancy;
 mod shard;
+mod slot;
+mod table;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 
 use self::key_hash::{KeyHash, KeyHasher};
-use self::shard::{Entry, Occupancy, Shard};
+use self::occupancy::Occupancy;
+use self::shard::Shard;
+use self::slot::Epoch;
+use self::table::{Record, Request, Store};
 use super::{Backend, BackendError};
-use crate::algorithm::{Policy, State, WindowState};
 use crate::clock::{Clock, SystemClock};
 use crate::decision::Decision;
 use crate::health::HealthStatus;
 use crate::limit::{Limit, LimitError};
-use crate::rate::MAX_QUOTAS;
 
 /// The default bound on stored keys.
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
@@ -49,6 +53,7 @@ pub struct MemoryBackend {
     occupancy: Occupancy,
     hasher: KeyHasher,
     clock: Arc<dyn Clock>,
+    epoch: Epoch,
 }
 
 impl MemoryBackend {
@@ -103,6 +108,13 @@ impl MemoryBackend {
         lock(&self.shards[key.shard_index(self.shards.len())])
     }
 
+    fn store(&self) -> Store<'_> {
+        Store {
+            occupancy: &self.occupancy,
+            epoch: self.epoch,
+        }
+    }
+
     fn decide(
         &self,
         key: &str,
@@ -113,39 +125,33 @@ impl MemoryBackend {
         if cost == 0 {
             return Err(LimitError::ZeroCost);
         }
-        let policies = limit.policies()?;
+        let policies = limit.resolved_policies()?;
         let key = self.hasher.hash(key);
-        let now_ms = self.clock.now_millis();
-        let mut shard = self.shard(key);
-        if !limit.rate().is_compound() {
-            return Ok(self.decide_single(&mut shard, key, policies, now_ms, cost, commit));
-        }
-        let verdicts = policies.clone().enumerate().map(|(index, policy)| {
-            policy.evaluate(shard.get(key.for_quota(index), now_ms), now_ms, cost)
-        });
-        let Some(decision) = Decision::combine(verdicts) else {
-            unreachable!("a rate always has at least one quota")
+        let request = Request {
+            now_ms: self.clock.now_millis(),
+            cost,
         };
-        if commit == Commit::No {
-            return Ok(decision);
-        }
-        for (index, policy) in policies.enumerate() {
-            let quota_key = key.for_quota(index);
-            let state = if decision.allowed {
-                Some(policy.admit(shard.take(quota_key, now_ms, &self.occupancy), now_ms, cost))
-            } else if shard.get(quota_key, now_ms).is_none() {
-                policy.state_after_first_rejection(now_ms)
-            } else {
-                None
+        let store = self.store();
+        let mut shard = self.shard(key);
+        // One quota, the common case: one probe decides and records.
+        if let [policy] = policies {
+            let record = match commit {
+                Commit::Yes => Record::IfAllowed,
+                Commit::No => Record::Nothing,
             };
-            if let Some(state) = state {
-                let expires_at = policy.expires_at(&state, now_ms);
-                shard.insert(
-                    quota_key,
-                    Entry { expires_at, state },
-                    now_ms,
-                    &self.occupancy,
-                );
+            let verdict = shard.apply(key, 0, policy, request, record, store);
+            return Ok(decision_of([verdict]));
+        }
+        // A compound rate: every quota must allow before any records, all under one lock.
+        let decision = decision_of(policies.iter().enumerate().map(|(index, policy)| {
+            shard.apply(key, index, policy, request, Record::Nothing, store)
+        }));
+        if commit == Commit::Yes {
+            let record = Record::Decided {
+                allowed: decision.allowed,
+            };
+            for (index, policy) in policies.iter().enumerate() {
+                shard.apply(key, index, policy, request, record, store);
             }
         }
         tracing::trace!(
@@ -157,61 +163,12 @@ impl MemoryBackend {
     }
 }
 
-impl MemoryBackend {
-    /// The common case of one quota: one table lookup, updated in place.
-    fn decide_single(
-        &self,
-        shard: &mut Shard,
-        key: KeyHash,
-        mut policies: impl Iterator<Item = Policy>,
-        now_ms: u64,
-        cost: u64,
-        commit: Commit,
-    ) -> Decision {
-        let Some(policy) = policies.next() else {
-            unreachable!("a rate always has at least one quota")
-        };
-        let quota_key = key.for_quota(0);
-        let verdict = if let Some(entry) = shard.live_mut(quota_key, now_ms) {
-            let verdict = policy.evaluate(Some(&entry.state), now_ms, cost);
-            if commit == Commit::Yes && verdict.allowed {
-                let previous = std::mem::replace(&mut entry.state, PLACEHOLDER);
-                entry.state = policy.admit(Some(previous), now_ms, cost);
-                entry.expires_at = policy.expires_at(&entry.state, now_ms);
-            }
-            verdict
-        } else {
-            let verdict = policy.evaluate(None, now_ms, cost);
-            if commit == Commit::Yes {
-                let state = if verdict.allowed {
-                    Some(policy.admit(None, now_ms, cost))
-                } else {
-                    policy.state_after_first_rejection(now_ms)
-                };
-                if let Some(state) = state {
-                    let expires_at = policy.expires_at(&state, now_ms);
-                    shard.insert(
-                        quota_key,
-                        Entry { expires_at, state },
-                        now_ms,
-                        &self.occupancy,
-                    );
-                }
-            }
-            verdict
-        };
-        let Some(decision) = Decision::combine([verdict]) else {
-            unreachable!("one verdict combines into one decision")
-        };
-        decision
-    }
+fn decision_of(verdicts: impl IntoIterator<Item = crate::algorithm::Verdict>) -> Decision {
+    let Some(decision) = Decision::combine(verdicts) else {
+        unreachable!("a rate always has at least one quota")
+    };
+    decision
 }
-
-/// Stands in for a state for the instant it is moved out to be updated.
-const PLACEHOLDER: State = State::Window(WindowState {
-    window_start: 0,
-    count: 0,
-});
 
 impl Default for MemoryBackend {
     fn default() -> Self {
@@ -246,16 +203,23 @@ impl Backend for MemoryBackend {
         Ok(self.check_now(key, limit, cost)?)
     }
 
+    fn check_n_now(
+        &self,
+        key: &str,
+        limit: &Limit,
+        cost: u64,
+    ) -> Option<Result<Decision, BackendError>> {
+        Some(self.check_now(key, limit, cost).map_err(BackendError::from))
+    }
+
     async fn peek_n(&self, key: &str, limit: &Limit, cost: u64) -> Result<Decision, BackendError> {
         Ok(self.peek_now(key, limit, cost)?)
     }
 
     async fn reset(&self, key: &str) -> Result<(), BackendError> {
         let key = self.hasher.hash(key);
-        let mut shard = self.shard(key);
-        for index in 0..MAX_QUOTAS {
-            shard.remove(key.for_quota(index), &self.occupancy);
-        }
+        let removed = self.shard(key).remove(key);
+        self.occupancy.removed(removed);
         Ok(())
     }
 
@@ -271,8 +235,8 @@ impl Backend for MemoryBackend {
         let now_ms = self.clock.now_millis();
         let mut removed = 0;
         for shard in &*self.shards {
-            let swept = lock(shard).sweep(now_ms);
-            self.occupancy.removed_by_sweep(swept);
+            let swept = lock(shard).sweep(now_ms, self.store());
+            self.occupancy.removed(swept);
             removed += swept as u64;
         }
         Ok(removed)
@@ -326,6 +290,9 @@ impl MemoryBackendBuilder {
             shards: (0..self.shards).map(|_| Mutex::default()).collect(),
             occupancy: Occupancy::new(self.max_keys),
             hasher: KeyHasher::random(),
+            epoch: Epoch {
+                millis: self.clock.now_millis(),
+            },
             clock: self.clock,
         }
     }

@@ -1,40 +1,40 @@
-//! Keys are stored as 128-bit keyed SipHash digests: a fixed 16 bytes per key whatever its
-//! length, and with a random per-process key an attacker cannot craft two inputs that share a
-//! bucket (a 64-bit digest would make an accidental collision among a million keys about one
-//! in forty million; 128 bits make it negligible).
+//! Keys are stored as 64-bit keyed SipHash-1-3 digests: a fixed 8 bytes per key whatever its
+//! length, and with a random per-backend key an attacker cannot craft two inputs that share a
+//! count.
+//!
+//! Why 64 bits is enough: an accidental collision among a million live keys has odds of about
+//! one in forty million (n² / 2⁶⁵), and a collision can only make two clients share one count,
+//! so each is rejected earlier, never admitted past its own limit. Halving the digest is what
+//! keeps a stored key within a 28-byte table slot.
 
+use siphasher::sip::SipHasher13;
 use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
 
-use siphasher::sip128::{Hasher128, SipHasher13};
+use super::slot::StateKind;
+use crate::rate::MAX_QUOTAS;
 
-/// The stored identity of one quota's state for one key.
+/// The digest of one user key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct KeyHash {
-    /// Picks the slot in the table; differs per quota of a compound rate.
-    low: u64,
-    /// Picks the shard; the same for every quota of a key, so one lock covers them all.
-    high: u64,
-}
+pub(super) struct KeyHash(u64);
 
 impl KeyHash {
-    /// The identity of quota number `quota_index` of this key.
-    pub(super) fn for_quota(self, quota_index: usize) -> Self {
-        Self {
-            low: self.low.wrapping_add(quota_index as u64),
-            high: self.high,
-        }
+    /// The table key of quota number `quota_index` kept in layout `kind`: every quota and
+    /// every layout of one user key gets its own slot, all in the key's shard.
+    pub(super) fn slot_key(self, kind: StateKind, quota_index: usize) -> u64 {
+        // Multiplying by an odd constant spreads the variant over every bit, so neighbouring
+        // digests do not collide on their neighbours' quotas.
+        const SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
+        let variant = (kind.index() * MAX_QUOTAS + quota_index) as u64;
+        self.0.wrapping_add(variant.wrapping_mul(SPREAD))
     }
 
+    /// The shard of this key, from the digest's low half: the table places slots by the
+    /// lowest bits and filters them by the top seven, so the shard must come from bits that
+    /// neither uses, or a shard's keys would all share them.
     pub(super) fn shard_index(self, shard_count: usize) -> usize {
-        // Multiply-shift maps the digest onto 0..shard_count without a division.
-        ((u128::from(self.high) * shard_count as u128) >> 64) as usize
-    }
-}
-
-impl Hash for KeyHash {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.low);
+        // Multiply-shift maps 32 bits onto 0..shard_count without a division.
+        (((self.0 >> 8) & 0xffff_ffff).wrapping_mul(shard_count as u64) >> 32) as usize
     }
 }
 
@@ -57,44 +57,39 @@ impl KeyHasher {
     pub(super) fn hash(&self, key: &str) -> KeyHash {
         let mut hasher = self.sip;
         hasher.write(key.as_bytes());
-        let digest = hasher.finish128();
-        KeyHash {
-            low: digest.h1,
-            high: digest.h2,
-        }
+        KeyHash(hasher.finish())
     }
 }
 
-/// The table's hasher: the key is already a uniform random digest, so hashing it again would
-/// only cost time.
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct PassThrough;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl BuildHasher for PassThrough {
-    type Hasher = PassThroughHasher;
-
-    fn build_hasher(&self) -> Self::Hasher {
-        PassThroughHasher(0)
-    }
-}
-
-#[derive(Debug)]
-pub(super) struct PassThroughHasher(u64);
-
-impl Hasher for PassThroughHasher {
-    fn finish(&self) -> u64 {
-        self.0
+    #[test]
+    fn every_quota_and_layout_of_a_key_has_its_own_slot_in_one_shard() {
+        let hasher = KeyHasher::random();
+        let key = hasher.hash("user:1");
+        let mut slots: Vec<u64> = StateKind::ALL
+            .iter()
+            .flat_map(|kind| (0..MAX_QUOTAS).map(move |quota| key.slot_key(*kind, quota)))
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots.len(), StateKind::ALL.len() * MAX_QUOTAS);
+        assert!(key.shard_index(64) < 64);
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `KeyHash` is hashed with this, through `write_u64`; fold anything else anyway so
-        // the hasher stays correct if that ever changes.
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+    #[test]
+    fn shards_spread_evenly() {
+        let hasher = KeyHasher::random();
+        let mut counts = [0_u32; 64];
+        for i in 0..64_000 {
+            counts[hasher.hash(&format!("client-{i}")).shard_index(64)] += 1;
         }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
+        // 1,000 expected per shard; a broken spread would leave shards empty or doubled.
+        assert!(
+            counts.iter().all(|&count| (800..1_200).contains(&count)),
+            "{counts:?}"
+        );
     }
 }

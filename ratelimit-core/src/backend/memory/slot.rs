@@ -1,0 +1,219 @@
+//! What one table slot holds: a quota's state for one key, and when a sweep may drop it.
+//!
+//! Two layouts, so the common states stay small. Fixed windows and buckets are two integers:
+//! they live in a 28-byte [`CompactSlot`] (8-byte key digest, 16-byte state, 4-byte coarse
+//! expiry), which with the table's control byte and load factor comes to under 64 bytes per key.
+//! The sliding log (a list) and the sliding counter (three integers) live in a
+//! [`GeneralSlot`] holding the whole [`State`] and an exact expiry.
+
+use crate::algorithm::{BucketState, Policy, State, WindowState};
+
+/// Which layout, and which reading of the stored integers, a policy's state uses. Part of the
+/// slot's key, so one user key checked under two algorithms keeps two states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum StateKind {
+    Window,
+    Bucket,
+    Counter,
+    Log,
+}
+
+impl StateKind {
+    pub(super) const ALL: [Self; 4] = [Self::Window, Self::Bucket, Self::Counter, Self::Log];
+
+    pub(super) fn of(policy: &Policy) -> Self {
+        match policy {
+            Policy::FixedWindow { .. } => Self::Window,
+            Policy::TokenBucket { .. } | Policy::LeakyBucket { .. } => Self::Bucket,
+            Policy::SlidingWindowCounter { .. } => Self::Counter,
+            Policy::SlidingWindow { .. } => Self::Log,
+        }
+    }
+
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+
+    pub(super) fn is_compact(self) -> bool {
+        matches!(self, Self::Window | Self::Bucket)
+    }
+}
+
+/// The store's time origin, so compact slots can keep expiry in 32-bit seconds.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Epoch {
+    pub(super) millis: u64,
+}
+
+impl Epoch {
+    /// Whole seconds from the epoch to `at_ms`, rounded up (never earlier than `at_ms`).
+    fn seconds_until(self, at_ms: u64) -> u32 {
+        let seconds = at_ms.saturating_sub(self.millis).div_ceil(1_000);
+        u32::try_from(seconds).unwrap_or(u32::MAX)
+    }
+
+    fn millis_at(self, seconds: u32) -> u64 {
+        self.millis.saturating_add(u64::from(seconds) * 1_000)
+    }
+}
+
+/// A slot of either layout, as the table sees it.
+pub(super) trait Slot {
+    /// A slot holding `state`, which `policy` may forget at `expires_at` (ms).
+    fn new(key: u64, state: State, expires_at: u64, epoch: Epoch) -> Self;
+
+    fn key(&self) -> u64;
+
+    /// When a sweep may drop the slot (ms): never before the state is forgotten.
+    fn sweepable_at(&self, epoch: Epoch) -> u64;
+
+    /// The state if `policy` still remembers it at `now_ms`, moved out of the slot; put it
+    /// back with [`Slot::restore`] or replace it with [`Slot::store`].
+    fn take_live(&mut self, policy: &Policy, now_ms: u64) -> Option<State>;
+
+    fn store(&mut self, state: State, expires_at: u64, epoch: Epoch);
+
+    /// Puts back a state taken by [`Slot::take_live`], unchanged.
+    fn restore(&mut self, state: State);
+}
+
+/// A fixed window or bucket in 28 bytes: 4-byte alignment lets the 4-byte expiry follow the
+/// 8-byte fields without padding. Fields are only ever copied, never borrowed.
+#[repr(C, packed(4))]
+#[derive(Clone, Copy)]
+pub(super) struct CompactSlot {
+    key: u64,
+    /// `window_start` or a bucket's `level`.
+    first: u64,
+    /// `count` or a bucket's `last_ms`.
+    second: u64,
+    /// Seconds from the epoch, rounded up; liveness itself is exact ([`Policy::is_forgotten`]).
+    sweepable_s: u32,
+}
+
+impl CompactSlot {
+    fn state(&self, policy: &Policy) -> State {
+        let (first, second) = (self.first, self.second);
+        if StateKind::of(policy) == StateKind::Window {
+            State::Window(WindowState {
+                window_start: first,
+                count: second,
+            })
+        } else {
+            State::Bucket(BucketState {
+                level: first,
+                last_ms: second,
+            })
+        }
+    }
+
+    fn write(&mut self, state: &State) {
+        (self.first, self.second) = match *state {
+            State::Window(window) => (window.window_start, window.count),
+            State::Bucket(bucket) => (bucket.level, bucket.last_ms),
+            State::Counter(_) | State::Log(_) => {
+                unreachable!("only window and bucket states are kept in compact slots")
+            }
+        };
+    }
+}
+
+impl Slot for CompactSlot {
+    fn new(key: u64, state: State, expires_at: u64, epoch: Epoch) -> Self {
+        let mut slot = Self {
+            key,
+            first: 0,
+            second: 0,
+            sweepable_s: epoch.seconds_until(expires_at),
+        };
+        slot.write(&state);
+        slot
+    }
+
+    fn key(&self) -> u64 {
+        self.key
+    }
+
+    fn sweepable_at(&self, epoch: Epoch) -> u64 {
+        epoch.millis_at(self.sweepable_s)
+    }
+
+    fn take_live(&mut self, policy: &Policy, now_ms: u64) -> Option<State> {
+        let state = self.state(policy);
+        (!policy.is_forgotten(&state, now_ms)).then_some(state)
+    }
+
+    fn store(&mut self, state: State, expires_at: u64, epoch: Epoch) {
+        self.write(&state);
+        self.sweepable_s = epoch.seconds_until(expires_at);
+    }
+
+    fn restore(&mut self, _state: State) {
+        // `take_live` copied the integers out; the slot still holds them.
+    }
+}
+
+/// A sliding log or counter with its exact expiry.
+#[derive(Debug)]
+pub(super) struct GeneralSlot {
+    key: u64,
+    expires_at: u64,
+    state: State,
+}
+
+/// Stands in for a state for the instant it is moved out to be updated.
+const PLACEHOLDER: State = State::Window(WindowState {
+    window_start: 0,
+    count: 0,
+});
+
+impl Slot for GeneralSlot {
+    fn new(key: u64, state: State, expires_at: u64, _epoch: Epoch) -> Self {
+        Self {
+            key,
+            expires_at,
+            state,
+        }
+    }
+
+    fn key(&self) -> u64 {
+        self.key
+    }
+
+    fn sweepable_at(&self, _epoch: Epoch) -> u64 {
+        self.expires_at
+    }
+
+    fn take_live(&mut self, _policy: &Policy, now_ms: u64) -> Option<State> {
+        (self.expires_at > now_ms).then(|| std::mem::replace(&mut self.state, PLACEHOLDER))
+    }
+
+    fn store(&mut self, state: State, expires_at: u64, _epoch: Epoch) {
+        self.state = state;
+        self.expires_at = expires_at;
+    }
+
+    fn restore(&mut self, state: State) {
+        self.state = state;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compact_slot_is_28_bytes() {
+        assert_eq!(size_of::<CompactSlot>(), 28);
+    }
+
+    #[test]
+    fn coarse_expiry_never_comes_before_the_exact_one() {
+        let epoch = Epoch { millis: 1_000_500 };
+        for expires_at in [0, 1_000_500, 1_000_501, 1_001_499, 1_001_500, 1_001_501] {
+            let seconds = epoch.seconds_until(expires_at);
+            assert!(epoch.millis_at(seconds) >= expires_at, "{expires_at}");
+            assert!(epoch.millis_at(seconds) < expires_at.max(epoch.millis) + 1_000);
+        }
+    }
+}
