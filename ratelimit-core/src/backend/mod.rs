@@ -29,6 +29,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Checks and, when every quota allows, counts a request of `cost` for `key`.
     async fn check_n(&self, key: &str, limit: &Limit, cost: u64) -> Result<Decision, BackendError>;
 
+    /// [`Backend::check_n`] without a future, for stores that decide without waiting (memory):
+    /// `Some` with exactly what `check_n` would return, or `None` (the default) when the
+    /// caller must await `check_n`. Hot paths try this first to skip boxing a future.
+    fn check_n_now(
+        &self,
+        key: &str,
+        limit: &Limit,
+        cost: u64,
+    ) -> Option<Result<Decision, BackendError>> {
+        let _ = (key, limit, cost);
+        None
+    }
+
     /// [`Backend::check_n`] with cost 1.
     async fn check(&self, key: &str, limit: &Limit) -> Result<Decision, BackendError> {
         self.check_n(key, limit, 1).await
