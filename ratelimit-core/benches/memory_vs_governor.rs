@@ -3,7 +3,9 @@
 //!
 //! Rows: 1 hot key, 10,000 keys, 1,000,000 keys, each visited round-robin. Columns: governor
 //! `check_key`, and our fixed window and token bucket, each through `MemoryBackend::check_now`
-//! (sync) and through `Backend::check` on `&dyn Backend` (the registry's async path).
+//! (sync), through `Backend::check_n_now` on `&dyn Backend` (what the guard and the layer call
+//! first) and through the boxed future of `Backend::check` on `&dyn Backend` (the async path
+//! every store has).
 //!
 //! Every quota is large enough that no check is ever rejected, and every table is pre-warmed
 //! with every key, so all rows measure the same steady-state "allowed, key already stored" path.
@@ -29,11 +31,13 @@ use tokio::runtime::Runtime;
 
 const KEY_COUNTS: [usize; 3] = [1, 10_000, 1_000_000];
 
-const CONTESTANTS: [&str; 5] = [
+const CONTESTANTS: [&str; 7] = [
     "governor",
     "fixed_window_sync",
+    "fixed_window_dyn",
     "fixed_window_async",
     "token_bucket_sync",
+    "token_bucket_dyn",
     "token_bucket_async",
 ];
 
@@ -107,6 +111,7 @@ fn governor_quota() -> Quota {
 enum Contestant {
     Governor(DefaultKeyedRateLimiter<String>),
     Sync(MemoryBackend, Limit),
+    Dyn(MemoryBackend, Limit),
     Async(MemoryBackend, Limit, Runtime),
 }
 
@@ -121,6 +126,7 @@ impl Contestant {
         let contestant = match name {
             "governor" => Self::Governor(RateLimiter::keyed(governor_quota())),
             _ if name.ends_with("_sync") => Self::Sync(memory_backend(), limit),
+            _ if name.ends_with("_dyn") => Self::Dyn(memory_backend(), limit),
             _ => Self::Async(
                 memory_backend(),
                 limit,
@@ -132,7 +138,9 @@ impl Contestant {
         for key in keys {
             assert!(contestant.check_once(key), "{name}: warm-up rejected {key}");
         }
-        if let Self::Sync(backend, _) | Self::Async(backend, ..) = &contestant {
+        if let Self::Sync(backend, _) | Self::Dyn(backend, _) | Self::Async(backend, ..) =
+            &contestant
+        {
             assert_eq!(backend.len(), keys.len(), "warm-up must store every key");
         }
         contestant
@@ -141,9 +149,9 @@ impl Contestant {
     fn check_once(&self, key: &String) -> bool {
         match self {
             Self::Governor(limiter) => limiter.check_key(key).is_ok(),
-            Self::Sync(backend, limit) | Self::Async(backend, limit, _) => {
-                backend.check_now(key, limit, 1).unwrap().allowed
-            }
+            Self::Sync(backend, limit)
+            | Self::Dyn(backend, limit)
+            | Self::Async(backend, limit, _) => backend.check_now(key, limit, 1).unwrap().allowed,
         }
     }
 
@@ -152,6 +160,10 @@ impl Contestant {
             Self::Governor(limiter) => b.iter(|| black_box(limiter.check_key(keys.next_key()))),
             Self::Sync(backend, limit) => {
                 b.iter(|| black_box(backend.check_now(keys.next_key(), limit, 1)));
+            }
+            Self::Dyn(backend, limit) => {
+                let backend: &dyn Backend = backend;
+                b.iter(|| black_box(backend.check_n_now(keys.next_key(), limit, 1)));
             }
             Self::Async(backend, limit, runtime) => {
                 let backend: &dyn Backend = backend;
@@ -175,6 +187,12 @@ impl Contestant {
             Self::Sync(backend, limit) => {
                 for _ in 0..checks {
                     black_box(backend.check_now(keys.next_key(), limit, 1)).ok();
+                }
+            }
+            Self::Dyn(backend, limit) => {
+                let backend: &dyn Backend = backend;
+                for _ in 0..checks {
+                    black_box(backend.check_n_now(keys.next_key(), limit, 1));
                 }
             }
             Self::Async(backend, limit, runtime) => {
@@ -251,11 +269,15 @@ fn interleaved() {
                 .zip(&nanos[0])
                 .map(|(ours, governor)| ours / governor)
                 .collect();
-            let (median_ns, min_ns, ratio) =
-                (median(&nanos[index]), min(&nanos[index]), median(&ratios));
+            let (median_ns, min_ns, max_ns, ratio) = (
+                median(&nanos[index]),
+                min(&nanos[index]),
+                max(&nanos[index]),
+                median(&ratios),
+            );
             println!("| {key_count} | {name} | {median_ns:.0} | {min_ns:.0} | {ratio:.2}x |");
             json_rows.push(format!(
-                "{{\"keys\": {key_count}, \"limiter\": \"{name}\", \"median_ns\": {median_ns:.1}, \"min_ns\": {min_ns:.1}, \"ratio_to_governor\": {ratio:.3}}}"
+                "{{\"keys\": {key_count}, \"limiter\": \"{name}\", \"median_ns\": {median_ns:.1}, \"min_ns\": {min_ns:.1}, \"max_ns\": {max_ns:.1}, \"ratio_to_governor\": {ratio:.3}}}"
             ));
         }
     }
@@ -272,6 +294,10 @@ fn median(values: &[f64]) -> f64 {
 
 fn min(values: &[f64]) -> f64 {
     values.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(values: &[f64]) -> f64 {
+    values.iter().copied().fold(0.0, f64::max)
 }
 
 fn main() {

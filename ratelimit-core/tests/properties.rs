@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use ratelimit_core::{Algorithm, Decision, Limit, ManualClock, MemoryBackend, Quota, Rate};
+use ratelimit_core::{
+    Algorithm, Decision, Limit, ManualClock, MemoryBackend, Policy, Quota, Rate, State,
+};
 
 const START_MS: u64 = 1_700_000_000_000;
 
@@ -248,5 +250,80 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+/// A bucket limit of `count` per `period_ms`: leaky, or token starting `initial` below full.
+fn bucket_limit(leaky: bool, count: u64, period_ms: u64, initial: Option<u64>) -> Limit {
+    let period = std::num::NonZeroU64::new(period_ms).unwrap_or(std::num::NonZeroU64::MIN);
+    let rate = Rate::from_quota(Quota::new(count.max(1), period));
+    match (leaky, initial) {
+        (true, _) => Limit::leaky_bucket(rate),
+        (false, None) => Limit::token_bucket(rate),
+        (false, Some(initial)) => Limit::token_bucket(rate).initial_tokens(initial.min(count)),
+    }
+}
+
+/// The state after admitting what fits of `costs`, one request per millisecond from `START_MS`,
+/// and the time of the last request.
+fn state_after(policy: &Policy, costs: &[u64]) -> (Option<State>, u64) {
+    let mut state = None;
+    let mut now = START_MS;
+    for &cost in costs {
+        now += 1;
+        if policy.evaluate(state.as_ref(), now, cost).allowed {
+            state = Some(policy.admit(state, now, cost));
+        }
+    }
+    (state, now)
+}
+
+fn only_policy(limit: &Limit) -> Policy {
+    let policies: Vec<Policy> = limit
+        .policies()
+        .unwrap_or_else(|error| panic!("valid limit refused: {error}"))
+        .collect();
+    policies[0]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Why `Policy::is_forgotten` may say "never" for a token bucket that starts full and for a
+    /// leaky bucket: once such a state has expired, it decides and admits exactly like no state.
+    #[test]
+    fn an_expired_full_or_empty_bucket_decides_like_no_state(
+        leaky in any::<bool>(),
+        (count, period_ms) in quota(),
+        costs in prop::collection::vec(1_u64..5, 1..12),
+        late in 0_u64..10_000,
+        cost in 1_u64..5,
+    ) {
+        let policy = only_policy(&bucket_limit(leaky, count, period_ms, None));
+        let (Some(state), now) = state_after(&policy, &costs) else {
+            return Ok(());
+        };
+        let at = policy.expires_at(&state, now) + late;
+        prop_assert!(!policy.is_forgotten(&state, at));
+        prop_assert_eq!(policy.evaluate(Some(&state), at, cost), policy.evaluate(None, at, cost));
+        prop_assert_eq!(policy.admit(Some(state), at, cost), policy.admit(None, at, cost));
+    }
+
+    /// A token bucket that starts below full is forgotten exactly when `expires_at` said, so a
+    /// store that keeps only a coarse expiry still forgets it on the millisecond.
+    #[test]
+    fn a_bucket_that_starts_below_full_is_forgotten_exactly_at_its_expiry(
+        (count, period_ms) in quota(),
+        initial in 0_u64..3,
+        costs in prop::collection::vec(1_u64..5, 1..12),
+    ) {
+        let policy = only_policy(&bucket_limit(false, count.max(3), period_ms, Some(initial)));
+        let (state, now) = state_after(&policy, &costs);
+        let state = state
+            .or_else(|| policy.state_after_first_rejection(now))
+            .unwrap_or_else(|| panic!("a bucket starting below full keeps a state"));
+        let expires_at = policy.expires_at(&state, now);
+        prop_assert!(!policy.is_forgotten(&state, expires_at - 1));
+        prop_assert!(policy.is_forgotten(&state, expires_at));
     }
 }

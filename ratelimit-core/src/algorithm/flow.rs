@@ -5,34 +5,47 @@
 //! 3,600,000 ms, so after `e` ms a bucket gains exactly `10 * e` units — no floating point, so
 //! `retry_after` is exact and Rust, Lua and SQL agree to the unit.
 
+use super::divisor::Divisor;
+
 /// Levels must stay exact in a Lua number (an IEEE double) too.
 pub const MAX_EXACT_UNITS: u128 = 1 << 53;
 
 /// `amount` tokens every `per_ms` milliseconds, in lowest terms.
+///
+/// Build one with [`Flow::new`], [`Flow::per_period`] or [`Flow::per_second`]: it also keeps
+/// both numbers as precomputed divisors for the buckets' hot path (used only while they still
+/// match the public fields).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Flow {
     /// Tokens per `per_ms` ms; also the scaled units gained or drained per ms.
     pub amount: u64,
     /// The period of `amount` in ms; also how many scaled units make one token.
     pub per_ms: u64,
+    amount_divisor: Divisor,
+    unit_divisor: Divisor,
 }
 
 impl Flow {
+    /// `amount` tokens every `per_ms` ms, as given (see [`Flow::per_period`] for lowest terms).
+    #[must_use]
+    pub const fn new(amount: u64, per_ms: u64) -> Self {
+        Self {
+            amount,
+            per_ms,
+            amount_divisor: Divisor::new(amount),
+            unit_divisor: Divisor::new(per_ms),
+        }
+    }
+
     /// `count` tokens every `period_ms` milliseconds (a rate's own pace).
     #[must_use]
     pub fn per_period(count: u64, period_ms: u64) -> Self {
         if count == 0 {
             // Nothing ever flows; keep a scale of 1 so levels stay tiny.
-            return Self {
-                amount: 0,
-                per_ms: 1,
-            };
+            return Self::new(0, 1);
         }
         let divisor = gcd(count, period_ms.max(1));
-        Self {
-            amount: count / divisor,
-            per_ms: period_ms.max(1) / divisor,
-        }
+        Self::new(count / divisor, period_ms.max(1) / divisor)
     }
 
     /// A flow in tokens per second, written with at most six decimals (`2.0`, `0.5`, `0.125`).
@@ -79,7 +92,24 @@ impl Flow {
         if units == 0 {
             return Some(0);
         }
-        (self.amount > 0).then(|| units.div_ceil(self.amount))
+        if self.amount == 0 {
+            return None;
+        }
+        Some(if self.amount_divisor.get() == self.amount {
+            self.amount_divisor.divide_ceil(units)
+        } else {
+            units.div_ceil(self.amount)
+        })
+    }
+
+    /// Whole tokens in `units` scaled units (rounded down).
+    #[must_use]
+    pub fn tokens_in(&self, units: u64) -> u64 {
+        if self.unit_divisor.get() == self.per_ms {
+            self.unit_divisor.divide(units)
+        } else {
+            units / self.per_ms.max(1)
+        }
     }
 }
 
@@ -96,41 +126,11 @@ mod tests {
 
     #[test]
     fn rates_reduce_to_lowest_terms() {
-        assert_eq!(
-            Flow::per_period(10, 3_600_000),
-            Flow {
-                amount: 1,
-                per_ms: 360_000
-            }
-        );
-        assert_eq!(
-            Flow::per_period(0, 60_000),
-            Flow {
-                amount: 0,
-                per_ms: 1
-            }
-        );
-        assert_eq!(
-            Flow::per_second(2.0),
-            Some(Flow {
-                amount: 1,
-                per_ms: 500
-            })
-        );
-        assert_eq!(
-            Flow::per_second(0.1),
-            Some(Flow {
-                amount: 1,
-                per_ms: 10_000
-            })
-        );
-        assert_eq!(
-            Flow::per_second(0.125),
-            Some(Flow {
-                amount: 1,
-                per_ms: 8_000
-            })
-        );
+        assert_eq!(Flow::per_period(10, 3_600_000), Flow::new(1, 360_000));
+        assert_eq!(Flow::per_period(0, 60_000), Flow::new(0, 1));
+        assert_eq!(Flow::per_second(2.0), Some(Flow::new(1, 500)));
+        assert_eq!(Flow::per_second(0.1), Some(Flow::new(1, 10_000)));
+        assert_eq!(Flow::per_second(0.125), Some(Flow::new(1, 8_000)));
     }
 
     #[test]
@@ -144,19 +144,9 @@ mod tests {
 
     #[test]
     fn waits_round_up() {
-        let flow = Flow {
-            amount: 3,
-            per_ms: 1_000,
-        };
+        let flow = Flow::new(3, 1_000);
         assert_eq!(flow.millis_for(7), Some(3));
         assert_eq!(flow.millis_for(0), Some(0));
-        assert_eq!(
-            Flow {
-                amount: 0,
-                per_ms: 1
-            }
-            .millis_for(1),
-            None
-        );
+        assert_eq!(Flow::new(0, 1).millis_for(1), None);
     }
 }

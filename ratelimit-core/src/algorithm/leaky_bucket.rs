@@ -34,6 +34,7 @@ impl Params {
     }
 }
 
+#[inline]
 pub(super) fn evaluate(
     params: &Params,
     state: Option<&BucketState>,
@@ -55,13 +56,23 @@ pub(super) fn evaluate(
     Verdict {
         allowed,
         limit: params.capacity,
-        remaining: params.capacity_scaled.saturating_sub(level_after) / unit,
+        remaining: params
+            .leak
+            .tokens_in(params.capacity_scaled.saturating_sub(level_after)),
         reset_after_ms: params.leak.millis_for(level_after).unwrap_or(0),
         retry_after_ms,
         window_ms: params.window_ms,
     }
 }
 
+/// Milliseconds from `now_ms` until `state` is empty: its `reset_after` for a request of cost
+/// 0, without the rest of [`evaluate`].
+pub(super) fn empty_after(params: &Params, state: &BucketState, now_ms: u64) -> u64 {
+    let level = params.level_at(Some(state), now_ms);
+    params.leak.millis_for(level).unwrap_or(0)
+}
+
+#[inline]
 pub(super) fn admit(
     params: &Params,
     state: Option<&BucketState>,

@@ -5,6 +5,7 @@
 //! quota of a limit allows, applies [`Policy::admit`] and writes the state back. The Lua and SQL
 //! versions of the backends are checked against these functions by the conformance suite.
 
+mod divisor;
 mod fixed_window;
 mod flow;
 mod leaky_bucket;
@@ -183,7 +184,7 @@ impl Policy {
 
     /// What a request of `cost` at `now_ms` would get, given the stored `state` (`None` for a
     /// key never seen or expired; a state of another algorithm counts as none). Pure.
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub fn evaluate(&self, state: Option<&State>, now_ms: u64, cost: u64) -> Verdict {
         match *self {
@@ -226,7 +227,7 @@ impl Policy {
 
     /// Records an admitted request of `cost` at `now_ms`. Call it only after every quota of the
     /// limit evaluated to allowed. Returns the new state.
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub fn admit(&self, state: Option<State>, now_ms: u64, cost: u64) -> State {
         match *self {
@@ -290,7 +291,7 @@ impl Policy {
 
     /// The instant (ms) after which `state` means the same as no state at all, so a store may
     /// drop it. Always later than `now_ms`.
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub fn expires_at(&self, state: &State, now_ms: u64) -> u64 {
         let expires_at = match (*self, state) {
@@ -308,14 +309,16 @@ impl Policy {
             (
                 Self::TokenBucket {
                     bucket_size,
+                    refill,
                     initial_tokens,
                     window_ms,
-                    ..
                 },
-                State::Bucket(_),
+                State::Bucket(bucket),
             ) => {
+                let params =
+                    token_bucket::Params::new(bucket_size, refill, initial_tokens, window_ms);
                 let full_at =
-                    now_ms.saturating_add(self.evaluate(Some(state), now_ms, 0).reset_after_ms);
+                    now_ms.saturating_add(token_bucket::full_after(&params, bucket, now_ms));
                 let grace = if initial_tokens < bucket_size {
                     window_ms
                 } else {
@@ -323,8 +326,16 @@ impl Policy {
                 };
                 full_at.saturating_add(grace)
             }
-            (Self::LeakyBucket { .. }, State::Bucket(_)) => {
-                now_ms.saturating_add(self.evaluate(Some(state), now_ms, 0).reset_after_ms)
+            (
+                Self::LeakyBucket {
+                    capacity,
+                    leak,
+                    window_ms,
+                },
+                State::Bucket(bucket),
+            ) => {
+                let params = leaky_bucket::Params::new(capacity, leak, window_ms);
+                now_ms.saturating_add(leaky_bucket::empty_after(&params, bucket, now_ms))
             }
             _ => now_ms,
         };
@@ -341,7 +352,7 @@ impl Policy {
     /// exactly like no state at all (the property tests check it), so they never need
     /// forgetting; only a token bucket that starts below full is forgotten a period after it
     /// filled up, as `expires_at` says.
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub fn is_forgotten(&self, state: &State, now_ms: u64) -> bool {
         match (*self, state) {

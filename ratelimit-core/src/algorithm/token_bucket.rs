@@ -49,6 +49,7 @@ impl Params {
     }
 }
 
+#[inline]
 pub(super) fn evaluate(
     params: &Params,
     state: Option<&BucketState>,
@@ -66,7 +67,7 @@ pub(super) fn evaluate(
     Verdict {
         allowed,
         limit: params.size,
-        remaining: tokens_after / unit,
+        remaining: params.refill.tokens_in(tokens_after),
         reset_after_ms: params
             .refill
             .millis_for(params.capacity - tokens_after)
@@ -76,6 +77,7 @@ pub(super) fn evaluate(
     }
 }
 
+#[inline]
 pub(super) fn admit(
     params: &Params,
     state: Option<&BucketState>,
@@ -88,6 +90,16 @@ pub(super) fn admit(
         level: tokens.saturating_sub(needed),
         last_ms: state.map_or(now_ms, |bucket| bucket.last_ms.max(now_ms)),
     }
+}
+
+/// Milliseconds from `now_ms` until `state` is full again: its `reset_after` for a request of
+/// cost 0, without the rest of [`evaluate`].
+pub(super) fn full_after(params: &Params, state: &BucketState, now_ms: u64) -> u64 {
+    let tokens = params.tokens_at(Some(state), now_ms);
+    params
+        .refill
+        .millis_for(params.capacity - tokens)
+        .unwrap_or(0)
 }
 
 /// The state of a bucket first seen at `now_ms` that stores its initial tokens.

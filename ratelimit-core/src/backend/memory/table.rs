@@ -167,6 +167,7 @@ enum Next {
 
 /// What the slot holds after a call: the admitted request, a bucket's first rejection (its
 /// refill clock starts then), or what it held before.
+#[inline(always)]
 fn next_state(
     policy: &Policy,
     record: Record,

@@ -141,10 +141,7 @@ mod tests {
             },
             Policy::TokenBucket {
                 bucket_size: 10,
-                refill: Flow {
-                    amount: 1,
-                    per_ms: 1_000,
-                },
+                refill: Flow::new(1, 1_000),
                 initial_tokens: 3,
                 window_ms: 10_000,
             },
