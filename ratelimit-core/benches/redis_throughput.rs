@@ -201,10 +201,13 @@ struct Sample {
     /// redis-server CPU time (user + system, from `INFO cpu`) per check, in µs.
     server_cpu_us: f64,
     /// Of that, the time inside the script command (EVALSHA for ours, EVAL for the peer, from
-    /// `INFO commandstats`) per call, in µs; the rest is reading, parsing, writing, the event loop.
+    /// `INFO commandstats`) per check, in µs; the rest is reading, parsing, writing, the event loop.
     /// Redis times commands on the wall clock, so on a busy machine this includes preemption and
     /// can exceed the CPU time.
     script_us: f64,
+    /// Checks per script call: how many checks one EVALSHA of ours carried on average (1 for
+    /// the peer).
+    checks_per_call: f64,
     /// The client's CPU time per check, in µs: this process for ours, the child for the peer.
     client_cpu_us: f64,
 }
@@ -296,7 +299,9 @@ fn run(settings: &Settings, server: &Server) {
                 let per_check = |cpu: Duration| cpu.as_secs_f64() * 1e6 / sample.checks as f64;
                 sample.server_cpu_us = per_check(server.cpu().saturating_sub(server_before));
                 let script = server.command_stats(script_command).since(&script_before);
-                sample.script_us = script.usec as f64 / script.calls.max(1) as f64;
+                // Per check, not per call: one EVALSHA of ours may carry a batch of checks.
+                sample.script_us = script.usec as f64 / sample.checks.max(1) as f64;
+                sample.checks_per_call = sample.checks as f64 / script.calls.max(1) as f64;
                 sample.client_cpu_us = per_check(match order[index] {
                     Contestant::Ours { .. } => client.own,
                     Contestant::Peer => client.children,
@@ -556,6 +561,7 @@ fn run_ours(
         p999_ms: Some(percentile_ms(&latencies, 0.999)),
         server_cpu_us: 0.0,
         script_us: 0.0,
+        checks_per_call: 0.0,
         client_cpu_us: 0.0,
     }
 }
@@ -670,6 +676,7 @@ fn parse_peer_csv(stdout: &str, requests: u64) -> Option<Sample> {
         p999_ms: None,
         server_cpu_us: 0.0,
         script_us: 0.0,
+        checks_per_call: 0.0,
         client_cpu_us: 0.0,
     })
 }
@@ -737,6 +744,7 @@ struct Summary {
     p999_ms: Option<f64>,
     server_cpu_us: f64,
     script_us: f64,
+    checks_per_call: f64,
     client_cpu_us: f64,
     /// Median of the per-round ratios to the peer; 1.0 for the peer.
     ratio: f64,
@@ -764,6 +772,7 @@ impl Report<'_> {
                 .map(|_| field(|sample| sample.p999_ms.unwrap_or_default())),
             server_cpu_us: field(|sample| sample.server_cpu_us),
             script_us: field(|sample| sample.script_us),
+            checks_per_call: field(|sample| sample.checks_per_call),
             client_cpu_us: field(|sample| sample.client_cpu_us),
             ratio: median(
                 runs.iter()
@@ -779,7 +788,7 @@ impl Report<'_> {
         let mut table = String::new();
         writeln!(
             table,
-            "\n{:<15} {:<38} {:>9} {:>7} {:>7} {:>7} {:>10} {:>10} {:>10} {:>8}",
+            "\n{:<15} {:<38} {:>9} {:>7} {:>7} {:>7} {:>10} {:>10} {:>11} {:>10} {:>8}",
             "keys",
             "contestant",
             "checks/s",
@@ -788,6 +797,7 @@ impl Report<'_> {
             "p999 ms",
             "server µs",
             "script µs",
+            "checks/call",
             "client µs",
             "vs peer"
         )
@@ -797,7 +807,7 @@ impl Report<'_> {
                 let summary = self.summary(shape_index, index);
                 writeln!(
                     table,
-                    "{:<15} {:<38} {:>9.0} {:>7.3} {:>7.3} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>7.2}x",
+                    "{:<15} {:<38} {:>9.0} {:>7.3} {:>7.3} {:>7} {:>10.1} {:>10.1} {:>11.1} {:>10.1} {:>7.2}x",
                     shape.label(),
                     contestant.label(),
                     summary.checks_per_sec,
@@ -808,6 +818,7 @@ impl Report<'_> {
                         .map_or_else(|| "-".to_owned(), |value| format!("{value:.3}")),
                     summary.server_cpu_us,
                     summary.script_us,
+                    summary.checks_per_call,
                     summary.client_cpu_us,
                     summary.ratio
                 )
@@ -817,7 +828,7 @@ impl Report<'_> {
         write!(
             table,
             "\nMedians over {} rounds. server µs: redis-server CPU time per check (INFO cpu); \
-             script µs: of that, inside EVALSHA / EVAL (INFO commandstats); client µs: the client's CPU time per check; vs peer: median of the per-round \
+             script µs: of that, inside EVALSHA / EVAL (INFO commandstats); checks/call: checks per script call; client µs: the client's CPU time per check; vs peer: median of the per-round \
              ratios to redis-benchmark on the same key shape. Load average after: {}",
             self.settings.rounds, self.load_after
         )
@@ -840,7 +851,8 @@ impl Report<'_> {
                     "    {{\"keys\": \"{}\", \"keys_label\": \"{}\", \"contestant\": \"{}\", \
                      \"label\": \"{}\", \"checks_per_sec\": {:.0}, \"p50_ms\": {:.3}, \
                      \"p99_ms\": {:.3}, \"p999_ms\": {}, \"server_cpu_us\": {:.2}, \
-                     \"script_us\": {:.2}, \"client_cpu_us\": {:.2}, \"ratio\": {:.3}, \
+                     \"script_us\": {:.2}, \"checks_per_call\": {:.1}, \"client_cpu_us\": {:.2}, \
+                     \"ratio\": {:.3}, \
                      \"per_round\": [{per_round}]}}",
                     shape.id(),
                     shape.label(),
@@ -854,6 +866,7 @@ impl Report<'_> {
                         .map_or_else(|| "null".to_owned(), |value| format!("{value:.3}")),
                     summary.server_cpu_us,
                     summary.script_us,
+                    summary.checks_per_call,
                     summary.client_cpu_us,
                     summary.ratio
                 ));

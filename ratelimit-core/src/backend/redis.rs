@@ -5,10 +5,14 @@
 //! whose clock runs a few seconds off neither grants extra requests nor locks clients out. A
 //! clock injected with [`RedisBackendBuilder::clock`] (tests) overrides it.
 //!
-//! Keys: `<prefix>{<key>}:<algorithm>:<quota>` (and `…:seq` for the sliding log). The `{..}`
-//! hash tag puts every quota of one key in one Cluster slot, so a compound rate is still one
-//! atomic script call.
+//! Keys: `<prefix>{<key>}:<algorithm>:<quota>` (and `…:seq` for the sliding log), `<algorithm>`
+//! being `f`, `sw`, `c`, `t` or `l`. The `{..}` hash tag puts every quota of one key in one
+//! Cluster slot, so a compound rate is still one atomic script call. Values: the sliding log is
+//! a sorted set plus a counter; every other state is one string of packed doubles written with
+//! `SET … PX`, so a check costs the server one `GET` and at most one `SET` per quota (see
+//! `redis/prelude.lua`).
 
+mod batch;
 mod scripts;
 
 use std::fmt;
@@ -26,6 +30,8 @@ use crate::decision::Decision;
 use crate::health::{HealthStatus, HealthTracker};
 use crate::limit::{Limit, LimitError};
 use crate::rate::MAX_QUOTAS;
+use batch::Batcher;
+use scripts::ScriptCall;
 
 /// The default key prefix.
 pub const DEFAULT_KEY_PREFIX: &str = "ratelimit:";
@@ -36,10 +42,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 /// A rate-limit store in Redis or Redis Cluster.
 pub struct RedisBackend {
     connection: Connection,
+    /// Checks and peeks on a single server go through here, in batches; `None` on a Cluster.
+    batcher: Option<Arc<Batcher>>,
     key_prefix: String,
     clock: Option<Arc<dyn Clock>>,
     timeout: Duration,
-    health: HealthTracker,
+    health: Arc<HealthTracker>,
 }
 
 #[derive(Clone)]
@@ -126,34 +134,29 @@ impl RedisBackend {
         let algorithm = limit.algorithm();
         let tag = scripts::key_tag(algorithm);
         let quotas = limit.rate().quotas().len();
-        let mut invocation = scripts::script(algorithm).prepare_invoke();
-        for index in 0..quotas {
+        let mut call = ScriptCall::new(algorithm, cost, record, quotas);
+        for (index, policy) in policies.clone().enumerate() {
             let state_key = self.state_key(key, tag, index);
-            invocation.key(&state_key);
-            if scripts::has_sequence_key(algorithm) {
-                invocation.key(format!("{state_key}:seq"));
+            let sequence_key =
+                scripts::has_sequence_key(algorithm).then(|| format!("{state_key}:seq"));
+            call.keys.push(state_key);
+            call.keys.extend(sequence_key);
+            call.push_policy(&policy);
+        }
+        let reply = match &self.batcher {
+            Some(batcher) => batcher.run(call).await?,
+            None => {
+                let now_ms = self.clock.as_ref().map(|clock| clock.now_millis());
+                self.call(|mut connection| async move {
+                    let invocation = scripts::invocation(now_ms, std::iter::once(&call));
+                    match &mut connection {
+                        Connection::Single(manager) => invocation.invoke_async(manager).await,
+                        Connection::Cluster(cluster) => invocation.invoke_async(cluster).await,
+                    }
+                })
+                .await?
             }
-        }
-        let now = self
-            .clock
-            .as_ref()
-            .map_or_else(String::new, |clock| clock.now_millis().to_string());
-        invocation
-            .arg(now)
-            .arg(cost)
-            .arg(u8::from(record))
-            .arg(quotas);
-        for policy in policies.clone() {
-            scripts::push_policy_args(&mut invocation, &policy);
-        }
-        let reply: Vec<i64> = self
-            .call(|mut connection| async move {
-                match &mut connection {
-                    Connection::Single(manager) => invocation.invoke_async(manager).await,
-                    Connection::Cluster(cluster) => invocation.invoke_async(cluster).await,
-                }
-            })
-            .await?;
+        };
         let verdicts = policies
             .zip(reply.chunks(scripts::REPLY_PER_QUOTA))
             .map(|(policy, chunk)| scripts::verdict(&policy, chunk))
@@ -177,18 +180,25 @@ impl RedisBackend {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.timeout, round_trip(self.connection.clone())).await;
-        let result = match outcome {
-            Ok(Ok(value)) => Ok(value),
-            // The connection's own response timeout (the same duration) may fire first.
-            Ok(Err(error)) if !error.is_timeout() => Err(BackendError::Redis(error)),
-            Ok(Err(_)) | Err(_) => Err(BackendError::Timeout {
-                backend: "redis",
-                after: self.timeout,
-            }),
-        };
+        let result = bounded(self.timeout, round_trip(self.connection.clone())).await;
         self.health.record(result.as_ref().err(), started.elapsed());
         result
+    }
+}
+
+/// Awaits one round trip for at most `timeout`.
+async fn bounded<T>(
+    timeout: Duration,
+    round_trip: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, BackendError> {
+    match tokio::time::timeout(timeout, round_trip).await {
+        Ok(Ok(value)) => Ok(value),
+        // The connection's own response timeout (the same duration) may fire first.
+        Ok(Err(error)) if !error.is_timeout() => Err(BackendError::Redis(error)),
+        Ok(Err(_)) | Err(_) => Err(BackendError::Timeout {
+            backend: "redis",
+            after: timeout,
+        }),
     }
 }
 
@@ -332,12 +342,23 @@ impl RedisBackendBuilder {
                 backend: "redis",
                 after: self.timeout,
             })??;
+        let health = Arc::new(HealthTracker::new("redis"));
+        let batcher = match &connection {
+            Connection::Single(manager) => Some(Arc::new(Batcher::new(
+                manager.clone(),
+                self.clock.clone(),
+                self.timeout,
+                Arc::clone(&health),
+            ))),
+            Connection::Cluster(_) => None,
+        };
         Ok(RedisBackend {
             connection,
+            batcher,
             key_prefix: self.key_prefix,
             clock: self.clock,
             timeout: self.timeout,
-            health: HealthTracker::new("redis"),
+            health,
         })
     }
 }

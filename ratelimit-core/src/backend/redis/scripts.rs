@@ -1,5 +1,8 @@
-//! The Lua scripts, built once per process, and the translation between a limit's policies and
-//! a script's keys, arguments and reply.
+//! The Lua script, built once per process, and the translation between a check and the
+//! script's keys, arguments and reply.
+//!
+//! One script serves every algorithm and evaluates a batch of checks in order (see
+//! `prelude.lua` for its calling convention), so concurrent checks share one `EVALSHA`.
 
 use std::sync::LazyLock;
 
@@ -7,45 +10,51 @@ use redis::{Script, ScriptInvocation};
 
 use crate::algorithm::{Algorithm, Policy, Verdict};
 
-const HEAD: &str = include_str!("head.lua");
-const TAIL: &str = include_str!("tail.lua");
-
-/// One script per algorithm: `local PARAMS = n`, the shared head, the algorithm, the shared
-/// tail. Scripts are sent by SHA (EVALSHA) and loaded again on NOSCRIPT by the `redis` crate.
-static SCRIPTS: LazyLock<[Script; 5]> = LazyLock::new(|| {
-    Algorithm::ALL.map(|algorithm| {
-        let body = match algorithm {
-            Algorithm::FixedWindow => include_str!("fixed_window.lua"),
-            Algorithm::SlidingWindow => include_str!("sliding_window.lua"),
-            Algorithm::SlidingWindowCounter => include_str!("sliding_window_counter.lua"),
-            Algorithm::TokenBucket => include_str!("token_bucket.lua"),
-            Algorithm::LeakyBucket => include_str!("leaky_bucket.lua"),
-        };
-        let params = params_per_quota(algorithm);
-        Script::new(&format!("local PARAMS = {params}\n{HEAD}\n{body}\n{TAIL}"))
-    })
+/// The prelude, one function per algorithm, then the loop over the batch. Sent by SHA
+/// (EVALSHA) and loaded again on NOSCRIPT by the `redis` crate.
+static SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("prelude.lua"),
+        "\n",
+        include_str!("fixed_window.lua"),
+        "\n",
+        include_str!("sliding_window.lua"),
+        "\n",
+        include_str!("sliding_window_counter.lua"),
+        "\n",
+        include_str!("token_bucket.lua"),
+        "\n",
+        include_str!("leaky_bucket.lua"),
+        "\n",
+        include_str!("checks.lua"),
+    ))
 });
 
 /// Integers the reply carries per quota.
 pub(super) const REPLY_PER_QUOTA: usize = 4;
 
-fn params_per_quota(algorithm: Algorithm) -> usize {
+/// The script's number for each algorithm (`evaluators` in `checks.lua`).
+fn code(algorithm: Algorithm) -> u64 {
     match algorithm {
-        Algorithm::FixedWindow | Algorithm::SlidingWindow | Algorithm::SlidingWindowCounter => 2,
-        Algorithm::TokenBucket => 5,
-        Algorithm::LeakyBucket => 4,
+        Algorithm::FixedWindow => 1,
+        Algorithm::SlidingWindow => 2,
+        Algorithm::SlidingWindowCounter => 3,
+        Algorithm::TokenBucket => 4,
+        Algorithm::LeakyBucket => 5,
     }
 }
 
 /// Short names keep keys small; each algorithm has its own keys, so switching a limit's
-/// algorithm never meets a state of the wrong shape.
+/// algorithm never meets a state of the wrong shape. The string-valued states are named
+/// apart from the hashes earlier versions wrote (`fw`, `swc`, `tb`, `lb`), so a server
+/// still holding those never returns a value of the wrong type; they expire by their TTL.
 pub(super) fn key_tag(algorithm: Algorithm) -> &'static str {
     match algorithm {
-        Algorithm::FixedWindow => "fw",
+        Algorithm::FixedWindow => "f",
         Algorithm::SlidingWindow => "sw",
-        Algorithm::SlidingWindowCounter => "swc",
-        Algorithm::TokenBucket => "tb",
-        Algorithm::LeakyBucket => "lb",
+        Algorithm::SlidingWindowCounter => "c",
+        Algorithm::TokenBucket => "t",
+        Algorithm::LeakyBucket => "l",
     }
 }
 
@@ -54,47 +63,79 @@ pub(super) fn has_sequence_key(algorithm: Algorithm) -> bool {
     algorithm == Algorithm::SlidingWindow
 }
 
-pub(super) fn script(algorithm: Algorithm) -> &'static Script {
-    let index = Algorithm::ALL
-        .iter()
-        .position(|candidate| *candidate == algorithm)
-        .unwrap_or_default();
-    &SCRIPTS[index]
+/// One check as the script reads it: its keys and its arguments (algorithm code, cost,
+/// record, number of quotas, then each quota's parameters).
+#[derive(Debug)]
+pub(super) struct ScriptCall {
+    pub(super) keys: Vec<String>,
+    pub(super) args: Vec<u64>,
+    /// How many quotas, hence `quotas * REPLY_PER_QUOTA` reply integers.
+    pub(super) quotas: usize,
 }
 
-/// Appends one quota's arguments, in the order the algorithm's `params(i)` reads them.
-pub(super) fn push_policy_args(invocation: &mut ScriptInvocation<'_>, policy: &Policy) {
-    match *policy {
-        Policy::FixedWindow { limit, window_ms }
-        | Policy::SlidingWindow { limit, window_ms }
-        | Policy::SlidingWindowCounter { limit, window_ms } => {
-            invocation.arg(limit).arg(window_ms);
-        }
-        Policy::TokenBucket {
-            bucket_size,
-            refill,
-            initial_tokens,
-            window_ms,
-        } => {
-            invocation
-                .arg(bucket_size)
-                .arg(refill.amount)
-                .arg(refill.per_ms)
-                .arg(initial_tokens)
-                .arg(window_ms);
-        }
-        Policy::LeakyBucket {
-            capacity,
-            leak,
-            window_ms,
-        } => {
-            invocation
-                .arg(capacity)
-                .arg(leak.amount)
-                .arg(leak.per_ms)
-                .arg(window_ms);
+impl ScriptCall {
+    pub(super) fn new(algorithm: Algorithm, cost: u64, record: bool, quotas: usize) -> Self {
+        Self {
+            keys: Vec::with_capacity(quotas * 2),
+            args: vec![code(algorithm), cost, u64::from(record), quotas as u64],
+            quotas,
         }
     }
+
+    /// Appends one quota's parameters, in the order the algorithm's Lua function reads them.
+    pub(super) fn push_policy(&mut self, policy: &Policy) {
+        match *policy {
+            Policy::FixedWindow { limit, window_ms }
+            | Policy::SlidingWindow { limit, window_ms }
+            | Policy::SlidingWindowCounter { limit, window_ms } => {
+                self.args.extend([limit, window_ms]);
+            }
+            Policy::TokenBucket {
+                bucket_size,
+                refill,
+                initial_tokens,
+                window_ms,
+            } => {
+                self.args.extend([
+                    bucket_size,
+                    refill.amount,
+                    refill.per_ms,
+                    initial_tokens,
+                    window_ms,
+                ]);
+            }
+            Policy::LeakyBucket {
+                capacity,
+                leak,
+                window_ms,
+            } => {
+                self.args
+                    .extend([capacity, leak.amount, leak.per_ms, window_ms]);
+            }
+        }
+    }
+}
+
+/// One `EVALSHA` for `calls`, evaluated in order at `now_ms` (`None`: the server's `TIME`).
+pub(super) fn invocation<'a>(
+    now_ms: Option<u64>,
+    calls: impl ExactSizeIterator<Item = &'a ScriptCall>,
+) -> ScriptInvocation<'static> {
+    let mut invocation = SCRIPT.prepare_invoke();
+    match now_ms {
+        Some(now_ms) => invocation.arg(now_ms),
+        None => invocation.arg(""),
+    };
+    invocation.arg(calls.len());
+    for call in calls {
+        for key in &call.keys {
+            invocation.key(key);
+        }
+        for arg in &call.args {
+            invocation.arg(*arg);
+        }
+    }
+    invocation
 }
 
 /// One quota's verdict from its four reply integers.

@@ -1,76 +1,49 @@
 -- Sliding log: ZSET of admitted requests (score = time, member = '<seq>:<cost>') and a
--- sequence counter that keeps members unique.
+-- sequence counter that keeps members unique. Parameters: limit, window. KEYS[k] is the log,
+-- KEYS[k + 1] the counter. Its admission is `log_admit` (several commands, not one SET).
 
-local function params(i)
-  return { limit = arg(i, 1), window = arg(i, 2) }
-end
-
-local function log_key(i)
-  return KEYS[2 * i - 1]
-end
-
-local function seq_key(i)
-  return KEYS[2 * i]
-end
-
--- The requests still counted at `now` (admitted at t with t + window > now), oldest first.
-local function load(i, p, now)
-
-  local raw = redis.call('ZRANGEBYSCORE', log_key(i), '(' .. int(now - p.window), '+inf', 'WITHSCORES')
-  if #raw == 0 then
-    return nil
-  end
-  local entries = {}
-  for j = 1, #raw, 2 do
-    local cost = tonumber(string.match(raw[j], ':(%d+)$'))
-    entries[#entries + 1] = { at = tonumber(raw[j + 1]), cost = cost }
-  end
-  return entries
-end
-
-local function evaluate(p, s, now, cost)
-  local entries = s or {}
+local function sliding_window(k, a, now, cost)
+  local limit, window = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  -- The requests still counted at `now` (admitted at t with t + window > now), oldest first.
+  local raw = redis.call('ZRANGEBYSCORE', KEYS[k], '(' .. int(now - window), '+inf', 'WITHSCORES')
   local used = 0
-  for _, entry in ipairs(entries) do
-    used = used + entry.cost
+  for j = 1, #raw, 2 do
+    used = used + tonumber(string.match(raw[j], ':(%d+)$'))
   end
-  local allowed = used + cost <= p.limit
-  local oldest = entries[1] and entries[1].at or nil
-  local after = used
-  if allowed then
-    after = used + cost
+  local oldest = tonumber(raw[2])
+  if used + cost <= limit then
     if oldest == nil or now < oldest then
       oldest = now
     end
+    return 1, limit - used - cost, oldest + window - now, -1, true, 0
   end
   local retry = -1
-  if not allowed and cost <= p.limit then
-    local must_free = used + cost - p.limit
+  if cost <= limit then
+    local must_free = used + cost - limit
     local freed = 0
     retry = 1
-    for _, entry in ipairs(entries) do
-      freed = freed + entry.cost
+    for j = 1, #raw, 2 do
+      freed = freed + tonumber(string.match(raw[j], ':(%d+)$'))
       if freed >= must_free then
-        retry = math.max(entry.at + p.window - now, 1)
+        retry = max(tonumber(raw[j + 1]) + window - now, 1)
         break
       end
     end
   end
   local reset = 0
   if oldest ~= nil then
-    reset = oldest + p.window - now
+    reset = oldest + window - now
   end
-  return { allowed and 1 or 0, math.max(p.limit - after, 0), reset, retry }
+  return 0, max(limit - used, 0), reset, retry
 end
 
-local function admit(i, p, s, now, cost)
-  redis.call('ZREMRANGEBYSCORE', log_key(i), '-inf', int(now - p.window))
-  local seq = redis.call('INCR', seq_key(i))
-  redis.call('ZADD', log_key(i), int(now), seq .. ':' .. int(cost))
-  local newest = tonumber(redis.call('ZRANGE', log_key(i), -1, -1, 'WITHSCORES')[2])
-  expire(log_key(i), newest + p.window, now)
-  expire(seq_key(i), newest + p.window, now)
-end
-
-local function first_rejection(i, p, now)
+local function log_admit(k, a, now, cost)
+  local window = tonumber(ARGV[a + 1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', int(now - window))
+  local seq = redis.call('INCR', KEYS[k + 1])
+  redis.call('ZADD', KEYS[k], int(now), seq .. ':' .. int(cost))
+  local newest = tonumber(redis.call('ZRANGE', KEYS[k], -1, -1, 'WITHSCORES')[2])
+  local ttl = int(max(newest + window - now, 1))
+  redis.call('PEXPIRE', KEYS[k], ttl)
+  redis.call('PEXPIRE', KEYS[k + 1], ttl)
 end

@@ -1,0 +1,299 @@
+//! Concurrent checks on one `RedisBackend` share script calls (batches). What must hold: the
+//! same decisions as one call each, in the order the checks were queued; a batch never over
+//! admits; a caller that gives up withdraws only its own check; a failed batch fails each of
+//! its callers with a typed error, and the backend recovers.
+//!
+//! On a current-thread runtime the order is deterministic: spawned tasks run in spawn order and
+//! queue their checks before the task sending the batch gets to run.
+
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use ratelimit_core::{
+    Algorithm, Backend, BackendError, Decision, Limit, ManualClock, MemoryBackend, Rate,
+    RedisBackend,
+};
+use ratelimit_tests::fault_proxy::{Fault, FaultProxy};
+use ratelimit_tests::services::{self, PrivateRedis, ServerError, unique_prefix};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// The most checks one script call carries (`MAX_BATCH` in `backend/redis/batch.rs`).
+const MAX_BATCH: usize = 128;
+
+const TIMEOUT: Duration = Duration::from_millis(200);
+/// How much longer than [`TIMEOUT`] a call may take on a busy test machine.
+const SLACK: Duration = Duration::from_millis(300);
+
+fn rate(text: &str) -> Rate {
+    Rate::parse(text).unwrap_or_else(|error| panic!("{error}"))
+}
+
+async fn private_redis() -> Option<PrivateRedis> {
+    match PrivateRedis::start().await {
+        Ok(server) => Some(server),
+        Err(error @ ServerError::NotInstalled { .. }) => services::skip_or_fail(error),
+        Err(error) => panic!("starting a private redis-server: {error}"),
+    }
+}
+
+async fn backend(url: &str, test_name: &str, clock: Option<ManualClock>) -> Arc<RedisBackend> {
+    let mut builder = RedisBackend::builder(url)
+        .key_prefix(unique_prefix(test_name))
+        .timeout(TIMEOUT);
+    if let Some(clock) = clock {
+        builder = builder.clock(clock);
+    }
+    Arc::new(
+        builder
+            .build()
+            .await
+            .unwrap_or_else(|error| panic!("connecting to {url}: {error}")),
+    )
+}
+
+async fn evalsha_calls(url: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap_or_else(|e| panic!("{e}"));
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn join_all<T: 'static>(mut tasks: JoinSet<(usize, T)>) -> Vec<T> {
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        results.push(joined.unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic())));
+    }
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, result)| result).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_tasks_on_one_backend_admit_exactly_the_limit_in_order() {
+    let Some(redis) = services::redis().await else {
+        return;
+    };
+    // Frozen: nothing refills, leaks or slides out while the tasks run.
+    let clock = ManualClock::new(1_700_000_000_000);
+    let backend = backend(redis.url(), "redis-batch-exact", Some(clock)).await;
+    for algorithm in Algorithm::ALL {
+        let limit = Limit::new(rate("50/h"), algorithm);
+        let mut tasks = JoinSet::new();
+        for index in 0..200 {
+            let backend = Arc::clone(&backend);
+            let limit = limit.clone();
+            tasks.spawn(async move {
+                let decision = backend.check("hot", &limit).await;
+                (
+                    index,
+                    decision.unwrap_or_else(|e| panic!("{algorithm}: {e}")),
+                )
+            });
+        }
+        let decisions = join_all(tasks).await;
+        let mut remaining: Vec<u64> = decisions
+            .iter()
+            .filter(|decision| decision.allowed)
+            .map(|decision| decision.remaining)
+            .collect();
+        remaining.sort_unstable();
+        // Each admitted check saw the ones before it: 49, 48, ... 0, each exactly once.
+        assert_eq!(remaining, (0..50).collect::<Vec<u64>>(), "{algorithm}");
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_checks_share_script_calls_up_to_the_batch_cap() {
+    let Some(redis) = private_redis().await else {
+        return;
+    };
+    let backend = backend(redis.url(), "redis-batch-calls", None).await;
+    let limit = Limit::fixed_window(rate("1000/h"));
+    // Loads the script, so that no NOSCRIPT retry is counted below.
+    assert!(backend.check("warm", &limit).await.is_ok());
+    let before = evalsha_calls(redis.url()).await;
+    let checks = MAX_BATCH + 72;
+    let mut tasks = JoinSet::new();
+    for index in 0..checks {
+        let backend = Arc::clone(&backend);
+        let limit = limit.clone();
+        tasks.spawn(async move {
+            let key = format!("key-{}", index % 7);
+            (index, backend.check(&key, &limit).await.map(|d| d.allowed))
+        });
+    }
+    for result in join_all(tasks).await {
+        assert!(matches!(result, Ok(true)), "{result:?}");
+    }
+    // All are queued before the sender runs: one call of MAX_BATCH, one of the rest.
+    let calls = evalsha_calls(redis.url()).await - before;
+    assert_eq!(
+        calls, 2,
+        "{checks} concurrent checks took {calls} script calls"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_of_mixed_keys_and_algorithms_decides_like_the_memory_backend() {
+    let Some(redis) = services::redis().await else {
+        return;
+    };
+    let clock = ManualClock::new(1_700_000_000_000);
+    let redis = backend(redis.url(), "redis-batch-mixed", Some(clock.clone())).await;
+    let memory = MemoryBackend::with_clock(clock.clone());
+    let limits: Vec<Limit> = vec![
+        Limit::fixed_window(rate("5/m")),
+        Limit::sliding_window(rate("4/m")),
+        Limit::sliding_window_counter(rate("6/m")),
+        Limit::token_bucket(rate("5/m")).bucket_size(3),
+        Limit::token_bucket(rate("5/m")).initial_tokens(1),
+        Limit::leaky_bucket(rate("4/m")),
+        Limit::fixed_window(rate("2/s;5/m")),
+        Limit::token_bucket(rate("3/s;5/m")),
+    ];
+    for step in 0..4 {
+        // Every check of one step in one batch: two keys per limit (a key used with two
+        // rates of one algorithm would share state, batched or not), costs 1 to 3, peeks
+        // among them.
+        let mut requests = Vec::new();
+        for (index, limit) in limits.iter().enumerate() {
+            for repeat in 0..4_u64 {
+                let key = format!("key-{index}-{}", repeat % 2);
+                let cost = 1 + (repeat + index as u64) % 3;
+                let peek = repeat == 2;
+                requests.push((key, limit.clone(), cost, peek));
+            }
+        }
+        let mut tasks = JoinSet::new();
+        for (index, (key, limit, cost, peek)) in requests.iter().cloned().enumerate() {
+            let redis = Arc::clone(&redis);
+            tasks.spawn(async move {
+                let decision = if peek {
+                    redis.peek_n(&key, &limit, cost).await
+                } else {
+                    redis.check_n(&key, &limit, cost).await
+                };
+                (index, decision.unwrap_or_else(|e| panic!("{e}")))
+            });
+        }
+        let batched: Vec<Decision> = join_all(tasks).await;
+        for ((key, limit, cost, peek), from_redis) in requests.iter().zip(&batched) {
+            let expected = if *peek {
+                memory.peek_n(key, limit, *cost).await
+            } else {
+                memory.check_n(key, limit, *cost).await
+            }
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                *from_redis, expected,
+                "step {step}: {key} {limit:?} cost {cost} peek {peek}"
+            );
+        }
+        clock.advance(Duration::from_millis(7_300));
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_caller_that_gives_up_withdraws_only_its_own_check() {
+    let Some(redis) = services::redis().await else {
+        return;
+    };
+    let clock = ManualClock::new(1_700_000_000_000);
+    let backend = backend(redis.url(), "redis-batch-dropped", Some(clock)).await;
+    let limit = Limit::fixed_window(rate("1000/h"));
+    let mut tasks = JoinSet::new();
+    for index in 0..100 {
+        let backend = Arc::clone(&backend);
+        let limit = limit.clone();
+        tasks.spawn(async move {
+            if index % 2 == 0 {
+                // Polled once (queued), then dropped before its batch is sent.
+                let mut check = backend.check("shared", &limit);
+                let first = std::future::poll_fn(|cx| Poll::Ready(check.as_mut().poll(cx))).await;
+                drop(check);
+                (index, first.is_pending())
+            } else {
+                (index, backend.check("shared", &limit).await.is_ok())
+            }
+        });
+    }
+    assert!(join_all(tasks).await.into_iter().all(|ok| ok));
+    let after = backend.peek("shared", &limit).await;
+    // 50 counted; a peek reports what would remain after one more.
+    assert_eq!(after.ok().map(|d| d.remaining), Some(1000 - 50 - 1));
+
+    // Callers dropped while their batch is on the wire: the batch still answers the rest,
+    // and the next check is served.
+    let mut tasks = JoinSet::new();
+    for index in 0..40 {
+        let backend = Arc::clone(&backend);
+        let limit = limit.clone();
+        tasks.spawn(async move { (index, backend.check("other", &limit).await.is_ok()) });
+    }
+    tokio::task::yield_now().await;
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    let started = Instant::now();
+    assert!(backend.check("other", &limit).await.is_ok());
+    assert!(started.elapsed() < TIMEOUT + SLACK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_fails_every_caller_and_the_backend_recovers() {
+    let Some(redis) = private_redis().await else {
+        return;
+    };
+    let proxy = FaultProxy::start(&format!("127.0.0.1:{}", redis.port()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("redis://{}", proxy.address());
+    let backend = backend(&url, "redis-batch-failed", None).await;
+    let limit = Limit::fixed_window(rate("1000000/s"));
+    assert!(backend.check("warm", &limit).await.is_ok());
+
+    for fault in [Fault::Stall, Fault::Cut] {
+        proxy.set(fault);
+        let mut tasks = JoinSet::new();
+        for index in 0..60 {
+            let backend = Arc::clone(&backend);
+            let limit = limit.clone();
+            tasks.spawn(async move {
+                let started = Instant::now();
+                let result = backend.check(&format!("key-{index}"), &limit).await;
+                (index, (result, started.elapsed()))
+            });
+        }
+        for (result, took) in join_all(tasks).await {
+            assert!(
+                matches!(
+                    result,
+                    Err(BackendError::Timeout { .. } | BackendError::Redis(_))
+                ),
+                "{fault:?}: {result:?}"
+            );
+            assert!(
+                took < TIMEOUT + SLACK,
+                "{fault:?}: a caller waited {took:?}"
+            );
+        }
+        proxy.set(Fault::Pass);
+        // The connection manager reconnects with backoff; the same backend works again.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while backend.check("after", &limit).await.is_err() {
+            assert!(Instant::now() < deadline, "{fault:?}: no recovery");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
