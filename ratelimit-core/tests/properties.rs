@@ -326,4 +326,31 @@ proptest! {
         prop_assert!(!policy.is_forgotten(&state, expires_at - 1));
         prop_assert!(policy.is_forgotten(&state, expires_at));
     }
+
+    /// The shortcut stores take after an admission agrees with `expires_at`, for every
+    /// algorithm.
+    #[test]
+    fn expiry_after_admitting_is_expires_at(
+        algorithm in algorithm(),
+        (count, period_ms) in quota(),
+        costs in prop::collection::vec((0_u64..3_000, 1_u64..5), 1..20),
+    ) {
+        let period = std::num::NonZeroU64::new(period_ms).unwrap_or(std::num::NonZeroU64::MIN);
+        let limit = Limit::new(Rate::from_quota(Quota::new(count, period)), algorithm);
+        let policy = only_policy(&limit);
+        let mut state = None;
+        let mut now = START_MS;
+        for (gap, cost) in costs {
+            now += gap;
+            let verdict = policy.evaluate(state.as_ref(), now, cost);
+            if verdict.allowed {
+                let admitted = policy.admit(state, now, cost);
+                prop_assert_eq!(
+                    policy.expires_after_admitting(&verdict, &admitted, now),
+                    policy.expires_at(&admitted, now)
+                );
+                state = Some(admitted);
+            }
+        }
+    }
 }

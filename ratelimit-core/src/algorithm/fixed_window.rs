@@ -36,7 +36,7 @@ fn count_in(start: u64, state: Option<&WindowState>) -> u64 {
     }
 }
 
-#[inline]
+#[inline(always)]
 pub(super) fn evaluate(
     limit: u64,
     window_ms: u64,
@@ -60,7 +60,7 @@ pub(super) fn evaluate(
     }
 }
 
-#[inline]
+#[inline(always)]
 pub(super) fn admit(
     window_ms: u64,
     state: Option<WindowState>,

@@ -34,7 +34,7 @@ impl Params {
     }
 }
 
-#[inline]
+#[inline(always)]
 pub(super) fn evaluate(
     params: &Params,
     state: Option<&BucketState>,
@@ -72,7 +72,7 @@ pub(super) fn empty_after(params: &Params, state: &BucketState, now_ms: u64) -> 
     params.leak.millis_for(level).unwrap_or(0)
 }
 
-#[inline]
+#[inline(always)]
 pub(super) fn admit(
     params: &Params,
     state: Option<&BucketState>,

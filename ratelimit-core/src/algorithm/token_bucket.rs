@@ -49,7 +49,7 @@ impl Params {
     }
 }
 
-#[inline]
+#[inline(always)]
 pub(super) fn evaluate(
     params: &Params,
     state: Option<&BucketState>,
@@ -77,7 +77,7 @@ pub(super) fn evaluate(
     }
 }
 
-#[inline]
+#[inline(always)]
 pub(super) fn admit(
     params: &Params,
     state: Option<&BucketState>,

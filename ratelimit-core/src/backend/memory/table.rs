@@ -78,18 +78,16 @@ impl<S: Slot> Table<S> {
             let current = slot.take_live(policy, now_ms);
             let verdict = policy.evaluate(current.as_ref(), now_ms, cost);
             match next_state(policy, record, &verdict, current, now_ms, cost) {
-                Next::Write(state) => {
-                    let expires_at = policy.expires_at(&state, now_ms);
-                    slot.store(state, expires_at, store.epoch);
-                }
+                Next::Write(state, expires_at) => slot.store(state, expires_at, store.epoch),
                 Next::Keep(Some(state)) => slot.restore(state),
                 Next::Keep(None) => {}
             }
             return verdict;
         }
         let verdict = policy.evaluate(None, now_ms, cost);
-        if let Next::Write(state) = next_state(policy, record, &verdict, None, now_ms, cost) {
-            let expires_at = policy.expires_at(&state, now_ms);
+        if let Next::Write(state, expires_at) =
+            next_state(policy, record, &verdict, None, now_ms, cost)
+        {
             self.insert(S::new(key, state, expires_at, store.epoch), now_ms, store);
         }
         verdict
@@ -159,8 +157,8 @@ impl<S: Slot> Table<S> {
 }
 
 enum Next {
-    /// Store this new state.
-    Write(State),
+    /// Store this new state, which expires at the given instant.
+    Write(State, u64),
     /// Leave the slot as it was (putting back the state taken out of it, if any).
     Keep(Option<State>),
 }
@@ -182,12 +180,18 @@ fn next_state(
         Record::Decided { allowed } => allowed,
     };
     if allowed {
-        return Next::Write(policy.admit(current, now_ms, cost));
+        let state = policy.admit(current, now_ms, cost);
+        let expires_at = policy.expires_after_admitting(verdict, &state, now_ms);
+        return Next::Write(state, expires_at);
     }
     match current {
         Some(state) => Next::Keep(Some(state)),
-        None => policy
-            .state_after_first_rejection(now_ms)
-            .map_or(Next::Keep(None), Next::Write),
+        None => match policy.state_after_first_rejection(now_ms) {
+            Some(state) => {
+                let expires_at = policy.expires_at(&state, now_ms);
+                Next::Write(state, expires_at)
+            }
+            None => Next::Keep(None),
+        },
     }
 }
