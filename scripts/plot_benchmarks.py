@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Draws the charts of BENCHMARKS.md from the latest bench results, with no dependencies.
 
-Reads criterion's `target/criterion/keys_*/*/new/estimates.json` (written by
-`cargo bench -p ratelimit-core --bench memory_vs_governor`) and, when present,
-`target/tmp/bytes_per_key.json` (written by `cargo bench -p ratelimit-core --bench bytes_per_key`).
+Reads the interleaved run's `target/tmp/interleaved.json` (written by
+`MEMORY_VS_GOVERNOR_INTERLEAVED=1 cargo bench -p ratelimit-core --bench memory_vs_governor`: medians
+over rounds, whiskers from the fastest to the slowest round), else criterion's
+`target/criterion/keys_*/*/new/estimates.json` (the same bench without the variable), and, when
+present, `target/tmp/bytes_per_key.json` (written by
+`cargo bench -p ratelimit-core --bench bytes_per_key`).
 Writes `docs/benchmarks/ns_per_check.svg` and `docs/benchmarks/bytes_per_key.svg`, and prints the
 markdown tables that BENCHMARKS.md shows.
 
@@ -29,13 +32,17 @@ ROWS = [
 # Series (criterion benchmark ids): label and colour. Governor first: it is the reference.
 SERIES = [
     ("governor", "governor check_key", "#7f7f7f"),
-    ("fixed_window_sync", "ours fixed window, check_now (sync)", "#1f77b4"),
-    ("fixed_window_async", "ours fixed window, Backend::check (async)", "#9ecae1"),
-    ("token_bucket_sync", "ours token bucket, check_now (sync)", "#d62728"),
-    ("token_bucket_async", "ours token bucket, Backend::check (async)", "#f4a6a6"),
+    ("fixed_window_sync", "ours fixed window, check_now", "#1f77b4"),
+    ("fixed_window_dyn", "ours fixed window, dyn Backend::check_n_now", "#6baed6"),
+    ("fixed_window_async", "ours fixed window, dyn Backend::check (boxed future)", "#c6dbef"),
+    ("token_bucket_sync", "ours token bucket, check_now", "#d62728"),
+    ("token_bucket_dyn", "ours token bucket, dyn Backend::check_n_now", "#fb6a4a"),
+    ("token_bucket_async", "ours token bucket, dyn Backend::check (boxed future)", "#fcbba1"),
 ]
 
 BYTES_GOAL = 64
+
+DEFAULT_SUBTITLE = "criterion, same String keys for every limiter, single thread"
 
 FONT = "font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\""
 
@@ -56,6 +63,19 @@ def load_times(criterion_dir):
             path = criterion_dir / row / series / "new" / "estimates.json"
             if path.exists():
                 times[(row, series)] = load_estimate(path)
+    return times
+
+
+def load_interleaved(path):
+    """(median, fastest round, slowest round) per (row, series) of an interleaved run."""
+    times = {}
+    for entry in json.loads(path.read_text()):
+        row = f"keys_{entry['keys']}"
+        times[(row, entry["limiter"])] = (
+            entry["median_ns"],
+            entry["min_ns"],
+            entry.get("max_ns", entry["median_ns"]),
+        )
     return times
 
 
@@ -223,8 +243,8 @@ def bytes_chart(measurements):
 
 def ns_table(times):
     lines = [
-        "| row | governor | ours FW sync | ratio | ours FW async | ratio | ours TB sync | ratio | ours TB async | ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| row | governor | " + " | ".join(f"{series} | ratio" for series, _, _ in SERIES[1:]) + " |",
+        "|---|---:|" + "---:|---:|" * (len(SERIES) - 1),
     ]
     for row, row_label in ROWS:
         if (row, "governor") not in times:
@@ -271,13 +291,16 @@ def main():
         default=Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")),
     )
     parser.add_argument("--out-dir", type=Path, default=ROOT / "docs" / "benchmarks")
-    parser.add_argument(
-        "--subtitle",
-        default="criterion, same String keys for every limiter, single thread",
-    )
+    parser.add_argument("--subtitle", default=DEFAULT_SUBTITLE)
     arguments = parser.parse_args()
 
-    times = load_times(arguments.target_dir / "criterion")
+    interleaved_report = arguments.target_dir / "tmp" / "interleaved.json"
+    if interleaved_report.exists():
+        times = load_interleaved(interleaved_report)
+        if arguments.subtitle == DEFAULT_SUBTITLE:
+            arguments.subtitle = "interleaved rounds, same String keys for every limiter, one thread; bars: median, whiskers: fastest to slowest round"
+    else:
+        times = load_times(arguments.target_dir / "criterion")
     if not times:
         sys.exit(
             f"no results under {arguments.target_dir / 'criterion'}; run "
@@ -305,7 +328,6 @@ def main():
     else:
         print(f"\n(no {bytes_report}: run `cargo bench -p ratelimit-core --bench bytes_per_key` for the memory chart)")
 
-    interleaved_report = arguments.target_dir / "tmp" / "interleaved.json"
     if interleaved_report.exists():
         print("\n" + interleaved_table(json.loads(interleaved_report.read_text())))
 

@@ -48,6 +48,7 @@ impl Default for SystemClock {
 }
 
 impl Clock for SystemClock {
+    #[inline]
     fn now_millis(&self) -> u64 {
         // Never negative: quanta reports 0 for a counter that reads below the anchor.
         let elapsed_ns = self

@@ -1,11 +1,14 @@
-//! The in-process store: sharded, lock-light and bounded.
+//! The in-process store: sharded, lock-light, compact and bounded.
 //!
-//! Keys are hashed into shards, each a `Mutex` around a hash table; every quota of one key lives
+//! Keys are hashed into shards, each a `Mutex` around its tables; every quota of one key lives
 //! in the same shard, so a compound rate is decided under one lock, and no lock is ever held
-//! across an `.await` (a check never awaits). Expired state is swept by the writes themselves
-//! (amortised, no background thread). When `max_keys` is reached, expired entries go first,
-//! then the entries closest to expiry — which forgets their counts, so size `max_keys` above
-//! your live key count.
+//! across an `.await` (a check never awaits). A key is kept as a 64-bit keyed digest, never as
+//! text; fixed windows and buckets sit in 28-byte slots, about 61 bytes per key
+//! with the table's overhead. A check is one table probe that decides and updates
+//! the slot in place. Expired state is swept by the inserts themselves (amortised, no
+//! background thread). When `max_keys` is reached, expired entries go first, then the entries
+//! closest to expiry — which forgets their counts, so size `max_keys` above your live key
+//! count.
 
 mod key_hash;
 mod occupancy;
@@ -52,7 +55,7 @@ pub struct MemoryBackend {
     shards: Box<[Mutex<Shard>]>,
     occupancy: Occupancy,
     hasher: KeyHasher,
-    clock: Arc<dyn Clock>,
+    clock: TimeSource,
     epoch: Epoch,
 }
 
@@ -243,12 +246,30 @@ impl Backend for MemoryBackend {
     }
 }
 
+/// Where a store reads time: the process clock, called directly so the hot path can inline
+/// it, or an injected one behind a pointer.
+#[derive(Debug)]
+enum TimeSource {
+    System(SystemClock),
+    Injected(Arc<dyn Clock>),
+}
+
+impl TimeSource {
+    #[inline]
+    fn now_millis(&self) -> u64 {
+        match self {
+            Self::System(clock) => clock.now_millis(),
+            Self::Injected(clock) => clock.now_millis(),
+        }
+    }
+}
+
 /// Settings for a [`MemoryBackend`].
 #[derive(Debug)]
 pub struct MemoryBackendBuilder {
     max_keys: usize,
     shards: usize,
-    clock: Arc<dyn Clock>,
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl Default for MemoryBackendBuilder {
@@ -256,7 +277,7 @@ impl Default for MemoryBackendBuilder {
         Self {
             max_keys: DEFAULT_MAX_KEYS,
             shards: DEFAULT_SHARDS,
-            clock: Arc::new(SystemClock::new()),
+            clock: None,
         }
     }
 }
@@ -279,21 +300,25 @@ impl MemoryBackendBuilder {
     /// The time source (default: [`SystemClock`]).
     #[must_use]
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
-        self.clock = Arc::new(clock);
+        self.clock = Some(Arc::new(clock));
         self
     }
 
     /// Builds the store.
     #[must_use]
     pub fn build(self) -> MemoryBackend {
+        let clock = self.clock.map_or_else(
+            || TimeSource::System(SystemClock::new()),
+            TimeSource::Injected,
+        );
         MemoryBackend {
             shards: (0..self.shards).map(|_| Mutex::default()).collect(),
             occupancy: Occupancy::new(self.max_keys),
             hasher: KeyHasher::random(),
             epoch: Epoch {
-                millis: self.clock.now_millis(),
+                millis: clock.now_millis(),
             },
-            clock: self.clock,
+            clock,
         }
     }
 }
