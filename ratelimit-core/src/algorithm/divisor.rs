@@ -11,9 +11,9 @@ const FAST_LIMIT: u64 = 1 << 53;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Divisor {
     divisor: u64,
-    /// `ceil(2^shift / divisor)`, below 2^55.
+    /// `ceil(2^(64 + shift) / divisor)`; 0 for a power of two, which is a plain shift.
     multiplier: u64,
-    /// `53 + ceil(log2(divisor))`.
+    /// Applied to the high word of `n × multiplier`, or to `n` for a power of two.
     shift: u32,
 }
 
@@ -21,16 +21,30 @@ impl Divisor {
     /// A divisor of `divisor`, or of 1 for 0 (callers check for a zero flow themselves).
     pub(super) const fn new(divisor: u64) -> Self {
         let divisor = if divisor == 0 { 1 } else { divisor };
-        // Why this is exact for every n < 2^53: multiplier × divisor = 2^shift + e with
-        // 0 <= e < divisor, so n × multiplier / 2^shift = n / divisor + n × e / (divisor ×
-        // 2^shift), and the second term is below 2^53 / 2^shift <= 1 / divisor: too small to
-        // carry n / divisor past the next integer.
-        let shift = 53 + (u64::BITS - (divisor - 1).leading_zeros());
-        let multiplier = (1_u128 << shift).div_ceil(divisor as u128);
+        if divisor.is_power_of_two() {
+            return Self {
+                divisor,
+                multiplier: 0,
+                shift: divisor.trailing_zeros(),
+            };
+        }
+        // Why this is exact for every n < 2^53, with s = 64 + shift >= 53 + ceil(log2(divisor)):
+        // multiplier × divisor = 2^s + e with 0 <= e < divisor, so n × multiplier / 2^s =
+        // n / divisor + n × e / (divisor × 2^s), and the second term is below 2^53 / 2^s <=
+        // 1 / divisor: too small to carry n / divisor past the next integer. The multiplier
+        // stays below 2^64 because s < 64 + log2(divisor) for a divisor that is not a power of
+        // two.
+        let log2_ceil = u64::BITS - (divisor - 1).leading_zeros();
+        let total_shift = if 53 + log2_ceil > 64 {
+            53 + log2_ceil
+        } else {
+            64
+        };
+        let multiplier = (1_u128 << total_shift).div_ceil(divisor as u128);
         Self {
             divisor,
             multiplier: multiplier as u64,
-            shift,
+            shift: total_shift - 64,
         }
     }
 
@@ -41,8 +55,11 @@ impl Divisor {
     /// `n / divisor`, rounded down.
     #[inline]
     pub(super) fn divide(self, n: u64) -> u64 {
-        if n < FAST_LIMIT {
-            ((u128::from(n) * u128::from(self.multiplier)) >> self.shift) as u64
+        if self.multiplier == 0 {
+            n >> self.shift
+        } else if n < FAST_LIMIT {
+            let high = (u128::from(n) * u128::from(self.multiplier)) >> 64;
+            (high as u64) >> self.shift
         } else {
             n / self.divisor
         }

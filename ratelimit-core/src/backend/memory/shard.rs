@@ -17,6 +17,7 @@ pub(super) struct Shard {
 impl Shard {
     /// The verdict of `policy`, quota number `quota_index` of `key`'s limit, recording the
     /// request as `record` says.
+    #[inline]
     pub(super) fn apply(
         &mut self,
         key: KeyHash,

@@ -65,6 +65,7 @@ const MIN_SWEEP_INTERVAL: usize = 1_024;
 impl<S: Slot> Table<S> {
     /// The verdict of `policy` on a request of `cost` for the state at `key`, recording it as
     /// `record` says: one probe, the slot updated in place.
+    #[inline]
     pub(super) fn apply(
         &mut self,
         key: u64,
