@@ -84,6 +84,9 @@ struct Settings {
     rounds: usize,
     seconds: u64,
     tasks: usize,
+    /// `SqlBackendBuilder::batch_size` and `batches_in_flight`; `None` for the defaults.
+    batch_size: Option<usize>,
+    batches_in_flight: Option<usize>,
     /// Prefix of every table of this run.
     prefix: String,
 }
@@ -108,9 +111,17 @@ impl Settings {
             rounds: usize::try_from(number("SQL_BENCH_ROUNDS", 3)).unwrap(),
             seconds: number("SQL_BENCH_SECONDS", 8),
             tasks: usize::try_from(number("SQL_BENCH_TASKS", 16)).unwrap(),
+            batch_size: optional_number("SQL_BENCH_BATCH_SIZE"),
+            batches_in_flight: optional_number("SQL_BENCH_BATCHES_IN_FLIGHT"),
             prefix: format!("bench_sql_{}_", std::process::id()),
         }
     }
+}
+
+fn optional_number(name: &str) -> Option<usize> {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
 }
 
 /// The host of `scheme://user@host:port/db`.
@@ -163,10 +174,17 @@ fn runtime() -> Runtime {
 }
 
 async fn connect(settings: &Settings) -> SqlBackend {
-    SqlBackend::builder(&settings.url)
+    let mut builder = SqlBackend::builder(&settings.url)
         .table_prefix(&settings.prefix)
         .pool_size(u32::try_from(settings.tasks).unwrap())
-        .timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(10));
+    if let Some(checks) = settings.batch_size {
+        builder = builder.batch_size(checks);
+    }
+    if let Some(batches) = settings.batches_in_flight {
+        builder = builder.batches_in_flight(batches);
+    }
+    builder
         .build()
         .await
         .unwrap_or_else(|error| panic!("connecting to {}: {error}", settings.url))

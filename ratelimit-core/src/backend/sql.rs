@@ -46,6 +46,10 @@
 //! database may have counted the request before the connection failed.
 
 mod args;
+#[cfg(feature = "postgres")]
+mod batch;
+#[cfg(feature = "postgres")]
+mod copy_error;
 #[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "postgres")]
@@ -76,6 +80,14 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The default number of pooled connections.
 pub const DEFAULT_POOL_SIZE: u32 = 10;
 
+/// The default most checks in one statement (PostgreSQL; see [`SqlBackendBuilder::batch_size`]).
+pub const DEFAULT_BATCH_SIZE: usize = 64;
+
+/// The default most batches at the database at once (PostgreSQL; see
+/// [`SqlBackendBuilder::batches_in_flight`]): one can be evaluated while the previous one's
+/// commit is flushed and its replies are delivered.
+pub const DEFAULT_BATCHES_IN_FLIGHT: usize = 2;
+
 /// Rows [`Backend::cleanup`] deletes per statement, so a large cleanup never holds locks long.
 pub const DEFAULT_CLEANUP_BATCH: NonZeroU64 = match NonZeroU64::new(1_000) {
     Some(batch) => batch,
@@ -91,7 +103,10 @@ const MAX_ATTEMPTS: u32 = 5;
 
 /// A rate-limit store in PostgreSQL, MySQL/MariaDB or SQLite.
 pub struct SqlBackend {
-    engine: Box<dyn Engine>,
+    engine: Arc<dyn Engine>,
+    /// Gathers concurrent checks into one statement, on the engines that can (PostgreSQL).
+    #[cfg(feature = "postgres")]
+    batcher: Option<batch::Batcher>,
     table_prefix: String,
     clock: Option<Arc<dyn Clock>>,
     timeout: Duration,
@@ -238,6 +253,16 @@ impl SqlBackend {
             return Err(LimitError::ZeroCost.into());
         }
         let policies: Vec<Policy> = limit.policies()?.collect();
+        let quotas = policies.len();
+        #[cfg(feature = "postgres")]
+        if let (Some(batcher), true) = (&self.batcher, record) {
+            let started = Instant::now();
+            let check = batch::Check::new(key, limit.algorithm(), policies, self.now_ms(), cost)?;
+            let verdicts = batcher.decide(check).await;
+            self.health
+                .record(verdicts.as_ref().err(), started.elapsed());
+            return self.combine(quotas, verdicts?);
+        }
         let verdicts = self
             .call(|| async {
                 let request = Request {
@@ -251,10 +276,15 @@ impl SqlBackend {
                 self.engine.decide(&request).await
             })
             .await?;
+        self.combine(quotas, verdicts)
+    }
+
+    /// The decision of a check of `quotas` quotas from their verdicts.
+    fn combine(&self, quotas: usize, verdicts: Vec<Verdict>) -> Result<Decision, BackendError> {
         let unexpected = || BackendError::UnexpectedReply {
             backend: self.engine.name(),
         };
-        if verdicts.len() != policies.len() {
+        if verdicts.len() != quotas {
             return Err(unexpected());
         }
         let decision = Decision::combine(verdicts).ok_or_else(unexpected)?;
@@ -267,41 +297,53 @@ impl SqlBackend {
         Ok(decision)
     }
 
-    /// Runs `attempt` under the timeout, again while the database reports a transient
-    /// rollback, and records health.
-    async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<T, BackendError>
+    /// Runs `attempt` with [`with_retries`] and records health.
+    async fn call<T, F, Fut>(&self, attempt: F) -> Result<T, BackendError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, BackendError>>,
     {
         let started = Instant::now();
-        let attempts = async {
-            let mut tries = 1;
-            loop {
-                match attempt().await {
-                    Err(BackendError::Sql(error))
-                        if tries < MAX_ATTEMPTS && self.engine.is_transient(&error) =>
-                    {
-                        tracing::debug!(engine = self.engine.name(), %error, tries, "retrying");
-                        // Let the transaction that won finish before trying again.
-                        tokio::time::sleep(Duration::from_millis(1 << tries)).await;
-                        tries += 1;
-                    }
-                    outcome => return outcome,
-                }
-            }
-        };
-        let result = tokio::time::timeout(self.timeout, attempts)
-            .await
-            .unwrap_or_else(|_| {
-                Err(BackendError::Timeout {
-                    backend: self.engine.name(),
-                    after: self.timeout,
-                })
-            });
+        let result = with_retries(&*self.engine, self.timeout, attempt).await;
         self.health.record(result.as_ref().err(), started.elapsed());
         result
     }
+}
+
+/// Runs `attempt` under `timeout`, again while the database reports a transient rollback.
+async fn with_retries<T, F, Fut>(
+    engine: &dyn Engine,
+    timeout: Duration,
+    mut attempt: F,
+) -> Result<T, BackendError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, BackendError>>,
+{
+    let attempts = async {
+        let mut tries = 1;
+        loop {
+            match attempt().await {
+                Err(BackendError::Sql(error))
+                    if tries < MAX_ATTEMPTS && engine.is_transient(&error) =>
+                {
+                    tracing::debug!(engine = engine.name(), %error, tries, "retrying");
+                    // Let the transaction that won finish before trying again.
+                    tokio::time::sleep(Duration::from_millis(1 << tries)).await;
+                    tries += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, attempts)
+        .await
+        .unwrap_or_else(|_| {
+            Err(BackendError::Timeout {
+                backend: engine.name(),
+                after: timeout,
+            })
+        })
 }
 
 #[async_trait]
@@ -340,6 +382,8 @@ pub struct SqlBackendBuilder {
     clock: Option<Arc<dyn Clock>>,
     timeout: Duration,
     pool_size: u32,
+    batch_size: usize,
+    batches_in_flight: usize,
 }
 
 impl fmt::Debug for SqlBackendBuilder {
@@ -348,6 +392,8 @@ impl fmt::Debug for SqlBackendBuilder {
             .field("table_prefix", &self.table_prefix)
             .field("timeout", &self.timeout)
             .field("pool_size", &self.pool_size)
+            .field("batch_size", &self.batch_size)
+            .field("batches_in_flight", &self.batches_in_flight)
             .finish_non_exhaustive()
     }
 }
@@ -380,6 +426,8 @@ impl SqlBackendBuilder {
             clock: None,
             timeout: DEFAULT_TIMEOUT,
             pool_size: DEFAULT_POOL_SIZE,
+            batch_size: DEFAULT_BATCH_SIZE,
+            batches_in_flight: DEFAULT_BATCHES_IN_FLIGHT,
         }
     }
 
@@ -414,6 +462,26 @@ impl SqlBackendBuilder {
         self
     }
 
+    /// PostgreSQL: the most concurrent checks sent together as one statement and transaction
+    /// (default 64; 1 sends every check on its own). See [`Self::batches_in_flight`].
+    /// MySQL and SQLite send every check on its own.
+    #[must_use]
+    pub fn batch_size(mut self, checks: usize) -> Self {
+        self.batch_size = checks.max(1);
+        self
+    }
+
+    /// PostgreSQL: how many batches of checks may be at the database at once (default 2, at
+    /// most the pool size). A check made while that many are out waits for the next batch, which
+    /// leaves as soon as one of them returns; a check made when fewer are out leaves at once.
+    /// Fewer batches in flight make larger batches: fewer commits and round trips per check, and
+    /// more wait per check.
+    #[must_use]
+    pub fn batches_in_flight(mut self, batches: usize) -> Self {
+        self.batches_in_flight = batches.max(1);
+        self
+    }
+
     /// Connects and creates the tables and routines if they do not exist.
     ///
     /// # Errors
@@ -429,15 +497,32 @@ impl SqlBackendBuilder {
         };
         let kind = EngineKind::of(&self.url)?;
         let opening = open(kind, &settings);
-        let engine = tokio::time::timeout(self.timeout, opening)
+        let opened = tokio::time::timeout(self.timeout, opening)
             .await
             .map_err(|_| BackendError::Timeout {
                 backend: kind.name(),
                 after: self.timeout,
             })??;
+        #[cfg(feature = "postgres")]
+        let batcher = opened
+            .batches
+            .filter(|_| self.batch_size > 1)
+            .map(|engine| {
+                let connections = usize::try_from(self.pool_size).unwrap_or(usize::MAX);
+                batch::Batcher::new(
+                    engine,
+                    self.timeout,
+                    self.batch_size,
+                    self.batches_in_flight.min(connections),
+                    connections,
+                )
+            });
+        let engine = opened.engine;
         Ok(SqlBackend {
             health: HealthTracker::new(engine.name()),
             engine,
+            #[cfg(feature = "postgres")]
+            batcher,
             table_prefix: self.table_prefix,
             clock: self.clock,
             timeout: self.timeout,
@@ -485,14 +570,40 @@ impl EngineKind {
     }
 }
 
-async fn open(kind: EngineKind, settings: &Settings<'_>) -> Result<Box<dyn Engine>, BackendError> {
+/// An open engine, and the same engine again when it can decide checks in batches.
+struct Opened {
+    engine: Arc<dyn Engine>,
+    #[cfg(feature = "postgres")]
+    batches: Option<Arc<dyn batch::BatchEngine>>,
+}
+
+impl Opened {
+    #[cfg(any(feature = "mysql", feature = "sqlite"))]
+    fn unbatched(engine: Arc<dyn Engine>) -> Self {
+        Self {
+            engine,
+            #[cfg(feature = "postgres")]
+            batches: None,
+        }
+    }
+}
+
+async fn open(kind: EngineKind, settings: &Settings<'_>) -> Result<Opened, BackendError> {
     Ok(match kind {
         #[cfg(feature = "postgres")]
-        EngineKind::Postgres => Box::new(postgres::PostgresEngine::open(settings).await?),
+        EngineKind::Postgres => {
+            let engine = Arc::new(postgres::PostgresEngine::open(settings).await?);
+            Opened {
+                engine: Arc::clone(&engine) as Arc<dyn Engine>,
+                batches: Some(engine),
+            }
+        }
         #[cfg(feature = "mysql")]
-        EngineKind::Mysql => Box::new(mysql::MysqlEngine::open(settings).await?),
+        EngineKind::Mysql => Opened::unbatched(Arc::new(mysql::MysqlEngine::open(settings).await?)),
         #[cfg(feature = "sqlite")]
-        EngineKind::Sqlite => Box::new(sqlite::SqliteEngine::open(settings).await?),
+        EngineKind::Sqlite => {
+            Opened::unbatched(Arc::new(sqlite::SqliteEngine::open(settings).await?))
+        }
     })
 }
 

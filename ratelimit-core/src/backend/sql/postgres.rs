@@ -1,6 +1,7 @@
 //! PostgreSQL: every check is one call of the algorithm's PL/pgSQL function
-//! `<prefix><tag>_check_v1` (see `postgres.sql`), so one round trip, atomic per key under an
-//! advisory lock.
+//! `<prefix><tag>_check_v1` (see `postgres.sql`), atomic per key under an advisory lock. Checks
+//! made concurrently go together in one call of `<prefix>check_batch_v1` (see `batch.rs`): one
+//! round trip and one transaction for the whole batch.
 
 use std::num::NonZeroU64;
 use std::str::FromStr as _;
@@ -9,7 +10,8 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::{ConnectOptions as _, Connection as _};
 
-use super::args::{self, algorithm_tag};
+use super::args::{self, REPLY_PER_QUOTA, algorithm_tag};
+use super::batch::{BatchEngine, Check};
 use super::{Deleted, Engine, Request, Settings, with_prefix};
 use crate::algorithm::{Algorithm, Verdict};
 use crate::backend::BackendError;
@@ -23,6 +25,7 @@ const ROUTINES: &[&str] = &[
     "swc_check_v1(bytea, bigint, bigint, boolean, bigint[])",
     "tb_check_v1(bytea, bigint, bigint, boolean, bigint[])",
     "lb_check_v1(bytea, bigint, bigint, boolean, bigint[])",
+    "check_batch_v1(bytea[], bigint[], bigint[], text[], integer[], bigint[])",
     "reset_v1(bytea)",
     "lock_id_v1(bytea)",
     "first_fitting_elapsed_v1(numeric, numeric, numeric)",
@@ -41,6 +44,7 @@ pub(super) struct PostgresEngine {
     prefix: String,
     /// `SELECT <prefix><tag>_check_v1(..)`, in the order of [`Algorithm::ALL`].
     checks: [String; 5],
+    check_batch: String,
     reset: String,
     cleanup_state: String,
     cleanup_log: String,
@@ -67,6 +71,7 @@ impl PostgresEngine {
                     "SELECT {{prefix}}{tag}_check_v1($1, $2, $3, $4, $5)"
                 ))
             }),
+            check_batch: sql("SELECT {prefix}check_batch_v1($1, $2, $3, $4, $5, $6)"),
             reset: sql("SELECT {prefix}reset_v1($1)"),
             // The outer condition is checked again on the row as it is when locked, so a row a
             // check has just renewed is not deleted. The state table is searched through its
@@ -105,6 +110,50 @@ async fn migrate(connection: &mut sqlx::PgConnection, prefix: &str) -> Result<()
         .await?;
     transaction.commit().await?;
     Ok(())
+}
+
+#[async_trait]
+impl BatchEngine for PostgresEngine {
+    async fn decide_batch(&self, checks: &[&Check]) -> Result<Vec<Vec<Verdict>>, BackendError> {
+        let unexpected = || BackendError::UnexpectedReply {
+            backend: "postgres",
+        };
+        let mut keys = Vec::with_capacity(checks.len());
+        let mut now = Vec::with_capacity(checks.len());
+        let mut costs = Vec::with_capacity(checks.len());
+        let mut algorithms = Vec::with_capacity(checks.len());
+        let mut param_counts = Vec::with_capacity(checks.len());
+        let mut params = Vec::new();
+        for check in checks {
+            keys.push(check.key.as_bytes());
+            now.push(check.now_ms);
+            costs.push(check.cost);
+            algorithms.push(algorithm_tag(check.algorithm));
+            param_counts.push(i32::try_from(check.params.len()).map_err(|_| unexpected())?);
+            params.extend_from_slice(&check.params);
+        }
+        let reply: Vec<i64> = sqlx::query_scalar(&self.check_batch)
+            .bind(keys)
+            .bind(now)
+            .bind(costs)
+            .bind(algorithms)
+            .bind(param_counts)
+            .bind(params)
+            .fetch_one(&self.pool)
+            .await?;
+        let mut rest = reply.as_slice();
+        let mut verdicts = Vec::with_capacity(checks.len());
+        for check in checks {
+            let length = check.policies.len() * REPLY_PER_QUOTA;
+            let (own, after) = rest.split_at_checked(length).ok_or_else(unexpected)?;
+            verdicts.push(args::verdicts(self.name(), &check.policies, own)?);
+            rest = after;
+        }
+        if !rest.is_empty() {
+            return Err(unexpected());
+        }
+        Ok(verdicts)
+    }
 }
 
 fn optional_int(what: &'static str, value: Option<u64>) -> Result<Option<i64>, BackendError> {

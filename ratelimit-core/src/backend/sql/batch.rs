@@ -1,0 +1,279 @@
+//! Group commit for checks: the checks that concurrent tasks make through one backend while
+//! earlier ones are at the database are gathered and sent as one statement, so they share one
+//! round trip, one transaction and one WAL flush, and the client's per-call cost (pool, encoding,
+//! wakeups) is paid once per batch.
+//!
+//! How a check travels: the caller queues it with a one-shot reply channel. If fewer than
+//! `in_flight` batches are at the database, the caller starts a batch task at once with
+//! everything queued (so an idle backend adds no wait); otherwise the check waits for the next
+//! batch, which the task of a finishing batch takes from the queue before it ends. A batch holds
+//! at most `batch_size` checks.
+//!
+//! Inside a batch the checks run in key order, so two concurrent batches take their keys' locks
+//! in the same order and never deadlock on each other; checks of one key keep their callers'
+//! order, and each sees the writes of the one before it (one transaction, evaluated one after
+//! the other). Replies go back in the callers' order. A failed batch (after the usual retries of
+//! a rolled-back transaction, within the timeout) fails every caller in it with a copy of the
+//! same error. A caller that stops waiting (timeout, dropped future) is taken out of its batch if
+//! the batch has not started yet; the batch task runs on its own, so no caller can wedge it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::oneshot;
+
+use super::args;
+use super::copy_error::copy;
+use super::{Engine, with_retries};
+use crate::algorithm::{Algorithm, Policy, Verdict};
+use crate::backend::BackendError;
+
+/// An engine that can decide many checks in one statement.
+#[async_trait]
+pub(super) trait BatchEngine: Engine {
+    /// One attempt at `checks`, in this order, in one transaction: the verdicts of each check
+    /// (one per quota), in the same order.
+    async fn decide_batch(&self, checks: &[&Check]) -> Result<Vec<Vec<Verdict>>, BackendError>;
+}
+
+/// One check (never a peek) as it waits in a batch, its values already in SQL form, so a value
+/// out of range fails its own caller, not the batch.
+pub(super) struct Check {
+    pub(super) key: String,
+    pub(super) algorithm: Algorithm,
+    pub(super) policies: Vec<Policy>,
+    /// Each quota's parameters, as [`args::policy_args`] lays them out.
+    pub(super) params: Vec<i64>,
+    /// The injected clock's time, read when the check was made; `None` for the database's.
+    pub(super) now_ms: Option<i64>,
+    pub(super) cost: i64,
+}
+
+impl Check {
+    /// # Errors
+    /// [`BackendError::SqlValueOutOfRange`] for a value no `BIGINT` holds.
+    pub(super) fn new(
+        key: &str,
+        algorithm: Algorithm,
+        policies: Vec<Policy>,
+        now_ms: Option<u64>,
+        cost: u64,
+    ) -> Result<Self, BackendError> {
+        Ok(Self {
+            key: key.to_owned(),
+            algorithm,
+            params: args::policy_args(&policies)?,
+            policies,
+            now_ms: now_ms.map(|now| args::to_sql_int("now", now)).transpose()?,
+            cost: args::cost_arg(cost),
+        })
+    }
+}
+
+type Reply = Result<Vec<Verdict>, BackendError>;
+
+/// How long a check waits for a batch before it may start one beyond the eager ones. When the
+/// database is slow to commit (a slow disk), batches return late and checks pile up behind
+/// them; more batches out then keep the database's group commit fed. When it is fast, batches
+/// return sooner than this and stay few and large.
+const EXTRA_BATCH_AFTER: Duration = Duration::from_millis(1);
+
+/// A queued check and where its reply goes.
+struct Pending {
+    check: Check,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// Gathers the checks of one backend into batches.
+pub(super) struct Batcher {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    engine: Arc<dyn BatchEngine>,
+    timeout: Duration,
+    batch_size: usize,
+    /// Batches a check starts at once when fewer are out.
+    eager: usize,
+    /// Batches out at most, counting those started for checks that waited long.
+    most: usize,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Pending>,
+    /// Batch tasks running; each takes the next batch from `waiting` before it ends.
+    in_flight: usize,
+}
+
+impl Batcher {
+    /// `eager` batches start as soon as checks come; up to `most` when checks wait longer
+    /// than [`EXTRA_BATCH_AFTER`].
+    pub(super) fn new(
+        engine: Arc<dyn BatchEngine>,
+        timeout: Duration,
+        batch_size: usize,
+        eager: usize,
+        most: usize,
+    ) -> Self {
+        let eager = eager.max(1);
+        Self {
+            shared: Arc::new(Shared {
+                engine,
+                timeout,
+                batch_size: batch_size.max(1),
+                eager,
+                most: most.max(eager),
+                queue: Mutex::new(Queue::default()),
+            }),
+        }
+    }
+
+    /// Decides `check` in the next batch; waits at most the backend's timeout.
+    pub(super) async fn decide(&self, check: Check) -> Reply {
+        let (reply, mut receiver) = oneshot::channel();
+        self.shared
+            .lock()
+            .waiting
+            .push_back(Pending { check, reply });
+        self.shared.start_batch(self.shared.eager);
+        let waiting = async {
+            loop {
+                match tokio::time::timeout(EXTRA_BATCH_AFTER, &mut receiver).await {
+                    Ok(reply) => return reply,
+                    Err(_) => self.shared.start_batch(self.shared.most),
+                }
+            }
+        };
+        match tokio::time::timeout(self.shared.timeout, waiting).await {
+            Ok(Ok(reply)) => reply,
+            // The batch task ended without replying: only a panic in the driver does that.
+            Ok(Err(_)) => Err(BackendError::UnexpectedReply {
+                backend: self.shared.engine.name(),
+            }),
+            Err(_) => Err(BackendError::Timeout {
+                backend: self.shared.engine.name(),
+                after: self.shared.timeout,
+            }),
+        }
+    }
+}
+
+impl Shared {
+    /// Starts a batch task if checks wait and fewer than `limit` batches are out.
+    fn start_batch(self: &Arc<Self>, limit: usize) {
+        let start = {
+            let mut queue = self.lock();
+            let start = !queue.waiting.is_empty() && queue.in_flight < limit;
+            if start {
+                queue.in_flight += 1;
+            }
+            start
+        };
+        if start {
+            tokio::spawn(run(Arc::clone(self)));
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // The queue holds no invariant a panic elsewhere could break half-way.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next batch: up to `batch_size` queued checks whose callers still wait.
+    fn take(&self, queue: &mut Queue) -> Vec<Pending> {
+        let mut batch = Vec::with_capacity(queue.waiting.len().min(self.batch_size));
+        while batch.len() < self.batch_size {
+            let Some(pending) = queue.waiting.pop_front() else {
+                break;
+            };
+            if !pending.reply.is_closed() {
+                batch.push(pending);
+            }
+        }
+        batch
+    }
+
+    /// Runs `batch` (in key order) with retries under the timeout.
+    async fn execute(&self, batch: &[Pending]) -> Result<Vec<Vec<Verdict>>, BackendError> {
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        // Stable: checks of one key keep their callers' order.
+        order.sort_by(|&a, &b| batch[a].check.key.cmp(&batch[b].check.key));
+        let sorted: Vec<&Check> = order.iter().map(|&index| &batch[index].check).collect();
+        let engine: &dyn Engine = &*self.engine;
+        let verdicts =
+            with_retries(engine, self.timeout, || self.engine.decide_batch(&sorted)).await?;
+        if verdicts.len() != batch.len() {
+            return Err(BackendError::UnexpectedReply {
+                backend: self.engine.name(),
+            });
+        }
+        let mut in_callers_order: Vec<Vec<Verdict>> = vec![Vec::new(); batch.len()];
+        for (index, verdicts) in order.into_iter().zip(verdicts) {
+            in_callers_order[index] = verdicts;
+        }
+        Ok(in_callers_order)
+    }
+}
+
+/// Gives the batch slot back if a batch task ends without doing so (a panic, or the runtime
+/// shutting down), so later checks can still start batches.
+struct Slot<'a> {
+    shared: &'a Shared,
+    held: bool,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.shared.lock().in_flight -= 1;
+        }
+    }
+}
+
+/// A batch task: takes what is queued, runs it, replies, and goes on while checks queue.
+async fn run(shared: Arc<Shared>) {
+    let mut slot = Slot {
+        shared: &shared,
+        held: true,
+    };
+    loop {
+        // Checks made at the same moment (often the callers this task just answered, checking
+        // again) are ready to run: let them queue and go in this batch, rather than each start
+        // a batch of one. Costs nothing when nothing else is ready to run.
+        tokio::task::yield_now().await;
+        let batch = {
+            let mut queue = shared.lock();
+            let batch = shared.take(&mut queue);
+            if batch.is_empty() {
+                queue.in_flight -= 1;
+                slot.held = false;
+                return;
+            }
+            batch
+        };
+        let outcome = shared.execute(&batch).await;
+        tracing::trace!(checks = batch.len(), ok = outcome.is_ok(), "sql batch");
+        reply(batch, outcome);
+    }
+}
+
+fn reply(batch: Vec<Pending>, outcome: Result<Vec<Vec<Verdict>>, BackendError>) {
+    // A caller that has gone meanwhile just misses its reply.
+    match outcome {
+        Ok(verdicts) => {
+            for (pending, verdicts) in batch.into_iter().zip(verdicts) {
+                let _ = pending.reply.send(Ok(verdicts));
+            }
+        }
+        Err(error) => {
+            tracing::debug!(%error, checks = batch.len(), "sql batch failed");
+            for pending in batch {
+                let _ = pending.reply.send(Err(copy(&error)));
+            }
+        }
+    }
+}
