@@ -39,23 +39,27 @@ impl StateKind {
     }
 }
 
-/// The store's time origin, so compact slots can keep expiry in 32-bit seconds.
+/// The store's time origin, so compact slots can keep expiry in 32 bits of ticks.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Epoch {
     pub(super) millis: u64,
 }
 
 impl Epoch {
-    /// Whole seconds from the epoch to `at_ms`, rounded up (never earlier than `at_ms`).
-    fn seconds_until(self, at_ms: u64) -> u32 {
-        let seconds = at_ms.saturating_sub(self.millis).div_ceil(1_000);
-        u32::try_from(seconds).unwrap_or(u32::MAX)
+    /// Whole ticks from the epoch to `at_ms`, rounded up (never earlier than `at_ms`).
+    fn ticks_until(self, at_ms: u64) -> u32 {
+        let ticks = at_ms.saturating_sub(self.millis).div_ceil(TICK_MS);
+        u32::try_from(ticks).unwrap_or(u32::MAX)
     }
 
-    fn millis_at(self, seconds: u32) -> u64 {
-        self.millis.saturating_add(u64::from(seconds) * 1_000)
+    fn millis_at(self, ticks: u32) -> u64 {
+        self.millis.saturating_add(u64::from(ticks) * TICK_MS)
     }
 }
+
+/// The unit of a compact slot's expiry: about a second, a power of two so that every write
+/// converts with a shift; 2^32 ticks are 139 years.
+const TICK_MS: u64 = 1_024;
 
 /// A slot of either layout, as the table sees it.
 pub(super) trait Slot {
@@ -87,8 +91,8 @@ pub(super) struct CompactSlot {
     first: u64,
     /// `count` or a bucket's `last_ms`.
     second: u64,
-    /// Seconds from the epoch, rounded up; liveness itself is exact ([`Policy::is_forgotten`]).
-    sweepable_s: u32,
+    /// Ticks from the epoch, rounded up; liveness itself is exact ([`Policy::is_forgotten`]).
+    sweepable_ticks: u32,
 }
 
 impl CompactSlot {
@@ -124,7 +128,7 @@ impl Slot for CompactSlot {
             key,
             first: 0,
             second: 0,
-            sweepable_s: epoch.seconds_until(expires_at),
+            sweepable_ticks: epoch.ticks_until(expires_at),
         };
         slot.write(&state);
         slot
@@ -135,7 +139,7 @@ impl Slot for CompactSlot {
     }
 
     fn sweepable_at(&self, epoch: Epoch) -> u64 {
-        epoch.millis_at(self.sweepable_s)
+        epoch.millis_at(self.sweepable_ticks)
     }
 
     fn take_live(&mut self, policy: &Policy, now_ms: u64) -> Option<State> {
@@ -145,7 +149,7 @@ impl Slot for CompactSlot {
 
     fn store(&mut self, state: State, expires_at: u64, epoch: Epoch) {
         self.write(&state);
-        self.sweepable_s = epoch.seconds_until(expires_at);
+        self.sweepable_ticks = epoch.ticks_until(expires_at);
     }
 
     fn restore(&mut self, _state: State) {
@@ -208,12 +212,12 @@ mod tests {
     }
 
     #[test]
-    fn coarse_expiry_never_comes_before_the_exact_one() {
+    fn coarse_expiry_never_comes_before_the_exact_one_nor_a_tick_after() {
         let epoch = Epoch { millis: 1_000_500 };
         for expires_at in [0, 1_000_500, 1_000_501, 1_001_499, 1_001_500, 1_001_501] {
-            let seconds = epoch.seconds_until(expires_at);
-            assert!(epoch.millis_at(seconds) >= expires_at, "{expires_at}");
-            assert!(epoch.millis_at(seconds) < expires_at.max(epoch.millis) + 1_000);
+            let ticks = epoch.ticks_until(expires_at);
+            assert!(epoch.millis_at(ticks) >= expires_at, "{expires_at}");
+            assert!(epoch.millis_at(ticks) < expires_at.max(epoch.millis) + TICK_MS);
         }
     }
 }
