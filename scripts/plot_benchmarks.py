@@ -67,8 +67,9 @@ def load_times(criterion_dir):
 
 
 def load_interleaved(path):
-    """(median, fastest round, slowest round) per (row, series) of an interleaved run."""
-    times = {}
+    """(median, fastest round, slowest round) in ns per (row, series) of an interleaved run,
+    and the median of the per-round ratios to governor."""
+    times, ratios = {}, {}
     for entry in json.loads(path.read_text()):
         row = f"keys_{entry['keys']}"
         times[(row, entry["limiter"])] = (
@@ -76,7 +77,8 @@ def load_interleaved(path):
             entry["min_ns"],
             entry.get("max_ns", entry["median_ns"]),
         )
-    return times
+        ratios[(row, entry["limiter"])] = entry["ratio_to_governor"]
+    return times, ratios
 
 
 def nice_ceiling(value):
@@ -111,11 +113,52 @@ def svg_document(width, height, body):
     )
 
 
-def ns_chart(times, subtitle):
-    width, height = 960, 540
-    left, right, top, bottom = 80, 330, 70, 70
+CRITERION_CHART = {
+    "title": "Time per check: memory backend vs governor",
+    "y_label": "ns per check (lower is better)",
+    "format": "{:.0f}",
+    "goal": None,
+    "note": [
+        "Bars: criterion's estimate; whiskers: its",
+        "95% confidence interval. Every check is",
+        "allowed; every key is already stored.",
+    ],
+}
+
+RATIO_CHART = {
+    "title": "Time per check relative to governor (1.0 = as fast)",
+    "y_label": "ours / governor, same round (lower is better)",
+    "format": "{:.2f}",
+    "goal": 1.0,
+    "note": [
+        "Bars: median over 15 rounds of each round's",
+        "ratio to governor; whiskers: the same ratio",
+        "from the fastest and the slowest rounds.",
+        "Every check is allowed; every key is stored.",
+    ],
+}
+
+
+def ratio_bars(times, median_ratios):
+    """Each contestant against governor in the same row: the median of the per-round ratios,
+    and the ratios of the fastest and of the slowest rounds as whiskers."""
+    bars = {}
+    for (row, series), (_, fastest, slowest) in times.items():
+        reference = times.get((row, "governor"))
+        if reference is not None:
+            bars[(row, series)] = (
+                median_ratios[(row, series)],
+                fastest / reference[1],
+                slowest / reference[2],
+            )
+    return bars
+
+
+def ns_chart(times, subtitle, style=CRITERION_CHART):
+    width, height = 1080, 540
+    left, right, top, bottom = 80, 400, 70, 70
     plot_width, plot_height = width - left - right, height - top - bottom
-    highest = max(upper for (_, _, upper) in times.values())
+    highest = max(max(value, lower, upper) for (value, lower, upper) in times.values())
     axis_max = nice_ceiling(highest * 1.1)
     ticks = 5
 
@@ -123,7 +166,7 @@ def ns_chart(times, subtitle):
         return top + plot_height * (1 - value / axis_max)
 
     body = [
-        text(left + plot_width / 2, 28, "Time per check: memory backend vs governor", 18, weight="bold"),
+        text(left + plot_width / 2, 28, style["title"], 18, weight="bold"),
         text(left + plot_width / 2, 50, subtitle, 12, fill="#555"),
     ]
     for tick in range(ticks + 1):
@@ -132,7 +175,7 @@ def ns_chart(times, subtitle):
         body.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_width}" y2="{y:.1f}" stroke="#ddd"/>')
         body.append(text(left - 8, y + 4, f"{value:g}", 12, anchor="end"))
     body.append(
-        text(22, top + plot_height / 2, "ns per check (lower is better)", 13, rotate=-90)
+        text(22, top + plot_height / 2, style["y_label"], 13, rotate=-90)
     )
     body.append(text(left + plot_width / 2, height - 22, "keys cycled through, round-robin", 13))
 
@@ -151,17 +194,27 @@ def ns_chart(times, subtitle):
                 f'height="{top + plot_height - y:.1f}" fill="{colour}" stroke="#333" stroke-width="0.5"/>'
             )
             centre = x + (bar_width - 2) / 2
+            top_of_whisker = max(value, lower, upper)
             body.append(
-                f'<line x1="{centre:.1f}" y1="{y_of(upper):.1f}" x2="{centre:.1f}" '
-                f'y2="{y_of(lower):.1f}" stroke="#000" stroke-width="1"/>'
+                f'<line x1="{centre:.1f}" y1="{y_of(top_of_whisker):.1f}" x2="{centre:.1f}" '
+                f'y2="{y_of(min(value, lower, upper)):.1f}" stroke="#000" stroke-width="1"/>'
             )
-            body.append(text(centre, y_of(upper) - 5, f"{value:.0f}", 11))
+            body.append(text(centre, y_of(top_of_whisker) - 5, style["format"].format(value), 10))
         body.append(text(left + group_width * (row_index + 0.5), top + plot_height + 20, row_label, 13))
     body.append(
         f'<line x1="{left}" y1="{top + plot_height}" x2="{left + plot_width}" '
         f'y2="{top + plot_height}" stroke="#333"/>'
     )
     body.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_height}" stroke="#333"/>')
+    if style["goal"] is not None:
+        goal_y = y_of(style["goal"])
+        body.append(
+            f'<line x1="{left}" y1="{goal_y:.1f}" x2="{left + plot_width}" y2="{goal_y:.1f}" '
+            f'stroke="#2ca02c" stroke-width="2" stroke-dasharray="6 4"/>'
+        )
+        body.append(
+            text(left + plot_width + 6, goal_y + 4, f"goal <= {style['goal']:g}", 11, anchor="start", fill="#2ca02c")
+        )
 
     legend_x, legend_y = left + plot_width + 20, top + 10
     for index, (_, label, colour) in enumerate(SERIES):
@@ -171,13 +224,7 @@ def ns_chart(times, subtitle):
         )
         body.append(text(legend_x + 20, y + 12, label, 12, anchor="start"))
     note_y = legend_y + len(SERIES) * 24 + 16
-    for index, line in enumerate(
-        [
-            "Bars: criterion's estimate; whiskers: its",
-            "95% confidence interval. Every check is",
-            "allowed; every key is already stored.",
-        ]
-    ):
+    for index, line in enumerate(style["note"]):
         body.append(text(legend_x, note_y + index * 16, line, 11, anchor="start", fill="#555"))
     return svg_document(width, height, body)
 
@@ -296,7 +343,7 @@ def main():
 
     interleaved_report = arguments.target_dir / "tmp" / "interleaved.json"
     if interleaved_report.exists():
-        times = load_interleaved(interleaved_report)
+        times, median_ratios = load_interleaved(interleaved_report)
         if arguments.subtitle == DEFAULT_SUBTITLE:
             arguments.subtitle = "interleaved rounds, same String keys for every limiter, one thread; bars: median, whiskers: fastest to slowest round"
     else:
@@ -308,7 +355,12 @@ def main():
         )
     arguments.out_dir.mkdir(parents=True, exist_ok=True)
     ns_path = arguments.out_dir / "ns_per_check.svg"
-    ns_path.write_text(ns_chart(times, arguments.subtitle))
+    if interleaved_report.exists():
+        ns_path.write_text(
+            ns_chart(ratio_bars(times, median_ratios), arguments.subtitle, RATIO_CHART)
+        )
+    else:
+        ns_path.write_text(ns_chart(times, arguments.subtitle))
     print(ns_table(times))
     print(f"\nwrote {ns_path}")
 
