@@ -13,7 +13,9 @@
 //! `HTTP_BENCH_WARMUP_SECONDS` per route before the first round (2), `HTTP_BENCH_CONNECTIONS`
 //! (32), `HTTP_BENCH_WORKERS` server worker threads (1, leaving the second core of a 2-core
 //! machine to `wrk`), `HTTP_BENCH_PIN` (1: with `taskset`, the server on CPU 0 and `wrk` on
-//! CPU 1; 0: wherever the scheduler puts them). Writes `target/tmp/http_overhead.json` for `scripts/plot_http_overhead.py`.
+//! CPU 1; 0: wherever the scheduler puts them), `HTTP_BENCH_ONLY` (`plain`, `guarded` or
+//! `governor`: load that route once and print only its run, e.g. under `perf record`). Writes
+//! `target/tmp/http_overhead.json` for `scripts/plot_http_overhead.py`.
 //!
 //! Without `--bench` (as `cargo test --benches` runs it) it only checks that the three routes
 //! answer, and needs no `wrk`.
@@ -95,6 +97,8 @@ struct Config {
     /// Pin the server to CPU 0 and `wrk` to CPU 1 (`taskset`), so neither migrates onto the
     /// other's core.
     pin: bool,
+    /// Load only this route, once, without comparing (for a profiler attached to the server).
+    only: Option<Route>,
 }
 
 impl Config {
@@ -106,6 +110,17 @@ impl Config {
             connections: env_or("HTTP_BENCH_CONNECTIONS", 32)?,
             workers: env_or("HTTP_BENCH_WORKERS", 1)?,
             pin: env_or("HTTP_BENCH_PIN", 1)? == 1,
+            only: match std::env::var("HTTP_BENCH_ONLY") {
+                Ok(name) => Some(
+                    Route::ALL
+                        .into_iter()
+                        .find(|route| route.path().trim_start_matches('/') == name.trim())
+                        .ok_or_else(|| {
+                            format!("HTTP_BENCH_ONLY={name:?}: expected plain, guarded or governor")
+                        })?,
+                ),
+                Err(_) => None,
+            },
         };
         if config.rounds == 0 || config.seconds == 0 || config.connections == 0 {
             return Err("HTTP_BENCH_ROUNDS, HTTP_BENCH_SECONDS and HTTP_BENCH_CONNECTIONS must be at least 1".into());
@@ -424,6 +439,18 @@ fn measure(config: &Config, addr: SocketAddr) -> BenchResult<()> {
         config.rounds,
         config.estimated_seconds()
     );
+    if let Some(route) = config.only {
+        // Profiling mode: one route, one run, no comparison.
+        let run = wrk(addr, route, config, config.seconds)?;
+        println!(
+            "  {:<15} {:>10.0} req/s  {} requests  server CPU {:>6.2} us/request",
+            route.label(),
+            run.requests_per_sec,
+            run.requests,
+            run.server_cpu_ns_per_request / 1e3
+        );
+        return Ok(());
+    }
     if config.warmup_seconds > 0 {
         for route in Route::ALL {
             wrk(addr, route, config, config.warmup_seconds)?;

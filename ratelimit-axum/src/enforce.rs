@@ -1,19 +1,23 @@
 //! Applies a handler's limits to one request: the part shared by the `#[rate_limit]` guard and
 //! the middleware layer.
+//!
+//! It runs synchronously as long as the stores answer without waiting (the memory store
+//! always does), so the guard needs no future of its own on that path: on a trivial route the
+//! size of the handler's future, and copying it, cost more than the check. A store that must
+//! wait (Redis, SQL, failover) hands over to [`Enforcement::run_rest`], which awaits it.
 
-use std::net::IpAddr;
-
-use http::request::Parts;
+use std::borrow::Cow;
 use std::sync::Arc;
 
+use http::request::Parts;
 use ratelimit_core::metrics::{self, Outcome};
-use ratelimit_core::{Backend, BackendError, Decision, OnError};
+use ratelimit_core::{Backend, BackendError, Decision, Limit, OnError};
 
-use crate::client_ip::{self, MissingPeerAddress};
-use crate::key::bucket_key;
+use crate::client_ip;
+use crate::key_source::{ClientIp, key_for};
 use crate::rejection::{BackendUnavailable, GuardRejection, RateLimited};
-use crate::settings::{GuardSettings, MissingKey, Scope};
-use crate::spec::{CostSource, KeySource, LimitSpec, RateSource};
+use crate::settings::{GuardSettings, Scope};
+use crate::spec::{CostSource, LimitSpec, RateSource};
 use crate::status::RateLimitStatus;
 
 /// What the limits decided for a request that may proceed.
@@ -81,41 +85,224 @@ pub(crate) async fn enforce(
     limits: &[impl LimitView],
     parts: &mut Parts,
 ) -> Result<Admitted, GuardRejection> {
-    let mut client = ClientIp::default();
-    if !(context.settings.allow.is_empty() && context.settings.deny.is_empty()) {
-        let ip = client.get(parts, context)?;
-        if client_ip::is_trusted(ip, &context.settings.deny) {
-            return Err(GuardRejection::Forbidden);
-        }
-        if client_ip::is_trusted(ip, &context.settings.allow) {
-            return Ok(Admitted::default());
+    let Some(mut run) = Enforcement::start(context, parts)? else {
+        return Ok(Admitted::default());
+    };
+    match run.run_now(context, handler, limits, parts) {
+        Progress::Done(result) => result,
+        Progress::Waiting(check) => run.run_rest(check, context, handler, limits, parts).await,
+    }
+}
+
+/// How far one request has got through its limits.
+#[derive(Default)]
+pub(crate) struct Enforcement {
+    client: ClientIp,
+    admitted: Admitted,
+    /// The request's outcome for metrics: the worst of its limits' (see `Outcome`'s order).
+    outcome: Option<Outcome>,
+    /// The next limit to check.
+    next: usize,
+}
+
+/// What to do after one limit's decision.
+enum Step {
+    Next,
+    Stop,
+}
+
+/// Where `run_now` stopped.
+pub(crate) enum Progress<'s, 'c> {
+    /// Every limit is decided.
+    Done(Result<Admitted, GuardRejection>),
+    /// This limit's store must be awaited: continue with `run_rest`.
+    Waiting(Check<'s, 'c>),
+}
+
+/// One limit, ready for its store.
+pub(crate) struct Check<'s, 'c> {
+    spec: &'s LimitSpec,
+    key: crate::key::Key,
+    limit: LimitRef<'s>,
+    cost: u64,
+    backend_name: Cow<'c, str>,
+    backend: Cow<'c, Arc<dyn Backend>>,
+}
+
+/// A limit's [`Limit`]: the attribute's own, or one built for this request's rate. Boxed, as a
+/// `Limit` is large and a check is moved around by value.
+enum LimitRef<'s> {
+    Fixed(&'s Limit),
+    PerRequest(Box<Limit>),
+}
+
+impl std::ops::Deref for LimitRef<'_> {
+    type Target = Limit;
+
+    fn deref(&self) -> &Limit {
+        match self {
+            Self::Fixed(limit) => limit,
+            Self::PerRequest(limit) => limit,
         }
     }
-    let mut admitted = Admitted::default();
-    // The request's outcome for metrics: the worst of its limits' (see `Outcome`'s order).
-    let mut outcome: Option<Outcome> = None;
-    for view in limits {
+}
+
+impl<'s> Check<'s, '_> {
+    /// The same check, no longer borrowing the registry (to continue in a future that owns
+    /// its scope).
+    pub(crate) fn into_owned(self) -> Check<'s, 'static> {
+        Check {
+            spec: self.spec,
+            key: self.key,
+            limit: self.limit,
+            cost: self.cost,
+            backend_name: Cow::Owned(self.backend_name.into_owned()),
+            backend: Cow::Owned(self.backend.into_owned()),
+        }
+    }
+}
+
+impl Enforcement {
+    /// Applies the allow and deny lists: `Err` for a denied client (403), `Ok(None)` for an
+    /// allowed one (nothing is counted), otherwise the limits are to be checked.
+    pub(crate) fn start(
+        context: &Context<'_>,
+        parts: &Parts,
+    ) -> Result<Option<Self>, GuardRejection> {
+        let mut run = Self::default();
+        if !(context.settings.allow.is_empty() && context.settings.deny.is_empty()) {
+            let ip = run.client.get(parts, context)?;
+            if client_ip::is_trusted(ip, &context.settings.deny) {
+                return Err(GuardRejection::Forbidden);
+            }
+            if client_ip::is_trusted(ip, &context.settings.allow) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(run))
+    }
+
+    /// Checks the remaining limits while their stores answer without waiting: the result, or
+    /// the first limit whose store must be awaited (for `run_rest`).
+    pub(crate) fn run_now<'s, 'c>(
+        &mut self,
+        context: &Context<'c>,
+        handler: &str,
+        limits: &'s [impl LimitView],
+        parts: &mut Parts,
+    ) -> Progress<'s, 'c> {
+        while let Some(view) = limits.get(self.next) {
+            self.next += 1;
+            let check = match self.prepare(view, context, parts) {
+                Ok(Some(check)) => check,
+                Ok(None) => continue,
+                Err(rejection) => return Progress::Done(Err(rejection)),
+            };
+            let timer = metrics::BackendTimer::start();
+            let Some(checked) =
+                check
+                    .backend
+                    .check_n_now(check.key.as_str(), &check.limit, check.cost)
+            else {
+                return Progress::Waiting(check);
+            };
+            timer.record(&check.backend_name);
+            match self.apply(checked, &check, context, handler) {
+                Ok(Step::Next) => {}
+                Ok(Step::Stop) => break,
+                Err(rejection) => return Progress::Done(Err(rejection)),
+            }
+        }
+        Progress::Done(Ok(self.finish(parts)))
+    }
+
+    /// Awaits the store of `waiting` (from `run_now`), then checks the remaining limits.
+    pub(crate) async fn run_rest(
+        mut self,
+        waiting: Check<'_, '_>,
+        context: &Context<'_>,
+        handler: &str,
+        limits: &[impl LimitView],
+        parts: &mut Parts,
+    ) -> Result<Admitted, GuardRejection> {
+        let mut check = Some(waiting);
+        loop {
+            let Some(current) = check.take() else {
+                let Some(view) = limits.get(self.next) else {
+                    break;
+                };
+                self.next += 1;
+                check = self.prepare(view, context, parts)?;
+                continue;
+            };
+            let key = current.key.as_str();
+            let timer = metrics::BackendTimer::start();
+            let checked = match current
+                .backend
+                .check_n_now(key, &current.limit, current.cost)
+            {
+                Some(checked) => checked,
+                None => {
+                    current
+                        .backend
+                        .check_n(key, &current.limit, current.cost)
+                        .await
+                }
+            };
+            timer.record(&current.backend_name);
+            if let Step::Stop = self.apply(checked, &current, context, handler)? {
+                break;
+            }
+        }
+        Ok(self.finish(parts))
+    }
+
+    /// The key, limit, cost and store of `view` for this request; `None` when the limit does not
+    /// count it (`methods`, `skip_if`).
+    fn prepare<'s, 'c>(
+        &mut self,
+        view: &'s impl LimitView,
+        context: &Context<'c>,
+        parts: &mut Parts,
+    ) -> Result<Option<Check<'s, 'c>>, GuardRejection> {
         let spec = view.spec();
         if !applies(spec, parts) {
-            continue;
+            return Ok(None);
         }
-        let key = key_for(spec, view.group(), parts, context, &mut client).await?;
+        let key = key_for(spec, view.group(), parts, context, &mut self.client)?;
         let limit = match &spec.rate {
-            RateSource::Fixed(limit) => std::borrow::Cow::Borrowed(limit),
+            RateSource::Fixed(limit) => LimitRef::Fixed(limit),
             RateSource::PerRequest(rate) => {
-                std::borrow::Cow::Owned(spec.config.limit(rate(parts), spec.algorithm))
+                LimitRef::PerRequest(Box::new(spec.config.limit(rate(parts), spec.algorithm)))
             }
         };
         let (backend_name, backend) = resolve_backend(view.backend(), context)?;
-        let timer = metrics::BackendTimer::start();
-        let checked = backend.check_n(&key, &limit, cost(spec, parts)).await;
-        timer.record(backend_name);
+        Ok(Some(Check {
+            spec,
+            key,
+            limit,
+            cost: cost(spec, parts),
+            backend_name: Cow::Borrowed(backend_name),
+            backend: Cow::Borrowed(backend),
+        }))
+    }
+
+    /// Takes one limit's decision (or store failure) into account.
+    fn apply(
+        &mut self,
+        checked: Result<Decision, BackendError>,
+        check: &Check<'_, '_>,
+        context: &Context<'_>,
+        handler: &str,
+    ) -> Result<Step, GuardRejection> {
+        let spec = check.spec;
+        let key = check.key.as_str();
         let decision = match checked {
             Ok(decision) => decision,
             Err(error) => {
-                apply_failure_policy(&error, spec, context, handler, &key)?;
-                outcome = outcome.max(Some(Outcome::ErrorAllowed));
-                continue;
+                apply_failure_policy(&error, spec, context, handler, key)?;
+                self.outcome = self.outcome.max(Some(Outcome::ErrorAllowed));
+                return Ok(Step::Next);
             }
         };
         tracing::debug!(
@@ -127,43 +314,49 @@ pub(crate) async fn enforce(
         );
         if spec.shadow {
             if !decision.allowed {
-                tracing::warn!(handler, key, limit = %limit.rate(), "shadow rate limit would block this request");
-                outcome = outcome.max(Some(Outcome::ShadowLimited));
+                tracing::warn!(handler, key, limit = %check.limit.rate(), "shadow rate limit would block this request");
+                self.outcome = self.outcome.max(Some(Outcome::ShadowLimited));
             }
-            continue;
+            return Ok(Step::Next);
         }
         if !decision.allowed {
-            outcome = Some(Outcome::Limited);
+            self.outcome = Some(Outcome::Limited);
             if spec.block {
                 metrics::record_outcome(Outcome::Limited);
                 return Err(GuardRejection::RateLimited(RateLimited {
                     decision,
                     handler: handler.to_owned(),
-                    rate: limit.rate().to_string(),
+                    rate: check.limit.rate().to_string(),
                 }));
             }
-            admitted.limited = true;
-            admitted.reported = Some(decision);
-            break;
+            self.admitted.limited = true;
+            self.admitted.reported = Some(decision);
+            return Ok(Step::Stop);
         }
-        outcome = outcome.max(Some(Outcome::Allowed));
-        let more_restrictive = admitted
+        self.outcome = self.outcome.max(Some(Outcome::Allowed));
+        let more_restrictive = self
+            .admitted
             .reported
             .is_none_or(|reported| decision.remaining < reported.remaining);
         if more_restrictive {
-            admitted.reported = Some(decision);
+            self.admitted.reported = Some(decision);
         }
+        Ok(Step::Next)
     }
-    if let Some(outcome) = outcome {
-        metrics::record_outcome(outcome);
+
+    /// Records the outcome and makes the status visible to the handler.
+    fn finish(&self, parts: &mut Parts) -> Admitted {
+        if let Some(outcome) = self.outcome {
+            metrics::record_outcome(outcome);
+        }
+        if let Some(decision) = self.admitted.reported {
+            parts.extensions.insert(RateLimitStatus {
+                limited: self.admitted.limited,
+                decision,
+            });
+        }
+        self.admitted
     }
-    if let Some(decision) = admitted.reported {
-        parts.extensions.insert(RateLimitStatus {
-            limited: admitted.limited,
-            decision,
-        });
-    }
-    Ok(admitted)
 }
 
 /// The backend a limit names (or the registry default), with its registry name.
@@ -228,117 +421,4 @@ fn cost(spec: &LimitSpec, parts: &Parts) -> u64 {
         CostSource::Fixed(cost) => cost.max(1),
         CostSource::PerRequest(cost) => u64::from(cost(parts).max(1)),
     }
-}
-
-/// The client IP, computed at most once per request.
-#[derive(Default)]
-struct ClientIp(Option<IpAddr>);
-
-impl ClientIp {
-    fn get(&mut self, parts: &Parts, context: &Context<'_>) -> Result<IpAddr, GuardRejection> {
-        if let Some(ip) = self.0 {
-            return Ok(ip);
-        }
-        let ip = client_ip::client_ip(parts, context.registry.trusted_proxies())
-            .map_err(|MissingPeerAddress| GuardRejection::MissingPeerAddress)?;
-        self.0 = Some(ip);
-        Ok(ip)
-    }
-
-    fn bucket_value(
-        &mut self,
-        parts: &Parts,
-        context: &Context<'_>,
-    ) -> Result<String, GuardRejection> {
-        let ip = self.get(parts, context)?;
-        Ok(client_ip::grouped(ip, context.registry.ipv6_prefix()))
-    }
-}
-
-async fn key_for(
-    spec: &LimitSpec,
-    group: &str,
-    parts: &mut Parts,
-    context: &Context<'_>,
-    client: &mut ClientIp,
-) -> Result<String, GuardRejection> {
-    let (kind, value): (std::borrow::Cow<'static, str>, Option<String>) = match spec.key {
-        KeySource::Ip => ("ip".into(), None),
-        KeySource::Global => ("global".into(), Some(String::new())),
-        KeySource::User | KeySource::UserOrIp => match (context.settings.user_resolver)(parts) {
-            Some(user) => ("user".into(), Some(user)),
-            // Anonymous clients are counted per IP: under `user`, in a namespace of their own so
-            // they never share a bucket with a user; under `user_or_ip`, as plain IPs.
-            None if matches!(spec.key, KeySource::User) => ("anon".into(), None),
-            None => ("ip".into(), None),
-        },
-        KeySource::Header(name) => (
-            format!("header:{name}").into(),
-            required(header_value(parts, name), "header", name, context)?,
-        ),
-        KeySource::Query(name) => (
-            format!("query:{name}").into(),
-            required(query_value(parts, name), "query parameter", name, context)?,
-        ),
-        KeySource::Path(name) => (
-            format!("path:{name}").into(),
-            required(
-                path_value(parts, name).await,
-                "path parameter",
-                name,
-                context,
-            )?,
-        ),
-        KeySource::Custom(key) => (
-            "custom".into(),
-            required(key(parts), "custom key", "", context)?,
-        ),
-    };
-    let (kind, value) = match value {
-        Some(value) => (kind, value),
-        // `anon` keeps its namespace; a missing value falls back to the plain IP bucket.
-        None if kind == "anon" => (kind, client.bucket_value(parts, context)?),
-        None => ("ip".into(), client.bucket_value(parts, context)?),
-    };
-    Ok(bucket_key(group, &kind, &value))
-}
-
-/// `Some(value)`, or `None` to fall back to the IP, or the 400 rejection the settings ask for.
-fn required(
-    value: Option<String>,
-    what: &'static str,
-    name: &str,
-    context: &Context<'_>,
-) -> Result<Option<String>, GuardRejection> {
-    match (value, context.settings.missing_key) {
-        (Some(value), _) => Ok(Some(value)),
-        (None, MissingKey::FallBackToIp) => Ok(None),
-        (None, MissingKey::Reject) => {
-            tracing::debug!(what, name, "rate-limit key value missing; rejecting");
-            Err(GuardRejection::MissingKeyValue(what))
-        }
-    }
-}
-
-/// A header's value; non-UTF-8 bytes are kept (lossily) rather than dropped, so they still
-/// identify the client.
-fn header_value(parts: &Parts, name: &str) -> Option<String> {
-    let value = parts.headers.get(name)?;
-    Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
-}
-
-fn query_value(parts: &Parts, name: &str) -> Option<String> {
-    let query = parts.uri.query()?;
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.into_owned())
-}
-
-async fn path_value(parts: &mut Parts, name: &str) -> Option<String> {
-    use axum::extract::{FromRequestParts, RawPathParams};
-    let params = RawPathParams::from_request_parts(parts, &()).await.ok()?;
-    params
-        .iter()
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.to_owned())
 }

@@ -1,25 +1,49 @@
 //! The extractor `#[rate_limit]` puts first in a handler's arguments.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::LazyLock;
 
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 
-use crate::enforce::{Admitted, Context, enforce};
+use crate::enforce::{Admitted, Context, Enforcement, Progress};
+use crate::guard_future::GuardFuture;
 use crate::headers;
 use crate::rejection::GuardRejection;
-use crate::settings::Scope;
+use crate::settings::{HeaderFields, Scope};
 use crate::spec::HandlerSpec;
 
 /// Every handler's limits by id, collected once from the link-time registrations.
-static HANDLERS: LazyLock<HashMap<u64, &'static HandlerSpec>> = LazyLock::new(|| {
-    inventory::iter::<HandlerSpec>
-        .into_iter()
-        .map(|spec| (spec.id, spec))
-        .collect()
-});
+static HANDLERS: LazyLock<HashMap<u64, &'static HandlerSpec, BuildHasherDefault<IdHasher>>> =
+    LazyLock::new(|| {
+        inventory::iter::<HandlerSpec>
+            .into_iter()
+            .map(|spec| (spec.id, spec))
+            .collect()
+    });
+
+/// Handler ids are FNV-1a hashes already (see `handler_id`); hashing them again per request
+/// would only cost time.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id;
+    }
+}
 
 /// Runs a handler's limits before any other extractor (so a blocked request never has its
 /// body read) and, after the handler, adds the rate-limit headers to its response.
@@ -29,6 +53,7 @@ static HANDLERS: LazyLock<HashMap<u64, &'static HandlerSpec>> = LazyLock::new(||
 #[must_use = "call `finish` with the handler's response to add the rate-limit headers"]
 pub struct Guard<const ID: u64> {
     admitted: Admitted,
+    fields: HeaderFields,
 }
 
 impl<const ID: u64> Guard<ID> {
@@ -36,7 +61,7 @@ impl<const ID: u64> Guard<ID> {
     pub fn finish(self, response: impl IntoResponse) -> Response {
         let mut response = response.into_response();
         if let Some(decision) = &self.admitted.reported {
-            headers::insert(response.headers_mut(), decision, false);
+            headers::insert_fields(response.headers_mut(), decision, false, self.fields);
         }
         response
     }
@@ -45,15 +70,42 @@ impl<const ID: u64> Guard<ID> {
 impl<const ID: u64, S: Send + Sync> FromRequestParts<S> for Guard<ID> {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+    /// Decides synchronously when every store answers without waiting (memory), so the
+    /// handler's future holds no guard state; otherwise continues in a boxed future.
+    fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> impl Future<Output = Result<Self, Self::Rejection>> + Send {
+        let Some(spec) = HANDLERS.get(&ID) else {
+            return GuardFuture::Ready(Some(Err(
+                GuardRejection::UnregisteredHandler.into_response()
+            )));
+        };
         let scope = parts.extensions.get::<Scope>().cloned();
         let context = Context::of(scope.as_ref());
-        let Some(spec) = HANDLERS.get(&ID) else {
-            return Err(GuardRejection::UnregisteredHandler.into_response());
+        let blocked_response = context.settings.blocked_response;
+        let fields = context.settings.header_fields;
+        // The extractor's rejection type is axum's `Response`, large or not.
+        #[allow(clippy::result_large_err)]
+        let respond = move |result: Result<Admitted, GuardRejection>| match result {
+            Ok(admitted) => Ok(Self { admitted, fields }),
+            Err(rejection) => Err(rejection.into_response_with(blocked_response, fields)),
         };
-        match enforce(&context, spec.handler, spec.limits, parts).await {
-            Ok(admitted) => Ok(Self { admitted }),
-            Err(rejection) => Err(rejection.into_response_with(context.settings.blocked_response)),
-        }
+        let mut run = match Enforcement::start(&context, parts) {
+            Ok(Some(run)) => run,
+            Ok(None) => return GuardFuture::Ready(Some(respond(Ok(Admitted::default())))),
+            Err(rejection) => return GuardFuture::Ready(Some(respond(Err(rejection)))),
+        };
+        let waiting = match run.run_now(&context, spec.handler, spec.limits, parts) {
+            Progress::Done(result) => return GuardFuture::Ready(Some(respond(result))),
+            Progress::Waiting(check) => check.into_owned(),
+        };
+        GuardFuture::Waiting(Box::pin(async move {
+            let context = Context::of(scope.as_ref());
+            let result = run
+                .run_rest(waiting, &context, spec.handler, spec.limits, parts)
+                .await;
+            respond(result)
+        }))
     }
 }

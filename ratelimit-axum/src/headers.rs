@@ -5,11 +5,19 @@
 //! draft-ietf-httpapi-ratelimit-headers: `RateLimit-Policy: "default";q=<limit>;w=<window s>`
 //! and `RateLimit: "default";r=<remaining>;t=<seconds to reset>`. A rejection adds
 //! `Retry-After` (seconds, rounded up, at least 1) when the request can ever pass.
+//!
+//! This runs on every counted response, so it is written for speed: the two values that depend
+//! only on the limit come from [`crate::header_cache`], the others are formatted on the stack.
 
+use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use ratelimit_core::Decision;
+
+use crate::header_cache;
+use crate::settings::HeaderFields;
 
 pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
@@ -17,35 +25,49 @@ pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-r
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
+/// The most headers this module writes, plus the `content-length` axum adds after the
+/// handler: a handler's response map is sized for its own headers only, and growing it once
+/// up front is cheaper than growing it in the middle of the inserts.
+const ADDED_HEADERS: usize = 7;
+
 /// Writes the rate-limit headers of `decision`; `Retry-After` only when `with_retry_after`.
 pub fn insert(headers: &mut HeaderMap, decision: &Decision, with_retry_after: bool) {
+    insert_fields(headers, decision, with_retry_after, HeaderFields::All);
+}
+
+/// [`insert`] with only the header `fields` chosen in the settings (`Retry-After` whatever
+/// they are).
+pub fn insert_fields(
+    headers: &mut HeaderMap,
+    decision: &Decision,
+    with_retry_after: bool,
+    fields: HeaderFields,
+) {
     let reset_secs = decision.reset_after_secs();
-    let now_secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since_epoch| since_epoch.as_secs());
-    headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(decision.limit));
-    headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
-    headers.insert(
-        X_RATELIMIT_RESET,
-        HeaderValue::from(now_secs.saturating_add(reset_secs)),
-    );
-    headers.insert(
-        RATELIMIT_POLICY,
-        number_header(&format!(
-            "\"default\";q={};w={}",
-            decision.limit,
-            decision.window.as_secs()
-        )),
-    );
-    headers.insert(
-        RATELIMIT,
-        number_header(&format!(
-            "\"default\";r={};t={reset_secs}",
-            decision.remaining
-        )),
-    );
+    let constant = header_cache::for_limit(decision.limit, decision.window.as_secs());
+    let (x_ratelimit, ietf) = match fields {
+        HeaderFields::All => (true, true),
+        HeaderFields::Ietf => (false, true),
+        HeaderFields::XRateLimit => (true, false),
+    };
+    headers.reserve(ADDED_HEADERS);
+    if x_ratelimit {
+        let now_secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since_epoch| since_epoch.as_secs());
+        headers.insert(X_RATELIMIT_LIMIT, constant.limit);
+        headers.insert(X_RATELIMIT_REMAINING, number(decision.remaining));
+        headers.insert(
+            X_RATELIMIT_RESET,
+            reset_at(now_secs.saturating_add(reset_secs)),
+        );
+    }
+    if ietf {
+        headers.insert(RATELIMIT_POLICY, constant.policy);
+        headers.insert(RATELIMIT, ratelimit_field(decision.remaining, reset_secs));
+    }
     if with_retry_after && let Some(retry_after) = decision.retry_after_secs() {
-        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
+        headers.insert(http::header::RETRY_AFTER, number(retry_after));
     }
 }
 
@@ -53,16 +75,96 @@ pub fn insert(headers: &mut HeaderMap, decision: &Decision, with_retry_after: bo
 /// little or less remaining (a `#[rate_limit]` inside a `RateLimitLayer`): the more restrictive
 /// one is what the client must respect.
 pub fn insert_unless_more_restrictive(headers: &mut HeaderMap, decision: &Decision) {
-    let existing = headers
-        .get(&X_RATELIMIT_REMAINING)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if existing.is_none_or(|remaining| remaining > decision.remaining) {
-        insert(headers, decision, false);
+    insert_fields_unless_more_restrictive(headers, decision, HeaderFields::All);
+}
+
+/// [`insert_unless_more_restrictive`] with only the header `fields` chosen in the settings.
+pub fn insert_fields_unless_more_restrictive(
+    headers: &mut HeaderMap,
+    decision: &Decision,
+    fields: HeaderFields,
+) {
+    if remaining_in(headers).is_none_or(|remaining| remaining > decision.remaining) {
+        insert_fields(headers, decision, false, fields);
     }
 }
 
-/// A header value built only from digits, quotes, `;`, `=` and ASCII letters: always valid.
-fn number_header(text: &str) -> HeaderValue {
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+/// The remaining count a response already reports, from whichever family it carries.
+fn remaining_in(headers: &HeaderMap) -> Option<u64> {
+    if let Some(value) = headers.get(&X_RATELIMIT_REMAINING) {
+        return value.to_str().ok()?.parse().ok();
+    }
+    // `"default";r=<remaining>;t=<reset>`
+    let field = headers.get(&RATELIMIT)?.to_str().ok()?;
+    let remaining = field.split(';').find_map(|part| part.strip_prefix("r="))?;
+    remaining.parse().ok()
+}
+
+/// A decimal number as a header value: one allocation, no `String` in between.
+fn number(value: u64) -> HeaderValue {
+    header_value(itoa::Buffer::new().format(value).as_bytes())
+}
+
+thread_local! {
+    /// The last `X-RateLimit-Reset` value this thread wrote. Within a window every response
+    /// carries the same one, so it is shared (a reference count) instead of formatted and
+    /// allocated per response.
+    static LAST_RESET: RefCell<Option<(u64, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+/// `X-RateLimit-Reset` for `at_secs`, the thread's last value when it is the same.
+fn reset_at(at_secs: u64) -> HeaderValue {
+    LAST_RESET.with_borrow_mut(|last| match last {
+        Some((secs, value)) if *secs == at_secs => value.clone(),
+        _ => {
+            let value = number(at_secs);
+            *last = Some((at_secs, value.clone()));
+            value
+        }
+    })
+}
+
+/// `"default";r=<remaining>;t=<reset s>`, assembled on the stack.
+fn ratelimit_field(remaining: u64, reset_secs: u64) -> HeaderValue {
+    let mut field = StackText::<64>::new();
+    field.push(b"\"default\";r=");
+    field.push(itoa::Buffer::new().format(remaining).as_bytes());
+    field.push(b";t=");
+    field.push(itoa::Buffer::new().format(reset_secs).as_bytes());
+    header_value(field.as_bytes())
+}
+
+/// Digits, quotes, `;`, `=` and ASCII letters are always a valid value; copying them into
+/// `Bytes` is the one allocation.
+pub(crate) fn header_value(text: &[u8]) -> HeaderValue {
+    HeaderValue::from_maybe_shared(Bytes::copy_from_slice(text))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A fixed-size text buffer for header values, so formatting them allocates nothing. Two u64
+/// and the field's punctuation need 57 bytes, so 64 never overflows; if it did, the excess is
+/// dropped rather than panicking.
+pub(crate) struct StackText<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> StackText<N> {
+    pub(crate) const fn new() -> Self {
+        Self {
+            bytes: [0; N],
+            len: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, text: &[u8]) {
+        let end = (self.len + text.len()).min(N);
+        let taken = end - self.len;
+        self.bytes[self.len..end].copy_from_slice(&text[..taken]);
+        self.len = end;
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }

@@ -4,9 +4,12 @@ mod client_ip;
 mod enforce;
 mod future;
 mod guard;
+mod guard_future;
+mod header_cache;
 pub mod headers;
 mod health;
 mod key;
+mod key_source;
 mod layer;
 #[cfg(feature = "config")]
 mod layer_config;
@@ -33,8 +36,8 @@ pub use layer::{LayerError, RateLimitLayer, RateLimitLayerBuilder};
 pub use rejection::{BackendUnavailable, BlockedResponse, GuardRejection, RateLimited};
 pub use service::RateLimitService;
 pub use settings::{
-    AlreadyInstalled, GuardSettings, GuardSettingsBuilder, InvalidNetwork, MissingKey, Scope,
-    UserResolver,
+    AlreadyInstalled, GuardSettings, GuardSettingsBuilder, HeaderFields, InvalidNetwork,
+    MissingKey, Scope, UserResolver,
 };
 pub use spec::{AlgorithmConfig, CostSource, HandlerSpec, KeySource, LimitSpec, RateSource};
 pub use status::{RateLimitStatus, UserId};

@@ -8,6 +8,7 @@ use ratelimit_core::Decision;
 use serde_json::json;
 
 use crate::headers;
+use crate::settings::HeaderFields;
 
 /// The guard's rejection: the response a stopped request gets.
 #[derive(Debug)]
@@ -74,12 +75,16 @@ pub struct BackendUnavailable {
 pub type BlockedResponse = fn(&RateLimited) -> Response;
 
 impl GuardRejection {
-    pub(crate) fn into_response_with(self, blocked: Option<BlockedResponse>) -> Response {
+    pub(crate) fn into_response_with(
+        self,
+        blocked: Option<BlockedResponse>,
+        fields: HeaderFields,
+    ) -> Response {
         match self {
             Self::RateLimited(limited) => {
                 let mut response =
                     blocked.map_or_else(|| limited.default_response(), |build| build(&limited));
-                headers::insert(response.headers_mut(), &limited.decision, true);
+                headers::insert_fields(response.headers_mut(), &limited.decision, true, fields);
                 response
             }
             Self::BackendUnavailable(unavailable) => {
@@ -137,7 +142,7 @@ impl GuardRejection {
 
 impl IntoResponse for GuardRejection {
     fn into_response(self) -> Response {
-        self.into_response_with(None)
+        self.into_response_with(None, HeaderFields::All)
     }
 }
 

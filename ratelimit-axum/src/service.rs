@@ -66,13 +66,21 @@ where
                 match enforce(&context, &rule.name, std::slice::from_ref(rule), &mut parts).await {
                     Ok(admitted) => admitted,
                     Err(rejection) => {
-                        return Ok(rejection.into_response_with(context.settings.blocked_response));
+                        return Ok(rejection.into_response_with(
+                            context.settings.blocked_response,
+                            context.settings.header_fields,
+                        ));
                     }
                 };
+            let fields = context.settings.header_fields;
             let response = inner.call(Request::from_parts(parts, body)).await?;
             let mut response = response.map(Body::new);
             if let Some(decision) = &admitted.reported {
-                headers::insert_unless_more_restrictive(response.headers_mut(), decision);
+                headers::insert_fields_unless_more_restrictive(
+                    response.headers_mut(),
+                    decision,
+                    fields,
+                );
             }
             Ok(response)
         })

@@ -23,6 +23,21 @@ pub enum MissingKey {
     Reject,
 }
 
+/// Which rate-limit header fields counted responses carry. `Retry-After` on a 429 is sent
+/// whatever this says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeaderFields {
+    /// `X-RateLimit-Limit`, `-Remaining`, `-Reset` and the IETF `RateLimit-Policy` and
+    /// `RateLimit` (default).
+    #[default]
+    All,
+    /// Only the IETF `RateLimit-Policy` and `RateLimit` fields.
+    Ietf,
+    /// Only `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`.
+    XRateLimit,
+}
+
 /// Finds the user of a request for `key = "user"` / `"user_or_ip"`; `None` is anonymous.
 pub type UserResolver = fn(&Parts) -> Option<String>;
 
@@ -35,6 +50,7 @@ pub struct GuardSettings {
     pub(crate) allow: Vec<IpNet>,
     pub(crate) deny: Vec<IpNet>,
     pub(crate) unavailable_retry_after: Duration,
+    pub(crate) header_fields: HeaderFields,
 }
 
 impl Default for GuardSettings {
@@ -46,6 +62,7 @@ impl Default for GuardSettings {
             allow: Vec::new(),
             deny: Vec::new(),
             unavailable_retry_after: Duration::from_secs(5),
+            header_fields: HeaderFields::All,
         }
     }
 }
@@ -130,6 +147,14 @@ impl GuardSettingsBuilder {
     #[must_use]
     pub fn unavailable_retry_after(mut self, after: Duration) -> Self {
         self.settings.unavailable_retry_after = after;
+        self
+    }
+
+    /// Which rate-limit header fields to send (default: all five). Clients that read only one
+    /// family get it with less work per response and fewer bytes on the wire.
+    #[must_use]
+    pub fn header_fields(mut self, fields: HeaderFields) -> Self {
+        self.settings.header_fields = fields;
         self
     }
 

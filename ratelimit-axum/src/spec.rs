@@ -29,6 +29,9 @@ pub enum KeySource {
 }
 
 /// A limit's rate: a compile-time literal, or chosen per request (tiers).
+// A `Limit` is large (it caches its resolved policies), but a `RateSource` lives in a
+// `#[rate_limit]` static and is only ever borrowed; boxing would not work in a const.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum RateSource {
     /// A literal, validated and parsed at compile time.

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use http::request::Parts;
 use http_body_util::BodyExt;
 use ratelimit_axum::core::{MemoryBackend, Registry};
-use ratelimit_axum::{GuardSettings, RateLimitStatus, Scope, UserId, rate_limit};
+use ratelimit_axum::{GuardSettings, HeaderFields, RateLimitStatus, Scope, UserId, rate_limit};
 use tower::ServiceExt;
 
 fn registry() -> Registry {
@@ -121,6 +121,47 @@ async fn five_per_minute_counts_down_then_answers_429_with_retry_after() {
             .as_str()
             .is_some_and(|detail| detail.contains("5/m"))
     );
+}
+
+#[tokio::test]
+async fn header_fields_can_be_narrowed_to_one_family() {
+    for (fields, x_ratelimit, ietf) in [
+        (HeaderFields::All, true, true),
+        (HeaderFields::Ietf, false, true),
+        (HeaderFields::XRateLimit, true, false),
+    ] {
+        let settings = GuardSettings::builder().header_fields(fields).build();
+        let app = Router::new()
+            .route("/", get(five_per_minute))
+            .layer(Extension(Scope::new(registry()).with_settings(settings)));
+        for _ in 0..5 {
+            let response = send(&app, get_from("/", "192.0.2.1:1000")).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let headers = response.headers();
+            assert_eq!(header(headers, "x-ratelimit-limit").is_some(), x_ratelimit);
+            assert_eq!(
+                header(headers, "x-ratelimit-remaining").is_some(),
+                x_ratelimit
+            );
+            assert_eq!(header(headers, "x-ratelimit-reset").is_some(), x_ratelimit);
+            assert_eq!(header(headers, "ratelimit-policy").is_some(), ietf);
+            assert_eq!(header(headers, "ratelimit").is_some(), ietf);
+        }
+        let response = send(&app, get_from("/", "192.0.2.1:1000")).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "{fields:?}"
+        );
+        assert!(
+            header(response.headers(), "retry-after").is_some(),
+            "{fields:?}"
+        );
+        assert_eq!(
+            header(response.headers(), "ratelimit").is_some_and(|value| value.contains(";r=0;")),
+            ietf
+        );
+    }
 }
 
 #[tokio::test]
