@@ -277,3 +277,6 @@ fn reply(batch: Vec<Pending>, outcome: Result<Vec<Vec<Verdict>>, BackendError>) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

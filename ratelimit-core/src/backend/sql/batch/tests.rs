@@ -1,0 +1,250 @@
+//! The batcher against a fake engine that records each batch and can hold it or fail it, so
+//! what goes in which batch is deterministic.
+
+use std::num::NonZeroU64;
+use std::sync::Mutex;
+
+use tokio::sync::Semaphore;
+
+use super::*;
+use crate::backend::sql::{Deleted, Request};
+
+/// Records every batch as (key, cost) pairs; each batch waits for a permit of `gate`.
+struct FakeEngine {
+    batches: Mutex<Vec<Vec<(String, i64)>>>,
+    gate: Semaphore,
+    fail: bool,
+}
+
+impl FakeEngine {
+    fn new(open: bool, fail: bool) -> Arc<Self> {
+        Arc::new(Self {
+            batches: Mutex::new(Vec::new()),
+            gate: Semaphore::new(if open { Semaphore::MAX_PERMITS } else { 0 }),
+            fail,
+        })
+    }
+
+    fn batches(&self) -> Vec<Vec<(String, i64)>> {
+        self.batches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Engine for FakeEngine {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn decide(&self, _: &Request<'_>) -> Result<Vec<Verdict>, BackendError> {
+        Err(BackendError::UnexpectedReply { backend: "fake" })
+    }
+
+    async fn reset(&self, _: &str) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn cleanup_batch(&self, _: Option<u64>, _: NonZeroU64) -> Result<Deleted, BackendError> {
+        Ok(Deleted::default())
+    }
+
+    async fn count_expired(&self, _: Option<u64>) -> Result<u64, BackendError> {
+        Ok(0)
+    }
+
+    async fn drop_schema(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn is_transient(&self, _: &sqlx::Error) -> bool {
+        false
+    }
+}
+
+#[async_trait]
+impl BatchEngine for FakeEngine {
+    /// Each check's verdict says its cost in `remaining` and its place in the batch in
+    /// `reset_after_ms`, so a caller can tell it got its own reply.
+    async fn decide_batch(&self, checks: &[&Check]) -> Result<Vec<Vec<Verdict>>, BackendError> {
+        self.batches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(
+                checks
+                    .iter()
+                    .map(|check| (check.key.clone(), check.cost))
+                    .collect(),
+            );
+        if let Ok(permit) = self.gate.acquire().await {
+            permit.forget();
+        }
+        if self.fail {
+            return Err(BackendError::Sql(sqlx::Error::Protocol(
+                "connection lost".to_owned(),
+            )));
+        }
+        Ok(checks
+            .iter()
+            .enumerate()
+            .map(|(place, check)| {
+                vec![Verdict {
+                    allowed: true,
+                    limit: 100,
+                    remaining: u64::try_from(check.cost).unwrap_or_default(),
+                    reset_after_ms: place as u64,
+                    retry_after_ms: None,
+                    window_ms: 1_000,
+                }]
+            })
+            .collect())
+    }
+}
+
+fn batcher(engine: &Arc<FakeEngine>, timeout: Duration) -> Arc<Batcher> {
+    // One batch out at a time: checks made while it is out all go in the next one.
+    Arc::new(Batcher::new(
+        Arc::clone(engine) as Arc<dyn BatchEngine>,
+        timeout,
+        64,
+        1,
+        1,
+    ))
+}
+
+fn check(key: &str, cost: u64) -> Check {
+    let policies = vec![Policy::FixedWindow {
+        limit: 100,
+        window_ms: 1_000,
+    }];
+    Check::new(key, Algorithm::FixedWindow, policies, None, cost)
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn spawn_check(
+    batcher: &Arc<Batcher>,
+    key: &str,
+    cost: u64,
+) -> tokio::task::JoinHandle<Result<Vec<Verdict>, BackendError>> {
+    let batcher = Arc::clone(batcher);
+    let check = check(key, cost);
+    tokio::spawn(async move { batcher.decide(check).await })
+}
+
+/// Lets spawned tasks queue their checks.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[tokio::test]
+async fn a_check_on_an_idle_backend_goes_at_once_alone() {
+    let engine = FakeEngine::new(true, false);
+    let batcher = batcher(&engine, Duration::from_secs(5));
+    let reply = batcher.decide(check("k", 3)).await;
+    assert!(reply.is_ok_and(|verdicts| verdicts[0].remaining == 3));
+    assert_eq!(engine.batches(), vec![vec![("k".to_owned(), 3)]]);
+}
+
+#[tokio::test]
+async fn checks_made_while_a_batch_is_out_go_together_in_key_order() {
+    let engine = FakeEngine::new(false, false);
+    let batcher = batcher(&engine, Duration::from_secs(5));
+    let first = spawn_check(&batcher, "m", 1);
+    settle().await;
+    // Queued behind the first batch, in this order; "a" twice, told apart by cost.
+    let queued: Vec<_> = [("z", 2), ("a", 3), ("q", 4), ("a", 5)]
+        .into_iter()
+        .map(|(key, cost)| spawn_check(&batcher, key, cost))
+        .collect();
+    settle().await;
+    engine.gate.add_permits(2);
+    assert!(first.await.is_ok_and(|reply| reply.is_ok()));
+    let mut costs = Vec::new();
+    for task in queued {
+        let reply = task.await.unwrap_or_else(|error| panic!("{error}"));
+        let verdicts = reply.unwrap_or_else(|error| panic!("{error}"));
+        costs.push((verdicts[0].remaining, verdicts[0].reset_after_ms));
+    }
+    let key = |key: &str, cost: i64| (key.to_owned(), cost);
+    assert_eq!(
+        engine.batches(),
+        vec![
+            vec![key("m", 1)],
+            // Sorted by key; the two checks of "a" keep their callers' order.
+            vec![key("a", 3), key("a", 5), key("q", 4), key("z", 2)],
+        ]
+    );
+    // Each caller got its own reply (its cost), placed where the batch ran it.
+    assert_eq!(costs, vec![(2, 3), (3, 0), (4, 2), (5, 1)]);
+}
+
+#[tokio::test]
+async fn a_failed_batch_fails_every_caller_with_the_same_error() {
+    let engine = FakeEngine::new(false, true);
+    let batcher = batcher(&engine, Duration::from_secs(5));
+    let first = spawn_check(&batcher, "a", 1);
+    settle().await;
+    let queued: Vec<_> = ["b", "c", "d"]
+        .into_iter()
+        .map(|key| spawn_check(&batcher, key, 1))
+        .collect();
+    settle().await;
+    engine.gate.add_permits(2);
+    for task in std::iter::once(first).chain(queued) {
+        let reply = task.await.unwrap_or_else(|error| panic!("{error}"));
+        assert!(
+            matches!(&reply, Err(BackendError::Sql(sqlx::Error::Protocol(message))) if message == "connection lost"),
+            "{reply:?}"
+        );
+    }
+    assert_eq!(engine.batches().len(), 2);
+}
+
+#[tokio::test]
+async fn a_caller_that_gives_up_is_left_out_and_wedges_nothing() {
+    let engine = FakeEngine::new(false, false);
+    let batcher = batcher(&engine, Duration::from_secs(5));
+    let first = spawn_check(&batcher, "a", 1);
+    settle().await;
+    let dropped = spawn_check(&batcher, "b", 2);
+    let kept = spawn_check(&batcher, "c", 3);
+    settle().await;
+    dropped.abort();
+    let _ = dropped.await;
+    engine.gate.add_permits(2);
+    assert!(first.await.is_ok_and(|reply| reply.is_ok()));
+    assert!(kept.await.is_ok_and(|reply| reply.is_ok()));
+    // The dropped check was never sent; later checks still go through.
+    engine.gate.add_permits(1);
+    assert!(batcher.decide(check("d", 4)).await.is_ok());
+    let sent: Vec<String> = engine
+        .batches()
+        .into_iter()
+        .flatten()
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(sent, vec!["a", "c", "d"]);
+}
+
+#[tokio::test]
+async fn a_caller_waits_at_most_the_timeout() {
+    let engine = FakeEngine::new(false, false);
+    let batcher = batcher(&engine, Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let reply = batcher.decide(check("a", 1)).await;
+    assert!(
+        matches!(reply, Err(BackendError::Timeout { .. })),
+        "{reply:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The batch still out holds the only slot until it returns; then checks flow again.
+    engine.gate.add_permits(Semaphore::MAX_PERMITS);
+    settle().await;
+    assert!(batcher.decide(check("b", 1)).await.is_ok());
+}

@@ -1,0 +1,244 @@
+//! Batched checks on PostgreSQL (`backend/sql/batch.rs`): the checks that concurrent tasks make
+//! through one backend go to the database together, and still decide exactly as one at a time.
+//! A pool of one connection makes one batch out at a time, so every check made meanwhile lands
+//! in the next batch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ratelimit_core::{
+    Algorithm, Backend, BackendError, Decision, Limit, ManualClock, MemoryBackend, Rate, SqlBackend,
+};
+use ratelimit_tests::contention::{admitted_under_contention, limit_for};
+use ratelimit_tests::services::{self, unique_prefix};
+
+/// A prefix of this test's own: [`unique_prefix`] as a SQL identifier of at most 40 characters.
+fn table_prefix(test: &str) -> String {
+    let tail: String = unique_prefix("")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name: String = test
+        .chars()
+        .take(40_usize.saturating_sub(tail.len()))
+        .collect();
+    format!("{name}{tail}")
+}
+
+/// A backend on its own tables, or `None` to skip (see `services`).
+async fn backend(test: &str, pool_size: u32, clock: Option<ManualClock>) -> Option<SqlBackend> {
+    let url = services::postgres().await?.url().to_owned();
+    let mut builder = SqlBackend::builder(&url)
+        .table_prefix(table_prefix(test))
+        .pool_size(pool_size)
+        .timeout(Duration::from_secs(10));
+    if let Some(clock) = clock {
+        builder = builder.clock(clock);
+    }
+    Some(
+        builder
+            .build()
+            .await
+            .unwrap_or_else(|error| panic!("connecting to {url}: {error}")),
+    )
+}
+
+async fn drop_tables(backend: &SqlBackend) {
+    if let Err(error) = backend.drop_tables().await {
+        panic!("dropping {}*: {error}", backend.table_prefix());
+    }
+}
+
+fn rate(text: &str) -> Rate {
+    Rate::parse(text).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// Checks of `key` from `tasks` tasks at once; every decision, in no particular order.
+async fn at_once(
+    backend: &Arc<SqlBackend>,
+    key: &str,
+    limit: &Limit,
+    tasks: usize,
+) -> Vec<Decision> {
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let backend = Arc::clone(backend);
+            let (key, limit) = (key.to_owned(), limit.clone());
+            tokio::spawn(async move { backend.check(&key, &limit).await })
+        })
+        .collect();
+    let mut decisions = Vec::new();
+    for handle in handles {
+        let decision = handle.await.unwrap_or_else(|error| panic!("{error}"));
+        decisions.push(decision.unwrap_or_else(|error| panic!("{error}")));
+    }
+    decisions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_tasks_on_one_key_through_one_backend_admit_exactly_the_limit() {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let Some(backend) = backend("batch_hot", 4, Some(clock)).await else {
+        return;
+    };
+    let sql = Arc::new(backend);
+    let backends: Vec<Arc<dyn Backend>> = vec![Arc::clone(&sql) as Arc<dyn Backend>];
+    let mut results = Vec::new();
+    for algorithm in Algorithm::ALL {
+        let key = format!("hot:{algorithm}");
+        let admitted =
+            admitted_under_contention(&backends, &key, &limit_for(algorithm), 64, 5).await;
+        results.push((algorithm, admitted));
+    }
+    drop_tables(&sql).await;
+    for (algorithm, admitted) in results {
+        assert_eq!(admitted, 50, "{algorithm}: 320 attempts on a limit of 50");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checks_of_one_key_in_one_batch_each_see_the_one_before() {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let Some(backend) = backend("batch_same", 1, Some(clock)).await else {
+        return;
+    };
+    let backend = Arc::new(backend);
+    let limit = Limit::fixed_window(rate("10/h"));
+    let decisions = at_once(&backend, "same", &limit, 30).await;
+    drop_tables(&backend).await;
+    let mut remaining: Vec<u64> = decisions
+        .iter()
+        .filter(|decision| decision.allowed)
+        .map(|decision| decision.remaining)
+        .collect();
+    remaining.sort_unstable();
+    // Exactly ten admitted, each seeing one more counted than the one before it.
+    assert_eq!(remaining, (0..10).collect::<Vec<u64>>());
+}
+
+/// Each task owns one (key, algorithm, rate, cost) and checks it in turn, all tasks at once, so
+/// batches mix keys and algorithms; each task's decisions must be the memory backend's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mixed_keys_and_algorithms_in_batches_decide_like_memory() {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let Some(backend) = backend("batch_mixed", 2, Some(clock.clone())).await else {
+        return;
+    };
+    let sql = Arc::new(backend);
+    let memory = MemoryBackend::with_clock(clock);
+    let mut owners = Vec::new();
+    for (index, algorithm) in Algorithm::ALL.into_iter().enumerate() {
+        for (rate_text, cost) in [("4/m", 1), ("5/h;3/m", 1), ("7/m", 2)] {
+            let limit = Limit::new(rate(rate_text), algorithm);
+            owners.push((format!("mixed:{index}:{rate_text}:{cost}"), limit, cost));
+        }
+    }
+    let handles: Vec<_> = owners
+        .iter()
+        .cloned()
+        .map(|(key, limit, cost)| {
+            let sql = Arc::clone(&sql);
+            tokio::spawn(async move {
+                let mut decisions = Vec::new();
+                for _ in 0..6 {
+                    let decision = sql.check_n(&key, &limit, cost).await;
+                    decisions.push(decision.unwrap_or_else(|error| panic!("{key}: {error}")));
+                }
+                decisions
+            })
+        })
+        .collect();
+    let mut from_sql = Vec::new();
+    for handle in handles {
+        from_sql.push(handle.await.unwrap_or_else(|error| panic!("{error}")));
+    }
+    drop_tables(&sql).await;
+    for ((key, limit, cost), decisions) in owners.iter().zip(from_sql) {
+        for (step, decision) in decisions.into_iter().enumerate() {
+            let expected = memory.check_n(key, limit, *cost).await;
+            let expected = expected.unwrap_or_else(|error| panic!("{error}"));
+            assert_eq!(decision, expected, "{key} check {step}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_batch_reaches_every_caller_and_the_backend_recovers() {
+    let Some(backend) = backend("batch_error", 1, None).await else {
+        return;
+    };
+    let backend = Arc::new(backend);
+    let limit = Limit::fixed_window(rate("100/h"));
+    // With its routines gone, every batch fails in the database.
+    drop_tables(&backend).await;
+    let handles: Vec<_> = (0..20)
+        .map(|task| {
+            let backend = Arc::clone(&backend);
+            let limit = limit.clone();
+            tokio::spawn(async move { backend.check(&format!("k{}", task % 3), &limit).await })
+        })
+        .collect();
+    for handle in handles {
+        let outcome = handle.await.unwrap_or_else(|error| panic!("{error}"));
+        assert!(matches!(outcome, Err(BackendError::Sql(_))), "{outcome:?}");
+    }
+    // A backend connecting again installs the routines; the first one works again.
+    let Some(again) = backend_with_prefix(backend.table_prefix()).await else {
+        return;
+    };
+    let decision = backend.check("k0", &limit).await;
+    drop_tables(&again).await;
+    assert!(decision.is_ok_and(|decision| decision.allowed));
+}
+
+async fn backend_with_prefix(prefix: &str) -> Option<SqlBackend> {
+    let url = services::postgres().await?.url().to_owned();
+    Some(
+        SqlBackend::builder(&url)
+            .table_prefix(prefix)
+            .build()
+            .await
+            .unwrap_or_else(|error| panic!("connecting to {url}: {error}")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn callers_that_give_up_wedge_nothing_and_never_overshoot() {
+    let Some(backend) = backend("batch_dropped", 1, None).await else {
+        return;
+    };
+    let backend = Arc::new(backend);
+    let limit = Limit::fixed_window(rate("40/h"));
+    let handles: Vec<_> = (0..60)
+        .map(|_| {
+            let backend = Arc::clone(&backend);
+            let limit = limit.clone();
+            tokio::spawn(async move { backend.check("dropped", &limit).await })
+        })
+        .collect();
+    // Half the callers go away while their checks wait or run.
+    for handle in handles.iter().step_by(2) {
+        handle.abort();
+    }
+    let mut admitted_seen = 0;
+    for handle in handles {
+        if let Ok(outcome) = handle.await {
+            let decision = outcome.unwrap_or_else(|error| panic!("{error}"));
+            admitted_seen += u64::from(decision.allowed);
+        }
+    }
+    // Whatever was counted, later checks still flow and the limit still holds.
+    let after = at_once(&backend, "dropped", &limit, 60).await;
+    let peeked = backend.peek("dropped", &limit).await;
+    drop_tables(&backend).await;
+    let admitted_after = after.iter().filter(|decision| decision.allowed).count();
+    assert!(admitted_seen <= 40);
+    assert!(admitted_after <= 40);
+    assert!(peeked.is_ok_and(|decision| decision.remaining == 0));
+}
