@@ -289,6 +289,21 @@ impl Policy {
         }
     }
 
+    /// How long after filling up a token bucket that starts below full is still remembered
+    /// (a period: a client idle that long is forgotten like any other); 0 for everything else,
+    /// whose states mean nothing once they expire.
+    fn idle_grace_ms(&self) -> u64 {
+        match *self {
+            Self::TokenBucket {
+                bucket_size,
+                initial_tokens,
+                window_ms,
+                ..
+            } if initial_tokens < bucket_size => window_ms,
+            _ => 0,
+        }
+    }
+
     /// [`Policy::expires_at`] of the `state` that [`Policy::admit`] just wrote at `now_ms` for
     /// a request `verdict` allowed. For the fixed window and the buckets that instant is `now_ms`
     /// plus the verdict's own `reset_after` (the window's end, the bucket full or empty again),
@@ -300,21 +315,9 @@ impl Policy {
             Self::FixedWindow { .. } | Self::LeakyBucket { .. } => {
                 now_ms.saturating_add(verdict.reset_after_ms)
             }
-            Self::TokenBucket {
-                bucket_size,
-                initial_tokens,
-                window_ms,
-                ..
-            } => {
-                let grace = if initial_tokens < bucket_size {
-                    window_ms
-                } else {
-                    0
-                };
-                now_ms
-                    .saturating_add(verdict.reset_after_ms)
-                    .saturating_add(grace)
-            }
+            Self::TokenBucket { .. } => now_ms
+                .saturating_add(verdict.reset_after_ms)
+                .saturating_add(self.idle_grace_ms()),
             Self::SlidingWindow { .. } | Self::SlidingWindowCounter { .. } => {
                 return self.expires_at(state, now_ms);
             }
@@ -350,14 +353,9 @@ impl Policy {
             ) => {
                 let params =
                     token_bucket::Params::new(bucket_size, refill, initial_tokens, window_ms);
-                let full_at =
-                    now_ms.saturating_add(token_bucket::full_after(&params, bucket, now_ms));
-                let grace = if initial_tokens < bucket_size {
-                    window_ms
-                } else {
-                    0
-                };
-                full_at.saturating_add(grace)
+                now_ms
+                    .saturating_add(token_bucket::full_after(&params, bucket, now_ms))
+                    .saturating_add(self.idle_grace_ms())
             }
             (
                 Self::LeakyBucket {
@@ -410,12 +408,10 @@ impl Policy {
                 },
                 State::Bucket(bucket),
             ) if initial_tokens < bucket_size => {
-                let capacity = bucket_size.saturating_mul(refill.unit());
-                let missing = capacity.saturating_sub(bucket.level);
-                let full_at = bucket
-                    .last_ms
-                    .saturating_add(refill.millis_for(missing).unwrap_or(0));
-                full_at.saturating_add(window_ms) <= now_ms
+                let params =
+                    token_bucket::Params::new(bucket_size, refill, initial_tokens, window_ms);
+                token_bucket::full_at(&params, bucket).saturating_add(self.idle_grace_ms())
+                    <= now_ms
             }
             (Self::TokenBucket { .. } | Self::LeakyBucket { .. }, State::Bucket(_)) => false,
             // A state of another algorithm counts as none.

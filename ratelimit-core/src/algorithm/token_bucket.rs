@@ -102,6 +102,14 @@ pub(super) fn full_after(params: &Params, state: &BucketState, now_ms: u64) -> u
         .unwrap_or(0)
 }
 
+/// When `state` is full again, from the state alone: [`full_after`] counted from the instant
+/// the state was written (its `last_ms`).
+pub(super) fn full_at(params: &Params, state: &BucketState) -> u64 {
+    state
+        .last_ms
+        .saturating_add(full_after(params, state, state.last_ms))
+}
+
 /// The state of a bucket first seen at `now_ms` that stores its initial tokens.
 pub(super) fn initial_state(params: &Params, now_ms: u64) -> BucketState {
     BucketState {
