@@ -1,10 +1,10 @@
 -- Fixed window: '<dd' = window start, count. Parameters: limit, window.
 
-local function fixed_window(k, a, now, cost)
-  local limit, window = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+local function fixed_window(k, args, at, now, cost)
+  local limit, window = unpack('<dd', args, at)
   local start = now - (now % window)
   local used = 0
-  local stored = redis.call('GET', KEYS[k])
+  local stored = load(KEYS[k])
   if stored then
     local stored_start, count = unpack('<dd', stored)
     if stored_start == start then

@@ -1,11 +1,11 @@
 -- Leaky bucket (meter): '<dd' = level in scaled units, last update. Parameters: capacity,
 -- amount, per_ms, window. The level drains `amount` units per ms.
 
-local function leaky_bucket(k, a, now, cost)
-  local capacity, amount, unit = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+local function leaky_bucket(k, args, at, now, cost)
+  local capacity, amount, unit = unpack('<ddd', args, at)
   local scaled_capacity = capacity * unit
   local level, last = 0, now
-  local stored = redis.call('GET', KEYS[k])
+  local stored = load(KEYS[k])
   if stored then
     local stored_level, updated = unpack('<dd', stored)
     level = stored_level - min(max(now - updated, 0) * amount, stored_level)

@@ -2,20 +2,27 @@
 -- this prelude, one file per algorithm and `checks.lua` (the loop over the batch) into one script,
 -- so checks of every algorithm can share a call.
 --
--- ARGV[1] = now in ms, or '' to use the server clock (TIME, read once per batch);
--- ARGV[2] = number of checks; then per check: algorithm code (1 fixed window, 2 sliding log,
--- 3 sliding window counter, 4 token bucket, 5 leaky bucket), cost, '1' to record or '0' to
--- peek, number of quotas, then each quota's parameters. KEYS: per check, per quota, the state
--- key (the sliding log: its log key, then its sequence key).
+-- ARGV[1] = now in ms, or '' to use the server clock (TIME, read once per batch); then one
+-- argument per check, its numbers packed as little-endian doubles: algorithm code (1 fixed
+-- window, 2 sliding log, 3 sliding window counter, 4 token bucket, 5 leaky bucket), cost,
+-- 1 to record or 0 to peek, number of quotas, then each quota's parameters. KEYS: per check,
+-- per quota, the state key (the sliding log: its log key, then its sequence key).
 --
--- Every number is an integer below 2^53 (the Rust side validates that), so Lua's doubles are
--- exact. States other than the sliding log are one string value per quota, packed doubles
--- (`struct.pack('<dd', ..)`): one GET, one SET with PX, no number formatting.
+-- Every number is an integer below 2^53 (the Rust side validates that), so doubles carry it
+-- exactly, in arguments, in Lua and in stored state. Packing spares the server parsing
+-- decimal numbers, and a check is one argument however many parameters it has.
 --
--- An algorithm function `f(k, a, now, cost)` reads the quota whose key is KEYS[k] and whose
--- parameters start at ARGV[a], and returns allowed (1/0), remaining, reset_after_ms,
--- retry_after_ms (-1: never), then the value and TTL to write if the whole check is admitted,
--- then the value and TTL to write if it is not (nil: write nothing). It writes nothing itself.
+-- States other than the sliding log are one string value per quota, packed doubles too
+-- (`struct.pack('<dd', ..)`), read with GET and written with `SET … PX`. A key is read at most
+-- once and written at most once per batch: checks on a key already seen in this batch use the
+-- value the one before them left (`load` / `store`), so a hot key costs the server two
+-- commands per batch, not per check.
+--
+-- An algorithm function `f(k, args, at, now, cost)` reads the quota whose key is KEYS[k] and
+-- whose parameters start at byte `at` of `args`, and returns allowed (1/0), remaining,
+-- reset_after_ms, retry_after_ms (-1: never), then the value and TTL to store if the whole
+-- check is admitted, then the value and TTL to store if it is not (nil: store nothing). It
+-- stores nothing itself.
 
 local pack, unpack = struct.pack, struct.unpack
 local min, max, floor = math.min, math.max, math.floor
@@ -47,6 +54,24 @@ local function millis_for(amount, units)
     return nil
   end
   return ceil_div(units, amount)
+end
+
+-- This batch's view of string states: key -> value (false: absent), and key -> TTL for the
+-- keys to write when the batch ends.
+local values, ttls = {}, {}
+
+local function load(key)
+  local value = values[key]
+  if value == nil then
+    value = redis.call('GET', key)
+    values[key] = value
+  end
+  return value
+end
+
+local function store(key, value, ttl)
+  values[key] = value
+  ttls[key] = ttl
 end
 
 -- An integer as a string without exponent (tostring would use one above 1e14).

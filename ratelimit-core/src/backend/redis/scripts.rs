@@ -63,22 +63,34 @@ pub(super) fn has_sequence_key(algorithm: Algorithm) -> bool {
     algorithm == Algorithm::SlidingWindow
 }
 
-/// One check as the script reads it: its keys and its arguments (algorithm code, cost,
-/// record, number of quotas, then each quota's parameters).
+/// One check as the script reads it: its keys, and one argument packing its numbers as
+/// little-endian doubles (algorithm code, cost, record, number of quotas, then each quota's
+/// parameters).
 #[derive(Debug)]
 pub(super) struct ScriptCall {
     pub(super) keys: Vec<String>,
-    pub(super) args: Vec<u64>,
+    args: Vec<u8>,
     /// How many quotas, hence `quotas * REPLY_PER_QUOTA` reply integers.
     pub(super) quotas: usize,
 }
 
 impl ScriptCall {
     pub(super) fn new(algorithm: Algorithm, cost: u64, record: bool, quotas: usize) -> Self {
-        Self {
+        let mut call = Self {
             keys: Vec::with_capacity(quotas * 2),
-            args: vec![code(algorithm), cost, u64::from(record), quotas as u64],
+            args: Vec::with_capacity(8 * (4 + 5 * quotas)),
             quotas,
+        };
+        call.push(&[code(algorithm), cost, u64::from(record), quotas as u64]);
+        call
+    }
+
+    /// Limits keep their counts, levels and periods below 2^53, where a double is exact, as
+    /// the script's numbers have always been.
+    #[allow(clippy::cast_precision_loss)]
+    fn push(&mut self, values: &[u64]) {
+        for value in values {
+            self.args.extend_from_slice(&(*value as f64).to_le_bytes());
         }
     }
 
@@ -88,7 +100,7 @@ impl ScriptCall {
             Policy::FixedWindow { limit, window_ms }
             | Policy::SlidingWindow { limit, window_ms }
             | Policy::SlidingWindowCounter { limit, window_ms } => {
-                self.args.extend([limit, window_ms]);
+                self.push(&[limit, window_ms]);
             }
             Policy::TokenBucket {
                 bucket_size,
@@ -96,7 +108,7 @@ impl ScriptCall {
                 initial_tokens,
                 window_ms,
             } => {
-                self.args.extend([
+                self.push(&[
                     bucket_size,
                     refill.amount,
                     refill.per_ms,
@@ -109,8 +121,7 @@ impl ScriptCall {
                 leak,
                 window_ms,
             } => {
-                self.args
-                    .extend([capacity, leak.amount, leak.per_ms, window_ms]);
+                self.push(&[capacity, leak.amount, leak.per_ms, window_ms]);
             }
         }
     }
@@ -119,21 +130,18 @@ impl ScriptCall {
 /// One `EVALSHA` for `calls`, evaluated in order at `now_ms` (`None`: the server's `TIME`).
 pub(super) fn invocation<'a>(
     now_ms: Option<u64>,
-    calls: impl ExactSizeIterator<Item = &'a ScriptCall>,
+    calls: impl IntoIterator<Item = &'a ScriptCall>,
 ) -> ScriptInvocation<'static> {
     let mut invocation = SCRIPT.prepare_invoke();
     match now_ms {
         Some(now_ms) => invocation.arg(now_ms),
         None => invocation.arg(""),
     };
-    invocation.arg(calls.len());
     for call in calls {
         for key in &call.keys {
             invocation.key(key);
         }
-        for arg in &call.args {
-            invocation.arg(*arg);
-        }
+        invocation.arg(call.args.as_slice());
     }
     invocation
 }

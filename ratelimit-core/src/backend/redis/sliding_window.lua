@@ -1,9 +1,10 @@
 -- Sliding log: ZSET of admitted requests (score = time, member = '<seq>:<cost>') and a
 -- sequence counter that keeps members unique. Parameters: limit, window. KEYS[k] is the log,
--- KEYS[k + 1] the counter. Its admission is `log_admit` (several commands, not one SET).
+-- KEYS[k + 1] the counter. Its admission is `log_admit` (several commands at once, not a
+-- `store`).
 
-local function sliding_window(k, a, now, cost)
-  local limit, window = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+local function sliding_window(k, args, at, now, cost)
+  local limit, window = unpack('<dd', args, at)
   -- The requests still counted at `now` (admitted at t with t + window > now), oldest first.
   local raw = redis.call('ZRANGEBYSCORE', KEYS[k], '(' .. int(now - window), '+inf', 'WITHSCORES')
   local used = 0
@@ -37,8 +38,8 @@ local function sliding_window(k, a, now, cost)
   return 0, max(limit - used, 0), reset, retry
 end
 
-local function log_admit(k, a, now, cost)
-  local window = tonumber(ARGV[a + 1])
+local function log_admit(k, args, at, now, cost)
+  local _, window = unpack('<dd', args, at)
   redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', int(now - window))
   local seq = redis.call('INCR', KEYS[k + 1])
   redis.call('ZADD', KEYS[k], int(now), seq .. ':' .. int(cost))

@@ -10,12 +10,12 @@ local function first_fitting_elapsed(window, previous, room)
   return max(window - floor_div(room * window, previous), 0)
 end
 
-local function sliding_window_counter(k, a, now, cost)
-  local limit, window = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+local function sliding_window_counter(k, args, at, now, cost)
+  local limit, window = unpack('<dd', args, at)
   local start = now - (now % window)
   local elapsed = now - start
   local previous, current = 0, 0
-  local stored = redis.call('GET', KEYS[k])
+  local stored = load(KEYS[k])
   if stored then
     local stored_start, stored_current, stored_previous = unpack('<ddd', stored)
     if stored_start == start then

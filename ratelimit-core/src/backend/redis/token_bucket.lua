@@ -2,13 +2,12 @@
 -- Parameters: bucket size, amount, per_ms, initial tokens, window. The refill adds `amount`
 -- units per ms, so every level is an exact integer.
 
-local function token_bucket(k, a, now, cost)
-  local size, amount, unit = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local initial_tokens, window = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+local function token_bucket(k, args, at, now, cost)
+  local size, amount, unit, initial_tokens, window = unpack('<ddddd', args, at)
   local capacity = size * unit
   local initial = min(initial_tokens, size) * unit
   local tokens, last = initial, now
-  local stored = redis.call('GET', KEYS[k])
+  local stored = load(KEYS[k])
   if stored then
     local level, updated = unpack('<dd', stored)
     local flowed = min(max(now - updated, 0) * amount, capacity)
