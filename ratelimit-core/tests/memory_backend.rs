@@ -234,3 +234,46 @@ async fn max_keys_is_a_store_wide_bound_not_a_per_shard_one() {
         );
     }
 }
+
+#[tokio::test]
+async fn one_key_under_two_algorithms_keeps_two_states_and_reset_forgets_both() {
+    let backend = MemoryBackend::new();
+    let window = Limit::fixed_window(rate("1/m"));
+    let log = Limit::sliding_window(rate("1/m"));
+    for limit in [&window, &log] {
+        assert!(backend.check("k", limit).await.is_ok_and(|d| d.allowed));
+        assert!(backend.check("k", limit).await.is_ok_and(|d| !d.allowed));
+    }
+    assert_eq!(backend.len(), 2, "one compact and one general slot");
+    assert!(backend.reset("k").await.is_ok());
+    assert!(backend.is_empty());
+    for limit in [&window, &log] {
+        assert!(backend.check("k", limit).await.is_ok_and(|d| d.allowed));
+    }
+}
+
+/// The store keeps a coarse expiry per slot but forgets on the exact millisecond: a bucket
+/// that starts empty is remembered (full) until a period after it filled, then starts empty
+/// again.
+#[tokio::test]
+async fn a_bucket_that_starts_empty_is_forgotten_on_the_millisecond() {
+    let clock = ManualClock::new(1_700_000_000_123);
+    let backend = MemoryBackend::with_clock(clock.clone());
+    // 1 token per second into a bucket of 2 that starts empty; the period is 2 s.
+    let limit = Limit::token_bucket(rate("2/2s")).initial_tokens(0);
+    let first = backend.check("k", &limit).await;
+    assert!(first.is_ok_and(|d| !d.allowed), "starts empty");
+    // Full 2 s after the first (rejected) request, forgotten a period (2 s) later.
+    clock.advance(Duration::from_millis(3_999));
+    let remembered = backend.peek("k", &limit).await;
+    assert!(
+        remembered.is_ok_and(|d| d.allowed && d.remaining == 1),
+        "still the full bucket"
+    );
+    clock.advance(Duration::from_millis(1));
+    let forgotten = backend.peek("k", &limit).await;
+    assert!(
+        forgotten.is_ok_and(|d| !d.allowed && d.remaining == 0),
+        "forgotten: a new, empty bucket"
+    );
+}
