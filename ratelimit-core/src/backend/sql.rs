@@ -17,16 +17,26 @@
 //!
 //! How each engine decides:
 //!
-//! - **PostgreSQL**: one round trip per check, `SELECT <prefix><algorithm>_check_v1(..)`, a
-//!   PL/pgSQL port of the Redis Lua scripts with the same integer maths (in `NUMERIC`, so
-//!   nothing overflows). Checks of one key queue on a transaction-scoped advisory lock taken from
-//!   the key's hash, so a key seen for the first time is never inserted twice. A single-quota
-//!   check decides inside one `INSERT .. ON CONFLICT DO UPDATE .. WHERE <fits>` when it can.
+//! - **PostgreSQL**: `<prefix><algorithm>_check_v1(..)`, a PL/pgSQL port of the Redis Lua
+//!   scripts with the same integer maths (in `NUMERIC`, so nothing overflows). Checks of one key
+//!   queue on a transaction-scoped advisory lock taken from the key's hash, so a key seen for the
+//!   first time is never inserted twice. A single-quota check decides inside one
+//!   `INSERT .. ON CONFLICT DO UPDATE .. WHERE <fits>` when it can. Checks are batched: those
+//!   that concurrent tasks make through one backend while earlier ones are at the database go
+//!   together as one call of `<prefix>check_batch_v1(..)`, one round trip and one transaction
+//!   (so one commit and one WAL flush) for the batch, which runs them one after the other in key
+//!   order (two batches never deadlock; checks of one key keep their order, each seeing the one
+//!   before) and answers each caller with exactly what it would have got alone. A check on an
+//!   idle backend leaves at once; [`SqlBackendBuilder::batches_in_flight`] batches (default 2)
+//!   start as soon as checks come, and more, up to the pool size, when checks have waited 1 ms
+//!   (a slow commit). A failed batch fails each of its callers with the same error. Peeks,
+//!   resets and cleanups are not batched.
 //! - **MySQL/MariaDB**: one round trip per check, `CALL <prefix>check_v1(..)`, a stored procedure
 //!   that locks the key's rows (inserting a placeholder row first, so a new key has a row to
-//!   lock) in a `READ COMMITTED` transaction.
+//!   lock) in a `READ COMMITTED` transaction. Not batched: a procedure cannot take arrays, and
+//!   building one multi-statement call per batch would cost the parsing batching saves.
 //! - **SQLite**: a `BEGIN IMMEDIATE` transaction (one writer at a time) that loads the state and
-//!   applies the Rust algorithms themselves.
+//!   applies the Rust algorithms themselves. Not batched: there is no round trip to share.
 //!
 //! Tables (prefix `ratelimit_` by default): `<prefix>state`, one row per key, algorithm and
 //! quota, and `<prefix>log`, the sliding log's entries. Every row stores `expires_at_ms`, the

@@ -74,18 +74,20 @@ impl PostgresEngine {
             check_batch: sql("SELECT {prefix}check_batch_v1($1, $2, $3, $4, $5, $6)"),
             reset: sql("SELECT {prefix}reset_v1($1)"),
             // The outer condition is checked again on the row as it is when locked, so a row a
-            // check has just renewed is not deleted. The state table is searched through its
-            // coarse `cleanup_at_ms` index (see postgres.sql).
+            // check has just renewed is not deleted. Rows a check holds are skipped (it is
+            // renewing them): a cleanup never waits on a row, so it can never be half of a
+            // deadlock with a batch of checks that holds several keys. The state table is
+            // searched through its coarse `cleanup_at_ms` index (see postgres.sql).
             cleanup_state: sql(&format!(
                 "DELETE FROM {{prefix}}state WHERE expires_at_ms <= {NOW} \
                  AND (key_hash, algorithm, quota) IN (SELECT key_hash, algorithm, quota \
                  FROM {{prefix}}state WHERE cleanup_at_ms <= {NOW} + {CLEANUP_GRANULE_MS} \
-                 AND expires_at_ms <= {NOW} LIMIT $2)"
+                 AND expires_at_ms <= {NOW} LIMIT $2 FOR UPDATE SKIP LOCKED)"
             )),
             cleanup_log: sql(&format!(
                 "DELETE FROM {{prefix}}log WHERE expires_at_ms <= {NOW} \
                  AND (key_hash, quota, at_ms, seq) IN (SELECT key_hash, quota, at_ms, seq \
-                 FROM {{prefix}}log WHERE expires_at_ms <= {NOW} LIMIT $2)"
+                 FROM {{prefix}}log WHERE expires_at_ms <= {NOW} LIMIT $2 FOR UPDATE SKIP LOCKED)"
             )),
             count_expired: sql(&format!(
                 "SELECT (SELECT count(*) FROM {{prefix}}state \
