@@ -297,3 +297,81 @@ async fn a_failed_batch_fails_every_caller_and_the_backend_recovers() {
         }
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_key_holding_something_else_fails_only_its_own_check() {
+    let Some(redis) = services::redis().await else {
+        return;
+    };
+    let prefix = unique_prefix("redis-batch-foreign");
+    let backend = Arc::new(
+        RedisBackend::builder(redis.url())
+            .key_prefix(&prefix)
+            .timeout(TIMEOUT)
+            .build()
+            .await
+            .unwrap_or_else(|error| panic!("{error}")),
+    );
+    let client = redis::Client::open(redis.url()).unwrap_or_else(|e| panic!("{e}"));
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Written by some other program under our prefix: a string of the wrong shape, and a
+    // hash (GET on it is a WRONGTYPE error inside the script).
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}{{garbled}}:f:0"))
+        .arg("not a state")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut connection)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{prefix}{{hashed}}:t:0"))
+        .arg("l")
+        .arg("1")
+        .query_async(&mut connection)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(format!("{prefix}{{hashed}}:t:0"))
+        .arg(60_000)
+        .query_async(&mut connection)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let fixed = Limit::fixed_window(rate("5/m"));
+    let tokens = Limit::token_bucket(rate("5/m"));
+    let checks = [
+        ("good-1", fixed.clone(), true),
+        ("garbled", fixed.clone(), false),
+        ("good-2", tokens.clone(), true),
+        ("hashed", tokens.clone(), false),
+        ("good-1", fixed, true),
+        ("good-2", tokens, true),
+    ];
+    let mut tasks = JoinSet::new();
+    for (index, (key, limit, _)) in checks.iter().cloned().enumerate() {
+        let backend = Arc::clone(&backend);
+        tasks.spawn(async move { (index, backend.check(key, &limit).await) });
+    }
+    // All six share one batch (one current-thread poll round), yet only two fail.
+    for ((key, _, good), result) in checks.iter().zip(join_all(tasks).await) {
+        if *good {
+            assert!(
+                matches!(result, Ok(ref d) if d.allowed),
+                "{key}: {result:?}"
+            );
+        } else {
+            assert!(
+                matches!(result, Err(BackendError::UnexpectedReply { .. })),
+                "{key}: {result:?}"
+            );
+        }
+    }
+    let after = backend
+        .peek("good-1", &Limit::fixed_window(rate("5/m")))
+        .await;
+    assert_eq!(after.ok().map(|d| d.remaining), Some(5 - 2 - 1));
+}

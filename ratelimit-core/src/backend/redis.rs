@@ -1,5 +1,9 @@
-//! Redis and Redis Cluster: one round trip per check (EVALSHA of a Lua script per algorithm),
-//! time from the Redis server, every key with a TTL.
+//! Redis and Redis Cluster: at most one round trip per check (EVALSHA of one Lua script that
+//! holds every algorithm), time from the Redis server, every key with a TTL.
+//!
+//! On a single server, checks made while a call is in flight share the next call, which
+//! decides them in order (`redis/batch.rs`): the server's fixed cost per call is paid once per
+//! batch instead of once per check.
 //!
 //! Why server time: every app server sharing a Redis then decides on one clock, so a host
 //! whose clock runs a few seconds off neither grants extra requests nor locks clients out. A
@@ -9,8 +13,8 @@
 //! being `f`, `sw`, `c`, `t` or `l`. The `{..}` hash tag puts every quota of one key in one
 //! Cluster slot, so a compound rate is still one atomic script call. Values: the sliding log is
 //! a sorted set plus a counter; every other state is one string of packed doubles written with
-//! `SET … PX`, so a check costs the server one `GET` and at most one `SET` per quota (see
-//! `redis/prelude.lua`).
+//! `SET … PX`, so a check costs the server at most one `GET` and one `SET` per quota, and a
+//! key checked several times in one batch is read and written once (see `redis/prelude.lua`).
 
 mod batch;
 mod scripts;

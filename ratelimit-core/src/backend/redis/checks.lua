@@ -26,10 +26,16 @@ for c = 2, #ARGV do
   local code, cost, record, quotas = unpack('<dddd', args)
   local evaluate = evaluators[code]
   local params, keys = param_bytes[code], keys_per_quota[code]
-  local all_allowed = true
+  local all_allowed, failed = true, false
   for q = 0, quotas - 1 do
-    local allowed, remaining, reset, retry, value, ttl, first_value, first_ttl =
-      evaluate(k + q * keys, args, 1 + HEADER_BYTES + q * params, now, cost)
+    local ok, allowed, remaining, reset, retry, value, ttl, first_value, first_ttl =
+      pcall(evaluate, k + q * keys, args, 1 + HEADER_BYTES + q * params, now, cost)
+    if not ok then
+      -- A key holding something else fails this check alone: remaining -1 is a reply the
+      -- Rust side rejects, and nothing is written. The other checks of the batch go on.
+      allowed, remaining, reset, retry, value, ttl, first_value, first_ttl = 0, -1, 0, -1
+      failed = true
+    end
     local n = #reply
     reply[n + 1], reply[n + 2], reply[n + 3], reply[n + 4] = allowed, remaining, reset, retry
     if allowed == 0 then
@@ -38,7 +44,7 @@ for c = 2, #ARGV do
     local p = 4 * q
     pending[p + 1], pending[p + 2], pending[p + 3], pending[p + 4] = value, ttl, first_value, first_ttl
   end
-  if record == 1 then
+  if record == 1 and not failed then
     for q = 0, quotas - 1 do
       local p, key = 4 * q, k + q * keys
       if all_allowed and code == SLIDING_WINDOW then

@@ -4,7 +4,7 @@ local function fixed_window(k, args, at, now, cost)
   local limit, window = unpack('<dd', args, at)
   local start = now - (now % window)
   local used = 0
-  local stored = load(KEYS[k])
+  local stored = load(KEYS[k], 16)
   if stored then
     local stored_start, count = unpack('<dd', stored)
     if stored_start == start then

@@ -5,7 +5,7 @@ local function leaky_bucket(k, args, at, now, cost)
   local capacity, amount, unit = unpack('<ddd', args, at)
   local scaled_capacity = capacity * unit
   local level, last = 0, now
-  local stored = load(KEYS[k])
+  local stored = load(KEYS[k], 16)
   if stored then
     local stored_level, updated = unpack('<dd', stored)
     level = stored_level - min(max(now - updated, 0) * amount, stored_level)

@@ -60,11 +60,17 @@ end
 -- keys to write when the batch ends.
 local values, ttls = {}, {}
 
-local function load(key)
+-- The state at `key` (a string of `bytes` bytes), or false when there is none. Raises an error
+-- when the key holds something else (written by another program): `checks.lua` then fails
+-- that check alone.
+local function load(key, bytes)
   local value = values[key]
   if value == nil then
     value = redis.call('GET', key)
     values[key] = value
+  end
+  if value and #value ~= bytes then
+    error('not a rate-limit state: ' .. key)
   end
   return value
 end

@@ -15,7 +15,7 @@ local function sliding_window_counter(k, args, at, now, cost)
   local start = now - (now % window)
   local elapsed = now - start
   local previous, current = 0, 0
-  local stored = load(KEYS[k])
+  local stored = load(KEYS[k], 24)
   if stored then
     local stored_start, stored_current, stored_previous = unpack('<ddd', stored)
     if stored_start == start then

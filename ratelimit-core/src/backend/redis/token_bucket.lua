@@ -7,7 +7,7 @@ local function token_bucket(k, args, at, now, cost)
   local capacity = size * unit
   local initial = min(initial_tokens, size) * unit
   local tokens, last = initial, now
-  local stored = load(KEYS[k])
+  local stored = load(KEYS[k], 16)
   if stored then
     local level, updated = unpack('<dd', stored)
     local flowed = min(max(now - updated, 0) * amount, capacity)
