@@ -2,10 +2,11 @@
 //!
 //! redis-server spends a fixed cost on every `EVALSHA` (reading and parsing the command,
 //! finding and entering the script, `TIME`, writing the reply) on top of the work per check.
-//! While one call is in flight, the checks that arrive queue up here and go out together as
-//! the next call, which evaluates them in order, each against the state the ones before it
-//! left: the same decisions as one call each, for a fraction of the fixed cost. A check that
-//! finds nothing in flight is sent at once, so an idle backend adds no waiting.
+//! While calls are in flight (at most [`MAX_IN_FLIGHT`]), the checks that arrive queue up here
+//! and go out together as the next call, which evaluates them in order, each against the state
+//! the ones before it left: the same decisions as one call each, for a fraction of the fixed
+//! cost. A check that finds fewer calls in flight is sent at once (after one yield to the
+//! scheduler), so an idle backend adds no waiting.
 //!
 //! Only a single server batches: on a Cluster the keys of different checks live in different
 //! slots, and one script call may only touch one slot.
