@@ -159,6 +159,12 @@ def cpu_panel(body, routes, left, top, plot_width, plot_height):
         body.append(text(x + bar_width / 2, top + plot_height + 18, route["label"], 11))
 
 
+def header_fields_note(config):
+    """The guard's header fields when the run narrowed them (`HTTP_BENCH_HEADER_FIELDS`)."""
+    fields = config.get("header_fields", "all")
+    return "" if fields == "all" else f"; #[rate_limit] sends only the {fields} header fields"
+
+
 def chart(results):
     routes = results["routes"]
     config = results["config"]
@@ -171,7 +177,8 @@ def chart(results):
         text(
             width / 2, 50,
             f"one axum server, {config['server_workers']} worker thread; wrk -t1 -c{config['connections']}, "
-            f"{config['rounds']} alternating rounds x {config['seconds']} s per route; loopback",
+            f"{config['rounds']} alternating rounds x {config['seconds']} s per route; loopback"
+            + header_fields_note(config),
             12, fill="#555",
         ),
         text(
