@@ -114,14 +114,22 @@ thread_local! {
 
 /// `X-RateLimit-Reset` for `at_secs`, the thread's last value when it is the same.
 fn reset_at(at_secs: u64) -> HeaderValue {
-    LAST_RESET.with_borrow_mut(|last| match last {
-        Some((secs, value)) if *secs == at_secs => value.clone(),
-        _ => {
-            let value = number(at_secs);
-            *last = Some((at_secs, value.clone()));
-            value
-        }
-    })
+    // `try_with`: while the thread is torn down the cache is gone; the value is then built anew.
+    LAST_RESET
+        .try_with(|last| {
+            let mut last = last.try_borrow_mut().ok()?;
+            match &*last {
+                Some((secs, value)) if *secs == at_secs => Some(value.clone()),
+                _ => {
+                    let value = number(at_secs);
+                    *last = Some((at_secs, value.clone()));
+                    Some(value)
+                }
+            }
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| number(at_secs))
 }
 
 /// `"default";r=<remaining>;t=<reset s>`, assembled on the stack.

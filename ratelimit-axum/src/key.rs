@@ -66,7 +66,8 @@ pub(crate) struct Key(String);
 
 impl Key {
     fn with_capacity(capacity: usize) -> Self {
-        let mut key = SPARE_KEY.take();
+        // `try_with`: during thread teardown the spare is gone, and a fresh buffer does.
+        let mut key = SPARE_KEY.try_with(Cell::take).unwrap_or_default();
         key.clear();
         key.reserve(capacity);
         Self(key)
@@ -86,7 +87,9 @@ impl From<String> for Key {
 impl Drop for Key {
     fn drop(&mut self) {
         if self.0.capacity() <= MAX_SPARE_CAPACITY {
-            SPARE_KEY.set(std::mem::take(&mut self.0));
+            let key = std::mem::take(&mut self.0);
+            // A key dropped while its thread is torn down is simply freed.
+            let _ = SPARE_KEY.try_with(|spare| spare.set(key));
         }
     }
 }
