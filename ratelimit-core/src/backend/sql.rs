@@ -481,11 +481,12 @@ impl SqlBackendBuilder {
         self
     }
 
-    /// PostgreSQL: how many batches of checks may be at the database at once (default 2, at
-    /// most the pool size). A check made while that many are out waits for the next batch, which
-    /// leaves as soon as one of them returns; a check made when fewer are out leaves at once.
-    /// Fewer batches in flight make larger batches: fewer commits and round trips per check, and
-    /// more wait per check.
+    /// PostgreSQL: how many batches of checks may leave for the database at once (default 2, at
+    /// most the pool size). A check made when fewer are out leaves at once; one made while that
+    /// many are out waits for the next batch, which leaves as soon as one of them returns, or,
+    /// after 1 ms of waiting, starts one more batch (up to the pool size), so that slow commits
+    /// do not hold checks back. Fewer batches make larger ones: fewer commits and round trips
+    /// per check, and more waiting per check.
     #[must_use]
     pub fn batches_in_flight(mut self, batches: usize) -> Self {
         self.batches_in_flight = batches.max(1);
