@@ -29,11 +29,18 @@ impl Shard {
     ) -> Verdict {
         let kind = StateKind::of(policy);
         let slot_key = key.slot_key(kind, quota_index);
-        if kind.is_compact() {
-            self.compact.apply(slot_key, policy, request, record, store)
-        } else {
-            self.general.apply(slot_key, policy, request, record, store)
+        // The general table holds a compact kind's state only when the compact table could
+        // not keep it exactly; it is empty otherwise, so this costs nothing on the hot path.
+        if !kind.is_compact() || self.general.contains(slot_key) {
+            let (verdict, _) = self.general.apply(slot_key, policy, request, record, store);
+            return verdict;
         }
+        let (verdict, spilled) = self.compact.apply(slot_key, policy, request, record, store);
+        if let Some((state, expires_at)) = spilled {
+            self.general
+                .insert(slot_key, state, expires_at, request.now_ms, store);
+        }
+        verdict
     }
 
     /// Forgets every state of `key`: every quota, every layout. Returns how many there were.
@@ -42,12 +49,8 @@ impl Shard {
         for kind in StateKind::ALL {
             for quota_index in 0..MAX_QUOTAS {
                 let slot_key = key.slot_key(kind, quota_index);
-                let table_removed = if kind.is_compact() {
-                    self.compact.remove(slot_key)
-                } else {
-                    self.general.remove(slot_key)
-                };
-                removed += usize::from(table_removed);
+                removed += usize::from(self.compact.remove(slot_key));
+                removed += usize::from(self.general.remove(slot_key));
             }
         }
         removed

@@ -4,7 +4,8 @@
 //! they live in a 28-byte [`CompactSlot`] (8-byte key digest, 16-byte state, 4-byte coarse
 //! expiry), which with the table's control byte and load factor comes to under 64 bytes per key.
 //! The sliding log (a list) and the sliding counter (three integers) live in a
-//! [`GeneralSlot`] holding the whole [`State`] and an exact expiry.
+//! [`GeneralSlot`] holding the whole [`State`] and an exact expiry, and so does a bucket written
+//! after an injected clock stepped back (see [`Slot::holds`]).
 
 use crate::algorithm::{BucketState, Policy, State, WindowState};
 
@@ -67,6 +68,9 @@ pub(super) trait Slot {
     fn new(key: u64, state: State, expires_at: u64, epoch: Epoch) -> Self;
 
     fn key(&self) -> u64;
+
+    /// Whether a slot of this layout keeps `state`, written at `now_ms`, exactly.
+    fn holds(state: &State, now_ms: u64) -> bool;
 
     /// When a sweep may drop the slot (ms): never before the state is forgotten.
     fn sweepable_at(&self, epoch: Epoch) -> u64;
@@ -138,6 +142,17 @@ impl Slot for CompactSlot {
         self.key
     }
 
+    /// Not a bucket whose refill clock is ahead of `now_ms` (only after an injected clock
+    /// stepped back; the process clock never does): such a bucket is forgotten at an instant
+    /// that its state alone does not give (`Policy::is_forgotten` assumes the bucket was
+    /// written at its own `last_ms`), so it goes where its exact expiry is kept.
+    fn holds(state: &State, now_ms: u64) -> bool {
+        match state {
+            State::Bucket(bucket) => bucket.last_ms <= now_ms,
+            _ => true,
+        }
+    }
+
     fn sweepable_at(&self, epoch: Epoch) -> u64 {
         epoch.millis_at(self.sweepable_ticks)
     }
@@ -182,6 +197,10 @@ impl Slot for GeneralSlot {
 
     fn key(&self) -> u64 {
         self.key
+    }
+
+    fn holds(_state: &State, _now_ms: u64) -> bool {
+        true
     }
 
     fn sweepable_at(&self, _epoch: Epoch) -> u64 {

@@ -25,6 +25,10 @@ pub(super) struct Request {
     pub(super) cost: u64,
 }
 
+/// A state the table could not keep exactly (see [`Slot::holds`]), for the caller to keep in
+/// another table, with the instant it expires.
+pub(super) type Spilled = Option<(State, u64)>;
+
 /// What every call on a table needs from the store around it.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Store<'a> {
@@ -64,7 +68,8 @@ const MIN_SWEEP_INTERVAL: usize = 1_024;
 
 impl<S: Slot> Table<S> {
     /// The verdict of `policy` on a request of `cost` for the state at `key`, recording it as
-    /// `record` says: one probe, the slot updated in place.
+    /// `record` says: one probe, the slot updated in place. A new state this table cannot hold
+    /// exactly is handed back instead of stored (its old slot, if any, removed).
     #[inline]
     pub(super) fn apply(
         &mut self,
@@ -73,28 +78,51 @@ impl<S: Slot> Table<S> {
         request: Request,
         record: Record,
         store: Store<'_>,
-    ) -> Verdict {
+    ) -> (Verdict, Spilled) {
         let Request { now_ms, cost } = request;
         if let Some(slot) = self.slots.find_mut(key, |slot| slot.key() == key) {
             let current = slot.take_live(policy, now_ms);
             let verdict = policy.evaluate(current.as_ref(), now_ms, cost);
             match next_state(policy, record, &verdict, current, now_ms, cost) {
-                Next::Write(state, expires_at) => slot.store(state, expires_at, store.epoch),
+                Next::Write(state, expires_at) if S::holds(&state, now_ms) => {
+                    slot.store(state, expires_at, store.epoch);
+                }
+                Next::Write(state, expires_at) => {
+                    self.remove(key);
+                    store.occupancy.removed(1);
+                    return (verdict, Some((state, expires_at)));
+                }
                 Next::Keep(Some(state)) => slot.restore(state),
                 Next::Keep(None) => {}
             }
-            return verdict;
+            return (verdict, None);
         }
         let verdict = policy.evaluate(None, now_ms, cost);
-        if let Next::Write(state, expires_at) =
-            next_state(policy, record, &verdict, None, now_ms, cost)
-        {
-            self.insert(S::new(key, state, expires_at, store.epoch), now_ms, store);
+        match next_state(policy, record, &verdict, None, now_ms, cost) {
+            Next::Write(state, expires_at) if S::holds(&state, now_ms) => {
+                self.insert(key, state, expires_at, now_ms, store);
+            }
+            Next::Write(state, expires_at) => return (verdict, Some((state, expires_at))),
+            Next::Keep(_) => {}
         }
-        verdict
+        (verdict, None)
     }
 
-    fn insert(&mut self, slot: S, now_ms: u64, store: Store<'_>) {
+    /// Whether a state is stored at `key`.
+    pub(super) fn contains(&self, key: u64) -> bool {
+        !self.slots.is_empty() && self.slots.find(key, |slot| slot.key() == key).is_some()
+    }
+
+    /// Stores a state for a key the table does not hold yet.
+    pub(super) fn insert(
+        &mut self,
+        key: u64,
+        state: State,
+        expires_at: u64,
+        now_ms: u64,
+        store: Store<'_>,
+    ) {
+        let slot = S::new(key, state, expires_at, store.epoch);
         self.inserts_since_sweep += 1;
         if self.inserts_since_sweep >= self.len_after_sweep.max(MIN_SWEEP_INTERVAL) {
             store.occupancy.removed(self.sweep(now_ms, store.epoch));
