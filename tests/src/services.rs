@@ -322,3 +322,26 @@ pub fn unique_prefix(test_name: &str) -> String {
         .collect();
     format!("{name}:{}:{sequence}:{nanos:x}:", std::process::id())
 }
+
+/// A SQL table prefix no other test shares: `test` (cut to fit) and [`unique_prefix`]'s unique
+/// tail, lower-case letters, digits and `_`, at most 40 characters (the backend's limit).
+#[must_use]
+pub fn unique_sql_prefix(test: &str) -> String {
+    let sanitize = |text: &str| -> String {
+        text.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    let unique_tail = sanitize(&unique_prefix(""));
+    let name: String = sanitize(test)
+        .chars()
+        .take(40_usize.saturating_sub(unique_tail.len()))
+        .collect();
+    format!("{name}{unique_tail}")
+}

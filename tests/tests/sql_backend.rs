@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ratelimit_core::{Algorithm, Backend, BackendError, Limit, ManualClock, Rate, SqlBackend};
 use ratelimit_tests::conformance;
 use ratelimit_tests::contention::{admitted_under_contention, limit_for};
-use ratelimit_tests::services::{self, unique_prefix};
+use ratelimit_tests::services::{self, unique_sql_prefix};
 
 /// A database each test can use: a shared server, or a SQLite file of its own.
 #[derive(Clone, Copy, Debug)]
@@ -39,31 +39,9 @@ impl Drop for Database {
     }
 }
 
-/// A table prefix no other test shares: [`unique_prefix`] made a SQL identifier of at most 40
-/// characters.
-fn table_prefix(test: &str) -> String {
-    let sanitize = |text: &str| -> String {
-        text.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
-    let unique_tail = sanitize(&unique_prefix(""));
-    let name: String = sanitize(test)
-        .chars()
-        .take(40_usize.saturating_sub(unique_tail.len()))
-        .collect();
-    format!("{name}{unique_tail}")
-}
-
 /// The database for `engine`, or `None` to skip (the services decide, see `services`).
 async fn database(engine: Engine, test: &str) -> Option<Database> {
-    let prefix = table_prefix(test);
+    let prefix = unique_sql_prefix(test);
     let (url, file) = match engine {
         Engine::Postgres => (services::postgres().await?.url().to_owned(), None),
         Engine::Mysql => (services::mysql().await?.url().to_owned(), None),

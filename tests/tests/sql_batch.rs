@@ -10,32 +10,13 @@ use ratelimit_core::{
     Algorithm, Backend, BackendError, Decision, Limit, ManualClock, MemoryBackend, Rate, SqlBackend,
 };
 use ratelimit_tests::contention::{admitted_under_contention, limit_for};
-use ratelimit_tests::services::{self, unique_prefix};
-
-/// A prefix of this test's own: [`unique_prefix`] as a SQL identifier of at most 40 characters.
-fn table_prefix(test: &str) -> String {
-    let tail: String = unique_prefix("")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let name: String = test
-        .chars()
-        .take(40_usize.saturating_sub(tail.len()))
-        .collect();
-    format!("{name}{tail}")
-}
+use ratelimit_tests::services::{self, unique_sql_prefix};
 
 /// A backend on its own tables, or `None` to skip (see `services`).
 async fn backend(test: &str, pool_size: u32, clock: Option<ManualClock>) -> Option<SqlBackend> {
     let url = services::postgres().await?.url().to_owned();
     let mut builder = SqlBackend::builder(&url)
-        .table_prefix(table_prefix(test))
+        .table_prefix(unique_sql_prefix(test))
         .pool_size(pool_size)
         .timeout(Duration::from_secs(10));
     if let Some(clock) = clock {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ratelimit_core::{
     Algorithm, Backend, Decision, Limit, ManualClock, MemoryBackend, Rate, SqlBackend,
 };
-use ratelimit_tests::services::{self, unique_prefix};
+use ratelimit_tests::services::{self, unique_sql_prefix};
 
 /// Random limits tried per engine (`RATELIMIT_DIFF_LIMITS` to search longer), and steps on
 /// each.
@@ -103,23 +103,8 @@ struct Mismatch {
     sql: Result<Decision, String>,
 }
 
-/// A name no other test shares: [`unique_prefix`] as a SQL identifier.
-fn unique_name(test: &str) -> String {
-    let tail: String = unique_prefix("")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{test}{tail}")
-}
-
 async fn compare(url: &str, test: &str) -> Vec<Mismatch> {
-    let prefix = unique_name(test);
+    let prefix = unique_sql_prefix(test);
     let clock = ManualClock::new(19_675 * 86_400_000 + 12_345);
     let sql = SqlBackend::builder(url)
         .table_prefix(&prefix)
@@ -221,7 +206,7 @@ async fn mysql_decides_like_memory_on_random_steps() {
 
 #[tokio::test]
 async fn sqlite_decides_like_memory_on_random_steps() {
-    let file = std::env::temp_dir().join(format!("{}.sqlite3", unique_name("diff")));
+    let file = std::env::temp_dir().join(format!("{}.sqlite3", unique_sql_prefix("diff")));
     let url = format!("sqlite://{}", file.display());
     let mismatches = compare(&url, "diff_lite").await;
     for suffix in ["", "-wal", "-shm"] {
