@@ -7,7 +7,7 @@
 //! `Retry-After` (seconds, rounded up, at least 1) when the request can ever pass.
 //!
 //! This runs on every counted response, so it is written for speed: the two values that depend
-//! only on the limit come from [`crate::header_cache`], the others are formatted on the stack.
+//! only on the limit come from `header_cache`, the others are formatted on the stack.
 
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
