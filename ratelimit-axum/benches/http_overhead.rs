@@ -44,6 +44,9 @@ use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::PeerIpKeyExtractor;
 
+#[path = "../../bench-support/machine.rs"]
+mod machine;
+
 type BenchResult<T> = Result<T, Box<dyn Error>>;
 
 const BODY: &str = "ok";
@@ -380,29 +383,6 @@ fn pin_server() -> BenchResult<()> {
     Ok(())
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split_once(':'))
-                .map(|(_, model)| model.trim().to_owned())
-        })
-        .unwrap_or_default()
-}
-
 /// Medians over the rounds of one route.
 #[derive(Clone, Copy, Debug)]
 struct Summary {
@@ -429,7 +409,7 @@ fn measure(config: &Config, addr: SocketAddr) -> BenchResult<()> {
     if config.pin {
         pin_server()?;
     }
-    let load_before = load_average();
+    let load_before = machine::load_average();
     println!(
         "http_overhead: server {addr} with {} worker thread(s){}; wrk -t1 -c{} -d{}s, {} rounds, \
          about {} s; wrk: {wrk_version}; load average {load_before}",
@@ -488,7 +468,7 @@ fn measure(config: &Config, addr: SocketAddr) -> BenchResult<()> {
             runs[index].push(run);
         }
     }
-    let load_after = load_average();
+    let load_after = machine::load_average();
     let summaries = runs.each_ref().map(|route_runs| summarize(route_runs));
     let [plain, guarded, governor] = summaries;
     let over_plain = guarded.requests_per_sec / plain.requests_per_sec;
@@ -603,7 +583,7 @@ fn measure(config: &Config, addr: SocketAddr) -> BenchResult<()> {
         },
         "machine": {
             "cpus": cpus,
-            "cpu_model": cpu_model(),
+            "cpu_model": machine::cpu_model(),
             "load_average_before": load_before,
             "load_average_after": load_after,
         },

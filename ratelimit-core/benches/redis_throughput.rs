@@ -41,6 +41,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ratelimit_core::{Backend, Limit, Rate, RedisBackend};
 use tokio::runtime::{Builder, Runtime};
 
+#[path = "../../bench-support/machine.rs"]
+mod machine;
+
 const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
 /// The peer's script: one counter and its TTL, the floor of any Redis limiter.
@@ -238,7 +241,7 @@ fn run(settings: &Settings, server: &Server) {
         .unwrap_or_else(|error| {
             panic!("redis-benchmark not found ({error}); apt-get install redis-tools")
         });
-    let machine = Machine::read();
+    let machine = machine::Machine::read();
     println!(
         "redis-server {server_version}; {peer_version}; {} CPUs ({}); load average before: {}",
         machine.cpus, machine.cpu_model, machine.load_average
@@ -314,11 +317,11 @@ fn run(settings: &Settings, server: &Server) {
             round + 1,
             settings.rounds,
             started.elapsed().as_secs_f64(),
-            Machine::load_average()
+            machine::load_average()
         );
     }
 
-    let load_after = Machine::load_average();
+    let load_after = machine::load_average();
     let report = Report {
         settings,
         machine: &machine,
@@ -681,41 +684,6 @@ fn parse_peer_csv(stdout: &str, requests: u64) -> Option<Sample> {
     })
 }
 
-struct Machine {
-    cpus: usize,
-    cpu_model: String,
-    load_average: String,
-}
-
-impl Machine {
-    fn read() -> Self {
-        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|info| {
-                info.lines()
-                    .find_map(|line| line.strip_prefix("model name"))
-                    .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
-            })
-            .unwrap_or_else(|| "unknown".to_owned());
-        Self {
-            cpus: std::thread::available_parallelism().map_or(0, usize::from),
-            cpu_model,
-            load_average: Self::load_average(),
-        }
-    }
-
-    fn load_average() -> String {
-        std::fs::read_to_string("/proc/loadavg")
-            .map(|text| {
-                text.split_whitespace()
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_else(|_| "unknown".to_owned())
-    }
-}
-
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let middle = values.len() / 2;
@@ -728,7 +696,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 struct Report<'a> {
     settings: &'a Settings,
-    machine: &'a Machine,
+    machine: &'a machine::Machine,
     server_version: &'a str,
     peer_version: &'a str,
     load_after: &'a str,

@@ -44,6 +44,9 @@ use std::time::{Duration, Instant};
 use ratelimit_core::{Backend, Limit, Rate, SqlBackend};
 use tokio::runtime::{Builder, Runtime};
 
+#[path = "../../bench-support/machine.rs"]
+mod machine;
+
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// Never reached in a run: every check is allowed, so every run measures the same path.
@@ -205,7 +208,7 @@ fn run(settings: &Settings) {
         settings.tasks,
         settings.rounds,
         settings.seconds,
-        load_average()
+        machine::load_average()
     );
     let mut rounds: Vec<Vec<(Contestant, Sample)>> = Vec::new();
     for round in 0..settings.rounds {
@@ -226,7 +229,7 @@ fn run(settings: &Settings) {
                 sample.mean_ms,
                 sample.server_cpu_us_per_check,
                 sample.client_cpu_us_per_check,
-                load_average()
+                machine::load_average()
             );
             samples.push((contestant, sample));
         }
@@ -402,15 +405,6 @@ fn server_version(settings: &Settings) -> String {
         |_| "(version unknown)".to_owned(),
         |output| String::from_utf8_lossy(&output.stdout).trim().to_owned(),
     )
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .next()
-        .unwrap_or("?")
-        .to_owned()
 }
 
 /// `utime + stime` and `cutime + cstime` (fields 14–17) of `/proc/<pid>/stat`, in ticks.

@@ -48,6 +48,9 @@ use ratelimit_tests::fault_proxy::{Fault, FaultProxy};
 use ratelimit_tests::services::{PrivateRedis, unique_prefix};
 use tokio::runtime::Builder;
 
+#[path = "../../bench-support/machine.rs"]
+mod machine;
+
 /// The primary's timeout: what a request costs when it waits for a primary that never answers.
 const TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -377,7 +380,7 @@ async fn run(settings: &Settings) -> (Vec<Row>, Vec<Opening>) {
 
 fn main() {
     let settings = Settings::from_env();
-    let machine = Machine::read();
+    let machine = machine::Machine::read();
     let started = Instant::now();
     // Two workers, like the failover tests: the proxy's relays run beside the client.
     let runtime = Builder::new_multi_thread()
@@ -391,7 +394,7 @@ fn main() {
     let report = Report {
         settings: &settings,
         machine,
-        load_after: Machine::load_average(),
+        load_after: machine::load_average(),
         elapsed: started.elapsed(),
         rows: &rows,
         openings: &openings,
@@ -402,45 +405,9 @@ fn main() {
     println!("\nresults: {}", path.display());
 }
 
-struct Machine {
-    cpus: usize,
-    cpu_model: String,
-    load_before: String,
-}
-
-impl Machine {
-    fn read() -> Self {
-        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|info| {
-                info.lines()
-                    .find_map(|line| line.strip_prefix("model name"))
-                    .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
-            })
-            .unwrap_or_else(|| "unknown".to_owned());
-        Self {
-            cpus: std::thread::available_parallelism().map_or(0, usize::from),
-            cpu_model,
-            load_before: Self::load_average(),
-        }
-    }
-
-    /// The 1, 5 and 15 minute load averages, as `uptime` shows them.
-    fn load_average() -> String {
-        std::fs::read_to_string("/proc/loadavg")
-            .map(|text| {
-                text.split_whitespace()
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_else(|_| "unknown".to_owned())
-    }
-}
-
 struct Report<'a> {
     settings: &'a Settings,
-    machine: Machine,
+    machine: machine::Machine,
     load_after: String,
     elapsed: Duration,
     rows: &'a [Row],
@@ -509,7 +476,7 @@ impl Report<'_> {
             "\nmachine: {} CPUs, {}; load average {} before, {} after; run took {:.1} s",
             machine.cpus,
             machine.cpu_model,
-            machine.load_before,
+            machine.load_average,
             self.load_after,
             self.elapsed.as_secs_f64()
         )
@@ -575,7 +542,7 @@ impl Report<'_> {
         writeln!(
             out,
             "  \"machine\": {{\"cpus\": {}, \"cpu_model\": {:?}, \"load_before\": {:?}, \"load_after\": {:?}}},",
-            machine.cpus, machine.cpu_model, machine.load_before, self.load_after
+            machine.cpus, machine.cpu_model, machine.load_average, self.load_after
         )
         .unwrap();
         writeln!(
