@@ -95,10 +95,11 @@ pub(crate) async fn enforce(
 }
 
 /// How far one request has got through its limits.
-#[derive(Default)]
 pub(crate) struct Enforcement {
     client: ClientIp,
     admitted: Admitted,
+    /// Whether [`RateLimitStatus`] goes into the request extensions (see [`Self::hide_status`]).
+    expose_status: bool,
     /// The request's outcome for metrics: the worst of its limits' (see `Outcome`'s order).
     outcome: Option<Outcome>,
     /// The next limit to check.
@@ -162,7 +163,26 @@ impl<'s> Check<'s, '_> {
     }
 }
 
+impl Default for Enforcement {
+    fn default() -> Self {
+        Self {
+            client: ClientIp::default(),
+            admitted: Admitted::default(),
+            expose_status: true,
+            outcome: None,
+            next: 0,
+        }
+    }
+}
+
 impl Enforcement {
+    /// Skips inserting [`RateLimitStatus`]: for a handler whose only argument is the guard, the
+    /// request's parts are dropped right after it, so nothing could read the status, and the
+    /// insert (a boxed value in a hash map, freed again) would be pure cost.
+    pub(crate) fn hide_status(&mut self) {
+        self.expose_status = false;
+    }
+
     /// Applies the allow and deny lists: `Err` for a denied client (403), `Ok(None)` for an
     /// allowed one (nothing is counted), otherwise the limits are to be checked.
     pub(crate) fn start(
@@ -349,7 +369,9 @@ impl Enforcement {
         if let Some(outcome) = self.outcome {
             metrics::record_outcome(outcome);
         }
-        if let Some(decision) = self.admitted.reported {
+        if let Some(decision) = self.admitted.reported
+            && self.expose_status
+        {
             parts.extensions.insert(RateLimitStatus {
                 limited: self.admitted.limited,
                 decision,

@@ -48,15 +48,17 @@ impl Hasher for IdHasher {
 /// Runs a handler's limits before any other extractor (so a blocked request never has its
 /// body read) and, after the handler, adds the rate-limit headers to its response.
 ///
-/// `ID` names the handler's registered [`HandlerSpec`]; the macro writes it.
+/// `ID` names the handler's registered [`HandlerSpec`]; the macro writes it, and sets
+/// `EXPOSE_STATUS` to `false` when the guard is the handler's only argument (nothing after it
+/// could read a [`crate::RateLimitStatus`], so it is not inserted).
 #[derive(Debug)]
 #[must_use = "call `finish` with the handler's response to add the rate-limit headers"]
-pub struct Guard<const ID: u64> {
+pub struct Guard<const ID: u64, const EXPOSE_STATUS: bool = true> {
     admitted: Admitted,
     fields: HeaderFields,
 }
 
-impl<const ID: u64> Guard<ID> {
+impl<const ID: u64, const EXPOSE_STATUS: bool> Guard<ID, EXPOSE_STATUS> {
     /// Adds the rate-limit headers (no `Retry-After`: the request was admitted) to `response`.
     pub fn finish(self, response: impl IntoResponse) -> Response {
         let mut response = response.into_response();
@@ -67,7 +69,9 @@ impl<const ID: u64> Guard<ID> {
     }
 }
 
-impl<const ID: u64, S: Send + Sync> FromRequestParts<S> for Guard<ID> {
+impl<const ID: u64, const EXPOSE_STATUS: bool, S: Send + Sync> FromRequestParts<S>
+    for Guard<ID, EXPOSE_STATUS>
+{
     type Rejection = Response;
 
     /// Decides synchronously when every store answers without waiting (memory), so the
@@ -96,6 +100,9 @@ impl<const ID: u64, S: Send + Sync> FromRequestParts<S> for Guard<ID> {
             Ok(None) => return GuardFuture::Ready(Some(respond(Ok(Admitted::default())))),
             Err(rejection) => return GuardFuture::Ready(Some(respond(Err(rejection)))),
         };
+        if !EXPOSE_STATUS {
+            run.hide_status();
+        }
         let waiting = match run.run_now(&context, spec.handler, spec.limits, parts) {
             Progress::Done(result) => return GuardFuture::Ready(Some(respond(result))),
             Progress::Waiting(check) => check.into_owned(),

@@ -8,7 +8,7 @@
 //! becomes
 //! ```text
 //! pub async fn api(
-//!     __ratelimit_guard: Guard<{ handler_id(module_path!(), "api", LINE, COLUMN) }>,
+//!     __ratelimit_guard: Guard<{ handler_id(module_path!(), "api", LINE, COLUMN) }, true>,
 //!     __ratelimit_arg_0: State<Db>,
 //! ) -> Response {
 //!     async fn __ratelimit_inner(State(db): State<Db>) -> impl IntoResponse { body }
@@ -149,6 +149,9 @@ fn generate(function: &ItemFn, limits: &[LimitSpec], position: Position) -> Toke
         quote! { #arg_name: #ty }
     });
     let turbofish = turbofish(generics);
+    // With no argument after the guard, the request's parts are dropped right after it: no
+    // extractor or handler could read the `RateLimitStatus` extension, so it is not inserted.
+    let expose_status = !params.is_empty();
 
     let inner = inner_fn(function);
     let (sibling, nested, call) = (&inner.sibling, &inner.nested, &inner.call);
@@ -165,7 +168,7 @@ fn generate(function: &ItemFn, limits: &[LimitSpec], position: Position) -> Toke
         // The guard is one argument more than the user wrote.
         #[allow(clippy::too_many_arguments)]
         #vis #asyncness #fn_token #name #generics (
-            __ratelimit_guard: ::ratelimit_axum::__private::Guard<{ #handler_id }>,
+            __ratelimit_guard: ::ratelimit_axum::__private::Guard<{ #handler_id }, #expose_status>,
             #(#outer_params,)*
         ) -> ::ratelimit_axum::__private::Response #where_clause {
             #nested
