@@ -17,6 +17,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use ratelimit_core::Decision;
 
 use crate::header_cache;
+use crate::header_template;
 use crate::settings::HeaderFields;
 
 pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
@@ -43,31 +44,100 @@ pub fn insert_fields(
     with_retry_after: bool,
     fields: HeaderFields,
 ) {
-    let reset_secs = decision.reset_after_secs();
-    let constant = header_cache::for_limit(decision.limit, decision.window.as_secs());
-    let (x_ratelimit, ietf) = match fields {
-        HeaderFields::All => (true, true),
-        HeaderFields::Ietf => (false, true),
-        HeaderFields::XRateLimit => (true, false),
-    };
-    headers.reserve(ADDED_HEADERS);
-    if x_ratelimit {
-        let now_secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since_epoch| since_epoch.as_secs());
-        headers.insert(X_RATELIMIT_LIMIT, constant.limit);
-        headers.insert(X_RATELIMIT_REMAINING, number(decision.remaining));
-        headers.insert(
-            X_RATELIMIT_RESET,
-            reset_at(now_secs.saturating_add(reset_secs)),
-        );
-    }
-    if ietf {
-        headers.insert(RATELIMIT_POLICY, constant.policy);
-        headers.insert(RATELIMIT, ratelimit_field(decision.remaining, reset_secs));
+    let values = Values::new(decision);
+    // A 429 is rare and carries one more field; only admitted responses use the template.
+    if with_retry_after || !header_template::apply(headers, &values, fields) {
+        headers.reserve(ADDED_HEADERS);
+        for &field in layout(fields) {
+            headers.insert(field.name(), values.of(field));
+        }
     }
     if with_retry_after && let Some(retry_after) = decision.retry_after_secs() {
         headers.insert(http::header::RETRY_AFTER, number(retry_after));
+    }
+}
+
+/// One rate-limit header field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Field {
+    Limit,
+    Remaining,
+    Reset,
+    Policy,
+    RateLimit,
+}
+
+impl Field {
+    pub(crate) fn name(self) -> HeaderName {
+        match self {
+            Self::Limit => X_RATELIMIT_LIMIT,
+            Self::Remaining => X_RATELIMIT_REMAINING,
+            Self::Reset => X_RATELIMIT_RESET,
+            Self::Policy => RATELIMIT_POLICY,
+            Self::RateLimit => RATELIMIT,
+        }
+    }
+
+    /// Whether the value can change between two responses of the same limit.
+    pub(crate) fn is_per_response(self) -> bool {
+        !matches!(self, Self::Limit | Self::Policy)
+    }
+}
+
+/// The fields `fields` selects, in the order they are written.
+pub(crate) fn layout(fields: HeaderFields) -> &'static [Field] {
+    match fields {
+        HeaderFields::All => &[
+            Field::Limit,
+            Field::Remaining,
+            Field::Reset,
+            Field::Policy,
+            Field::RateLimit,
+        ],
+        HeaderFields::Ietf => &[Field::Policy, Field::RateLimit],
+        HeaderFields::XRateLimit => &[Field::Limit, Field::Remaining, Field::Reset],
+    }
+}
+
+/// The header values of one decision.
+pub(crate) struct Values<'a> {
+    decision: &'a Decision,
+    reset_secs: u64,
+}
+
+impl<'a> Values<'a> {
+    fn new(decision: &'a Decision) -> Self {
+        Self {
+            decision,
+            reset_secs: decision.reset_after_secs(),
+        }
+    }
+
+    /// The limit and window the constant fields depend on.
+    pub(crate) fn limit_and_window(&self) -> (u64, u64) {
+        (self.decision.limit, self.decision.window.as_secs())
+    }
+
+    /// The value of `field`.
+    pub(crate) fn of(&self, field: Field) -> HeaderValue {
+        match field {
+            Field::Remaining => number(self.decision.remaining),
+            Field::Reset => {
+                let now_secs = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |since_epoch| since_epoch.as_secs());
+                reset_at(now_secs.saturating_add(self.reset_secs))
+            }
+            Field::RateLimit => ratelimit_field(self.decision.remaining, self.reset_secs),
+            Field::Limit => {
+                let (limit, window_secs) = self.limit_and_window();
+                header_cache::for_limit(limit, window_secs).limit
+            }
+            Field::Policy => {
+                let (limit, window_secs) = self.limit_and_window();
+                header_cache::for_limit(limit, window_secs).policy
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod future;
 mod guard;
 mod guard_future;
 mod header_cache;
+mod header_template;
 pub mod headers;
 mod health;
 mod key;
