@@ -6,8 +6,10 @@
 //! and `RateLimit: "default";r=<remaining>;t=<seconds to reset>`. A rejection adds
 //! `Retry-After` (seconds, rounded up, at least 1) when the request can ever pass.
 //!
-//! This runs on every counted response, so it is written for speed: the two values that depend
-//! only on the limit come from `header_cache`, the others are formatted on the stack.
+//! This runs on every counted response, so it is written for speed: an admitted response gets
+//! its fields from a per-thread template of its header layout (`header_template`) rather than
+//! by inserting them one by one, the two values that depend only on the limit come from
+//! `header_cache`, and the others are formatted on the stack.
 
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
