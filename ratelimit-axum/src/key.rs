@@ -6,7 +6,7 @@
 //! never share a key (a raw value that itself starts with `sha256:` is hashed too, so no raw
 //! value can pose as a digest).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
@@ -42,12 +42,80 @@ pub fn bucket_key(group: &str, kind: &str, value: &str) -> String {
 /// string.
 pub(crate) fn ip_bucket_key(group: &str, kind: &str, ip: IpAddr, ipv6_prefix: u8) -> Key {
     let mut key = Key::with_capacity(group.len() + kind.len() + 2 + MAX_GROUPED_LEN);
-    key.0.push_str(group);
-    key.0.push(':');
-    key.0.push_str(kind);
-    key.0.push(':');
-    write_grouped(&mut key.0, ip, ipv6_prefix);
+    // `try_with`: while the thread is torn down the memo is gone; the key is then written anew.
+    let written = LAST_IP_KEY
+        .try_with(|last| {
+            let mut last = last.try_borrow_mut().ok()?;
+            last.write(&mut key.0, group, kind, ip, ipv6_prefix);
+            Some(())
+        })
+        .ok()
+        .flatten();
+    if written.is_none() {
+        write_ip_key(&mut key.0, group, kind, ip, ipv6_prefix);
+    }
     key
+}
+
+fn write_ip_key(out: &mut String, group: &str, kind: &str, ip: IpAddr, ipv6_prefix: u8) {
+    out.push_str(group);
+    out.push(':');
+    out.push_str(kind);
+    out.push(':');
+    write_grouped(out, ip, ipv6_prefix);
+}
+
+thread_local! {
+    /// The last IP key this thread wrote. A keep-alive connection sends request after request
+    /// from one client, so the next key is usually the same text, and copying it is cheaper
+    /// than writing the group, the kind and the address again.
+    static LAST_IP_KEY: RefCell<LastIpKey> = const {
+        RefCell::new(LastIpKey {
+            ip: None,
+            ipv6_prefix: 0,
+            text: String::new(),
+            address_at: 0,
+        })
+    };
+}
+
+/// `text` is the key [`write_ip_key`] writes for `ip` grouped by `ipv6_prefix` and some group
+/// and kind; the address starts at `address_at`.
+struct LastIpKey {
+    ip: Option<IpAddr>,
+    ipv6_prefix: u8,
+    text: String,
+    address_at: usize,
+}
+
+impl LastIpKey {
+    /// Appends the key to `out`: the memo when it is the same text, otherwise written anew and
+    /// remembered.
+    fn write(&mut self, out: &mut String, group: &str, kind: &str, ip: IpAddr, ipv6_prefix: u8) {
+        if self.ip == Some(ip) && self.ipv6_prefix == ipv6_prefix && self.starts_with(group, kind) {
+            out.push_str(&self.text);
+            return;
+        }
+        let start = out.len();
+        write_ip_key(out, group, kind, ip, ipv6_prefix);
+        self.ip = Some(ip);
+        self.ipv6_prefix = ipv6_prefix;
+        self.text.clear();
+        self.text.push_str(&out[start..]);
+        self.address_at = group.len() + kind.len() + 2;
+    }
+
+    /// Whether the memo's text before the address is `<group>:<kind>:` (the same length, so the
+    /// rest is exactly the address: an IPv6 address holds `:` too).
+    fn starts_with(&self, group: &str, kind: &str) -> bool {
+        group.len() + kind.len() + 2 == self.address_at
+            && self
+                .text
+                .strip_prefix(group)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .and_then(|rest| rest.strip_prefix(kind))
+                .is_some_and(|rest| rest.starts_with(':'))
+    }
 }
 
 thread_local! {
@@ -129,6 +197,31 @@ mod tests {
         }
         assert_ne!(bucket_key("g", "k", "{a}"), bucket_key("g", "k", "{b}"));
         assert_eq!(bucket_key("g", "k", &"a".repeat(128)).len(), 4 + 128);
+    }
+
+    #[test]
+    fn a_remembered_key_is_reused_only_for_the_same_text() {
+        let v6: IpAddr = "2001:db8::1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let v4 = IpAddr::from([192, 0, 2, 7]);
+        // Each case right after another that differs in one part; `:` moved between the group,
+        // the kind and an IPv6 address must not fool the memo.
+        let cases = [
+            ("a", "ip", v4, 64),
+            ("a", "ip", v4, 64),
+            ("a", "anon", v4, 64),
+            ("b", "anon", v4, 64),
+            ("b", "anon", v6, 64),
+            ("b", "anon", v6, 32),
+            ("b:anon", "2001", v6, 32),
+            ("b", "anon:2001", v6, 32),
+            ("b", "anon", v6, 32),
+        ];
+        for (group, kind, ip, prefix) in cases {
+            assert_eq!(
+                ip_bucket_key(group, kind, ip, prefix).as_str(),
+                bucket_key(group, kind, &grouped(ip, prefix))
+            );
+        }
     }
 
     #[test]
