@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs wrk when missing, runs the HTTP overhead bench (unguarded vs #[rate_limit] vs
-# tower_governor, loopback only) and redraws docs/benchmarks/http_overhead.svg.
+# tower_governor, without and with its headers; loopback only) and redraws
+# docs/benchmarks/http_overhead.svg.
 #
 #   scripts/bench_http.sh
 #   HTTP_BENCH_ROUNDS=7 HTTP_BENCH_SECONDS=5 HTTP_BENCH_CONNECTIONS=64 scripts/bench_http.sh

@@ -1,7 +1,7 @@
-//! What `#[rate_limit]` costs in-process, without sockets: the three routes of `http_overhead`
-//! (unguarded, `#[rate_limit]` on the memory backend, tower_governor) in one `Router`, each
-//! request built with a `ConnectInfo` and sent through `Service::call` on a current-thread
-//! runtime. Steadier than the HTTP bench on a busy machine, and small enough to run under
+//! What `#[rate_limit]` costs in-process, without sockets: the four routes of `http_overhead`
+//! (unguarded, `#[rate_limit]` on the memory backend, tower_governor without and with its
+//! headers) in one `Router`, each request built with a `ConnectInfo` and sent through
+//! `Service::call` on a current-thread runtime. Steadier than the HTTP bench on a busy machine, and small enough to run under
 //! `valgrind --tool=callgrind`, whose instruction counts do not depend on load at all.
 //!
 //! ```text
@@ -11,8 +11,8 @@
 //! ```
 //!
 //! Settings: `GUARD_BENCH_REQUESTS` per route and repetition (1,000,000), `GUARD_BENCH_REPEAT`
-//! (3), `GUARD_BENCH_ROUTE` (`plain`, `guarded`, `governor` or `all`). Without `--bench` it sends
-//! a handful of requests per route and checks the answers.
+//! (3), `GUARD_BENCH_ROUTE` (`plain`, `guarded`, `governor`, `governor-headers` or `all`).
+//! Without `--bench` it sends a handful of requests per route and checks the answers.
 
 // A bench binary reports to the terminal that ran it: printing is its whole output.
 #![allow(clippy::print_stdout)]
@@ -44,7 +44,7 @@ async fn guarded() -> &'static str {
     "ok"
 }
 
-const ROUTES: [&str; 3] = ["plain", "guarded", "governor"];
+const ROUTES: [&str; 4] = ["plain", "guarded", "governor", "governor-headers"];
 
 fn app() -> BenchResult<Router> {
     let governor = GovernorConfigBuilder::default()
@@ -53,10 +53,21 @@ fn app() -> BenchResult<Router> {
         .burst_size(u32::MAX)
         .finish()
         .ok_or("tower_governor refused the quota")?;
+    let governor_headers = GovernorConfigBuilder::default()
+        .key_extractor(PeerIpKeyExtractor)
+        .per_nanosecond(1)
+        .burst_size(u32::MAX)
+        .use_headers()
+        .finish()
+        .ok_or("tower_governor refused the quota")?;
     Ok(Router::new()
         .route("/plain", get(plain))
         .route("/guarded", get(guarded))
-        .route("/governor", get(plain).layer(GovernorLayer::new(governor))))
+        .route("/governor", get(plain).layer(GovernorLayer::new(governor)))
+        .route(
+            "/governor-headers",
+            get(plain).layer(GovernorLayer::new(governor_headers)),
+        ))
 }
 
 fn request(uri: &str, peer: SocketAddr) -> BenchResult<Request<Body>> {

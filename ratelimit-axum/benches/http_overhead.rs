@@ -1,8 +1,11 @@
 //! What `#[rate_limit]` costs over HTTP: one axum server on loopback serving the same trivial
-//! route three ways — unguarded (`/plain`), behind `#[rate_limit]` on the zero-config memory
-//! backend (`/guarded`), and behind tower_governor's `GovernorLayer` keyed by peer IP
-//! (`/governor`) — driven by `wrk` in alternating rounds, the route order rotated every round so
-//! that drift (other processes, thermal state) spreads over all three.
+//! route four ways — unguarded (`/plain`), behind `#[rate_limit]` on the zero-config memory
+//! backend (`/guarded`), behind tower_governor's `GovernorLayer` keyed by peer IP
+//! (`/governor`, its default: no headers on success; the goal is measured against this one),
+//! and the same with tower_governor's `.use_headers()` (`/governor-headers`: its
+//! `x-ratelimit-limit` and `x-ratelimit-remaining` on every response, for a like-for-like look)
+//! — driven by `wrk` in alternating rounds, the route order rotated every round so that drift
+//! (other processes, thermal state) spreads over all four.
 //!
 //! ```text
 //! cargo bench -p ratelimit-axum --bench http_overhead
@@ -13,13 +16,14 @@
 //! `HTTP_BENCH_WARMUP_SECONDS` per route before the first round (2), `HTTP_BENCH_CONNECTIONS`
 //! (32), `HTTP_BENCH_WORKERS` server worker threads (1, leaving the second core of a 2-core
 //! machine to `wrk`), `HTTP_BENCH_PIN` (1: with `taskset`, the server on CPU 0 and `wrk` on
-//! CPU 1; 0: wherever the scheduler puts them), `HTTP_BENCH_ONLY` (`plain`, `guarded` or
-//! `governor`: load that route once and print only its run, e.g. under `perf record`),
+//! CPU 1; 0: wherever the scheduler puts them), `HTTP_BENCH_ONLY` (`plain`, `guarded`,
+//! `governor` or `governor-headers`: load that route once and print only its run, e.g. under
+//! `perf record`),
 //! `HTTP_BENCH_HEADER_FIELDS` (`all`, the default and what SPEC §7 requires; `ietf` or
 //! `x-ratelimit` to measure what one family costs). Writes
 //! `target/tmp/http_overhead.json` for `scripts/plot_http_overhead.py`.
 //!
-//! Without `--bench` (as `cargo test --benches` runs it) it only checks that the three routes
+//! Without `--bench` (as `cargo test --benches` runs it) it only checks that the four routes
 //! answer, and needs no `wrk`.
 
 // A bench binary reports to the terminal that ran it: printing is its whole output.
@@ -70,16 +74,23 @@ enum Route {
     Plain,
     Guarded,
     Governor,
+    GovernorHeaders,
 }
 
 impl Route {
-    const ALL: [Self; 3] = [Self::Plain, Self::Guarded, Self::Governor];
+    const ALL: [Self; 4] = [
+        Self::Plain,
+        Self::Guarded,
+        Self::Governor,
+        Self::GovernorHeaders,
+    ];
 
     fn path(self) -> &'static str {
         match self {
             Self::Plain => "/plain",
             Self::Guarded => "/guarded",
             Self::Governor => "/governor",
+            Self::GovernorHeaders => "/governor-headers",
         }
     }
 
@@ -88,6 +99,7 @@ impl Route {
             Self::Plain => "unguarded",
             Self::Guarded => "#[rate_limit]",
             Self::Governor => "tower_governor",
+            Self::GovernorHeaders => "tower_governor + headers",
         }
     }
 }
@@ -121,7 +133,10 @@ impl Config {
                         .into_iter()
                         .find(|route| route.path().trim_start_matches('/') == name.trim())
                         .ok_or_else(|| {
-                            format!("HTTP_BENCH_ONLY={name:?}: expected plain, guarded or governor")
+                            format!(
+                                "HTTP_BENCH_ONLY={name:?}: expected plain, guarded, governor or \
+                                 governor-headers"
+                            )
                         })?,
                 ),
                 Err(_) => None,
@@ -164,12 +179,24 @@ fn app() -> BenchResult<Router> {
         .burst_size(u32::MAX)
         .finish()
         .ok_or("tower_governor refused the quota")?;
+    // The same quota with tower_governor's own `x-ratelimit-limit` / `-remaining` headers.
+    let governor_headers = GovernorConfigBuilder::default()
+        .key_extractor(PeerIpKeyExtractor)
+        .per_nanosecond(1)
+        .burst_size(u32::MAX)
+        .use_headers()
+        .finish()
+        .ok_or("tower_governor refused the quota")?;
     Ok(Router::new()
         .route(Route::Plain.path(), get(plain))
         .route(Route::Guarded.path(), get(guarded))
         .route(
             Route::Governor.path(),
             get(plain).layer(GovernorLayer::new(governor)),
+        )
+        .route(
+            Route::GovernorHeaders.path(),
+            get(plain).layer(GovernorLayer::new(governor_headers)),
         ))
 }
 
@@ -200,8 +227,9 @@ fn fetch(addr: SocketAddr, path: &str) -> BenchResult<String> {
     Ok(response.to_ascii_lowercase())
 }
 
-/// Every route answers 200 with the same body, and only `/guarded` carries rate-limit headers
-/// (so the guard really runs, with the huge limit).
+/// Every route answers 200 with the same body, only `/guarded` carries the guard's rate-limit
+/// headers (so the guard really runs, with the huge limit), and only `/governor-headers`
+/// tower_governor's.
 fn check_routes(addr: SocketAddr) -> BenchResult<()> {
     for route in Route::ALL {
         let response = fetch(addr, route.path())?;
@@ -211,7 +239,11 @@ fn check_routes(addr: SocketAddr) -> BenchResult<()> {
             || response.contains(&format!(
                 "ratelimit-policy: \"default\";q={GUARDED_LIMIT};w=1\r\n"
             ));
-        if !ok || headed != (route == Route::Guarded) {
+        let governor_headed = response.contains("x-ratelimit-remaining: ") && !headed;
+        if !ok
+            || headed != (route == Route::Guarded)
+            || governor_headed != (route == Route::GovernorHeaders)
+        {
             return Err(format!("{} answered unexpectedly:\n{response}", route.path()).into());
         }
     }
@@ -428,7 +460,7 @@ fn measure(config: &Config, addr: SocketAddr) -> BenchResult<()> {
         // Profiling mode: one route, one run, no comparison.
         let run = wrk(addr, route, config, config.seconds)?;
         println!(
-            "  {:<15} {:>10.0} req/s  {} requests  server CPU {:>6.2} us/request",
+            "  {:<24} {:>10.0} req/s  {} requests  server CPU {:>6.2} us/request",
             route.label(),
             run.requests_per_sec,
             run.requests,
@@ -441,14 +473,14 @@ fn measure(config: &Config, addr: SocketAddr) -> BenchResult<()> {
             wrk(addr, route, config, config.warmup_seconds)?;
         }
     }
-    let mut runs: [Vec<Run>; 3] = Default::default();
+    let mut runs: [Vec<Run>; 4] = Default::default();
     for round in 0..config.rounds {
         for slot in 0..Route::ALL.len() {
             let index = (slot + round) % Route::ALL.len();
             let route = Route::ALL[index];
             let run = wrk(addr, route, config, config.seconds)?;
             println!(
-                "  round {} {:<15} {:>10.0} req/s  p50 {:>8.1} us  p99 {:>8.1} us  \
+                "  round {} {:<24} {:>10.0} req/s  p50 {:>8.1} us  p99 {:>8.1} us  \
                  server CPU {:>6.2} us/request{}",
                 round + 1,
                 route.label(),
@@ -470,7 +502,7 @@ fn measure(config: &Config, addr: SocketAddr) -> BenchResult<()> {
     }
     let load_after = machine::load_average();
     let summaries = runs.each_ref().map(|route_runs| summarize(route_runs));
-    let [plain, guarded, governor] = summaries;
+    let [plain, guarded, governor, governor_headers] = summaries;
     let over_plain = guarded.requests_per_sec / plain.requests_per_sec;
     let over_governor = guarded.requests_per_sec / governor.requests_per_sec;
     // Within one round the three routes ran seconds apart, so these ratios see similar load.
@@ -484,6 +516,10 @@ fn measure(config: &Config, addr: SocketAddr) -> BenchResult<()> {
     };
     let paired_over_plain = paired(1, 0);
     let paired_over_governor = paired(1, 2);
+    let paired_over_governor_headers = paired(1, 3);
+    let over_governor_headers = guarded.requests_per_sec / governor_headers.requests_per_sec;
+    let cpu_over_governor_headers =
+        governor_headers.server_cpu_ns_per_request / guarded.server_cpu_ns_per_request;
     // What each route would serve with the server's core to itself: 1 / CPU per request.
     let cpu_over_plain = plain.server_cpu_ns_per_request / guarded.server_cpu_ns_per_request;
     let cpu_over_governor = governor.server_cpu_ns_per_request / guarded.server_cpu_ns_per_request;
@@ -494,7 +530,7 @@ fn measure(config: &Config, addr: SocketAddr) -> BenchResult<()> {
         .sum();
 
     println!();
-    print!("{:<15}", "route");
+    print!("{:<24}", "route");
     for round in 1..=config.rounds {
         print!(" {:>9}", format!("round {round}"));
     }
@@ -503,7 +539,7 @@ fn measure(config: &Config, addr: SocketAddr) -> BenchResult<()> {
         "median req/s", "p50 us", "p99 us", "CPU us/request"
     );
     for (index, route) in Route::ALL.into_iter().enumerate() {
-        print!("{:<15}", route.label());
+        print!("{:<24}", route.label());
         for run in &runs[index] {
             print!(" {:>9.0}", run.requests_per_sec);
         }
@@ -526,18 +562,28 @@ fn measure(config: &Config, addr: SocketAddr) -> BenchResult<()> {
         verdict(over_governor >= 1.0)
     );
     println!(
+        "#[rate_limit] / tower_governor with its headers (for comparison, no goal): \
+         {over_governor_headers:.3}x"
+    );
+    println!(
         "median of per-round ratios: {paired_over_plain:.3}x unguarded, \
-         {paired_over_governor:.3}x tower_governor"
+         {paired_over_governor:.3}x tower_governor, \
+         {paired_over_governor_headers:.3}x tower_governor with headers"
     );
     println!(
         "from server CPU per request: {cpu_over_plain:.3}x unguarded, \
-         {cpu_over_governor:.3}x tower_governor"
+         {cpu_over_governor:.3}x tower_governor, \
+         {cpu_over_governor_headers:.3}x tower_governor with headers"
     );
+    let extra = |summary: Summary| {
+        (summary.server_cpu_ns_per_request - plain.server_cpu_ns_per_request) / 1e3
+    };
     println!(
-        "server CPU per request, #[rate_limit] - unguarded: {:+.2} us; \
-         tower_governor - unguarded: {:+.2} us",
-        (guarded.server_cpu_ns_per_request - plain.server_cpu_ns_per_request) / 1e3,
-        (governor.server_cpu_ns_per_request - plain.server_cpu_ns_per_request) / 1e3
+        "server CPU per request over unguarded: #[rate_limit] {:+.2} us, tower_governor \
+         {:+.2} us, tower_governor with headers {:+.2} us",
+        extra(guarded),
+        extra(governor),
+        extra(governor_headers)
     );
     println!("load average before {load_before}, after {load_after}");
     if failures > 0 {
@@ -596,6 +642,9 @@ fn measure(config: &Config, addr: SocketAddr) -> BenchResult<()> {
             "paired_guarded_over_governor": paired_over_governor,
             "cpu_guarded_over_plain": cpu_over_plain,
             "cpu_guarded_over_governor": cpu_over_governor,
+            "guarded_over_governor_headers": over_governor_headers,
+            "paired_guarded_over_governor_headers": paired_over_governor_headers,
+            "cpu_guarded_over_governor_headers": cpu_over_governor_headers,
         },
         "failures": failures,
     });
