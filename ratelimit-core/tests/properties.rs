@@ -327,6 +327,33 @@ proptest! {
         prop_assert!(policy.is_forgotten(&state, expires_at));
     }
 
+    /// The one-pass verdict-and-admission a store's hot path uses is exactly `evaluate`
+    /// followed by `admit`, for every algorithm, every cost and states that both allow and
+    /// reject.
+    #[test]
+    fn evaluate_admitting_is_evaluate_then_admit(
+        algorithm in algorithm(),
+        (count, period_ms) in quota(),
+        costs in prop::collection::vec((0_u64..3_000, 1_u64..5), 1..20),
+    ) {
+        let period = std::num::NonZeroU64::new(period_ms).unwrap_or(std::num::NonZeroU64::MIN);
+        let limit = Limit::new(Rate::from_quota(Quota::new(count, period)), algorithm);
+        let policy = only_policy(&limit);
+        let mut state = None;
+        let mut now = START_MS;
+        for (gap, cost) in costs {
+            now += gap;
+            let (verdict, admitted) = policy.evaluate_admitting(state.as_ref(), now, cost);
+            prop_assert_eq!(verdict, policy.evaluate(state.as_ref(), now, cost));
+            if let Some(admitted) = admitted {
+                prop_assert_eq!(&admitted, &policy.admit(state.clone(), now, cost));
+            }
+            if verdict.allowed {
+                state = Some(policy.admit(state, now, cost));
+            }
+        }
+    }
+
     /// The shortcut stores take after an admission agrees with `expires_at`, for every
     /// algorithm.
     #[test]

@@ -53,7 +53,7 @@ impl Divisor {
     }
 
     /// `n / divisor`, rounded down.
-    #[inline]
+    #[inline(always)]
     pub(super) fn divide(self, n: u64) -> u64 {
         if self.multiplier == 0 {
             n >> self.shift
@@ -66,7 +66,7 @@ impl Divisor {
     }
 
     /// `n / divisor`, rounded up.
-    #[inline]
+    #[inline(always)]
     pub(super) fn divide_ceil(self, n: u64) -> u64 {
         let quotient = self.divide(n);
         if quotient * self.divisor < n {

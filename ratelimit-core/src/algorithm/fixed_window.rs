@@ -36,6 +36,37 @@ fn count_in(start: u64, state: Option<&WindowState>) -> u64 {
     }
 }
 
+/// What a request of `cost` at `now_ms` gets, and the state admitting it writes, in one pass
+/// (see `token_bucket::step`).
+#[inline(always)]
+pub(super) fn step(
+    limit: u64,
+    window_ms: u64,
+    state: Option<&WindowState>,
+    now_ms: u64,
+    cost: u64,
+) -> (Verdict, WindowState) {
+    let start = window_start_at(window_ms, state, now_ms);
+    let used = count_in(start, state);
+    let reset_after_ms = start + window_ms - now_ms;
+    let allowed = used.saturating_add(cost) <= limit;
+    let used_after = if allowed { used + cost } else { used };
+    let verdict = Verdict {
+        allowed,
+        limit,
+        remaining: limit.saturating_sub(used_after),
+        reset_after_ms,
+        // The next window starts empty, so a cost within the limit fits there.
+        retry_after_ms: (!allowed && cost <= limit).then_some(reset_after_ms),
+        window_ms,
+    };
+    let admitted = WindowState {
+        window_start: start,
+        count: used.saturating_add(cost),
+    };
+    (verdict, admitted)
+}
+
 #[inline(always)]
 pub(super) fn evaluate(
     limit: u64,
@@ -44,32 +75,16 @@ pub(super) fn evaluate(
     now_ms: u64,
     cost: u64,
 ) -> Verdict {
-    let start = window_start_at(window_ms, state, now_ms);
-    let used = count_in(start, state);
-    let reset_after_ms = start + window_ms - now_ms;
-    let allowed = used.saturating_add(cost) <= limit;
-    let used_after = if allowed { used + cost } else { used };
-    Verdict {
-        allowed,
-        limit,
-        remaining: limit.saturating_sub(used_after),
-        reset_after_ms,
-        // The next window starts empty, so a cost within the limit fits there.
-        retry_after_ms: (!allowed && cost <= limit).then_some(reset_after_ms),
-        window_ms,
-    }
+    step(limit, window_ms, state, now_ms, cost).0
 }
 
 #[inline(always)]
 pub(super) fn admit(
+    limit: u64,
     window_ms: u64,
-    state: Option<WindowState>,
+    state: Option<&WindowState>,
     now_ms: u64,
     cost: u64,
 ) -> WindowState {
-    let start = window_start_at(window_ms, state.as_ref(), now_ms);
-    WindowState {
-        window_start: start,
-        count: count_in(start, state.as_ref()).saturating_add(cost),
-    }
+    step(limit, window_ms, state, now_ms, cost).1
 }

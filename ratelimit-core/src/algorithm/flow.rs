@@ -72,6 +72,7 @@ impl Flow {
     }
 
     /// One token in scaled units.
+    #[inline]
     #[must_use]
     pub fn unit(&self) -> u64 {
         self.per_ms
@@ -80,6 +81,7 @@ impl Flow {
     /// Scaled units that flow in `elapsed_ms`, capped at `cap`. Levels are validated to stay
     /// below 2^53, so u64 maths (with a saturating product) is exact and avoids 128-bit division
     /// on the hot path.
+    #[inline]
     #[must_use]
     pub fn over(&self, elapsed_ms: u64, cap: u64) -> u64 {
         elapsed_ms.saturating_mul(self.amount).min(cap)
@@ -87,6 +89,7 @@ impl Flow {
 
     /// Milliseconds until `units` scaled units have flowed (rounded up); `None` if nothing
     /// flows.
+    #[inline]
     #[must_use]
     pub fn millis_for(&self, units: u64) -> Option<u64> {
         if units == 0 {
@@ -103,6 +106,7 @@ impl Flow {
     }
 
     /// Whole tokens in `units` scaled units (rounded down).
+    #[inline]
     #[must_use]
     pub fn tokens_in(&self, units: u64) -> u64 {
         if self.unit_divisor.get() == self.per_ms {

@@ -34,13 +34,15 @@ impl Params {
     }
 }
 
+/// What a request of `cost` at `now_ms` gets, and the state admitting it writes, in one pass
+/// (see `token_bucket::step`).
 #[inline(always)]
-pub(super) fn evaluate(
+pub(super) fn step(
     params: &Params,
     state: Option<&BucketState>,
     now_ms: u64,
     cost: u64,
-) -> Verdict {
+) -> (Verdict, BucketState) {
     let unit = params.leak.unit();
     let level = params.level_at(state, now_ms);
     let added = cost.saturating_mul(unit);
@@ -53,7 +55,7 @@ pub(super) fn evaluate(
                 .millis_for(level + added - params.capacity_scaled)
         })
         .flatten();
-    Verdict {
+    let verdict = Verdict {
         allowed,
         limit: params.capacity,
         remaining: params
@@ -62,7 +64,22 @@ pub(super) fn evaluate(
         reset_after_ms: params.leak.millis_for(level_after).unwrap_or(0),
         retry_after_ms,
         window_ms: params.window_ms,
-    }
+    };
+    let admitted = BucketState {
+        level: level.saturating_add(added),
+        last_ms: state.map_or(now_ms, |bucket| bucket.last_ms.max(now_ms)),
+    };
+    (verdict, admitted)
+}
+
+#[inline(always)]
+pub(super) fn evaluate(
+    params: &Params,
+    state: Option<&BucketState>,
+    now_ms: u64,
+    cost: u64,
+) -> Verdict {
+    step(params, state, now_ms, cost).0
 }
 
 /// Milliseconds from `now_ms` until `state` is empty: its `reset_after` for a request of cost
@@ -79,11 +96,5 @@ pub(super) fn admit(
     now_ms: u64,
     cost: u64,
 ) -> BucketState {
-    let level = params
-        .level_at(state, now_ms)
-        .saturating_add(cost.saturating_mul(params.leak.unit()));
-    BucketState {
-        level,
-        last_ms: state.map_or(now_ms, |bucket| bucket.last_ms.max(now_ms)),
-    }
+    step(params, state, now_ms, cost).1
 }

@@ -231,9 +231,10 @@ impl Policy {
     #[must_use]
     pub fn admit(&self, state: Option<State>, now_ms: u64, cost: u64) -> State {
         match *self {
-            Self::FixedWindow { window_ms, .. } => State::Window(fixed_window::admit(
+            Self::FixedWindow { limit, window_ms } => State::Window(fixed_window::admit(
+                limit,
                 window_ms,
-                into_window(state),
+                into_window(state).as_ref(),
                 now_ms,
                 cost,
             )),
@@ -267,6 +268,57 @@ impl Policy {
                 now_ms,
                 cost,
             )),
+        }
+    }
+
+    /// [`Policy::evaluate`] together with the state [`Policy::admit`] would write, in one pass
+    /// over the arithmetic, for the algorithms whose state is two integers (fixed window, token
+    /// and leaky bucket: a store's hot path). The other algorithms return no state; their
+    /// callers admit separately, and only when they must.
+    #[inline(always)]
+    #[must_use]
+    pub fn evaluate_admitting(
+        &self,
+        state: Option<&State>,
+        now_ms: u64,
+        cost: u64,
+    ) -> (Verdict, Option<State>) {
+        match *self {
+            Self::FixedWindow { limit, window_ms } => {
+                let (verdict, admitted) =
+                    fixed_window::step(limit, window_ms, window_state(state), now_ms, cost);
+                (verdict, Some(State::Window(admitted)))
+            }
+            Self::TokenBucket {
+                bucket_size,
+                refill,
+                initial_tokens,
+                window_ms,
+            } => {
+                let (verdict, admitted) = token_bucket::step(
+                    &token_bucket::Params::new(bucket_size, refill, initial_tokens, window_ms),
+                    bucket_state(state),
+                    now_ms,
+                    cost,
+                );
+                (verdict, Some(State::Bucket(admitted)))
+            }
+            Self::LeakyBucket {
+                capacity,
+                leak,
+                window_ms,
+            } => {
+                let (verdict, admitted) = leaky_bucket::step(
+                    &leaky_bucket::Params::new(capacity, leak, window_ms),
+                    bucket_state(state),
+                    now_ms,
+                    cost,
+                );
+                (verdict, Some(State::Bucket(admitted)))
+            }
+            Self::SlidingWindow { .. } | Self::SlidingWindowCounter { .. } => {
+                (self.evaluate(state, now_ms, cost), None)
+            }
         }
     }
 

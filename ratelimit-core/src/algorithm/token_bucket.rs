@@ -49,13 +49,16 @@ impl Params {
     }
 }
 
+/// What a request of `cost` at `now_ms` gets, and the state admitting it writes: one pass over
+/// the arithmetic that [`evaluate`] and [`admit`] share, so a store that decides and records in
+/// one step computes the refill once.
 #[inline(always)]
-pub(super) fn evaluate(
+pub(super) fn step(
     params: &Params,
     state: Option<&BucketState>,
     now_ms: u64,
     cost: u64,
-) -> Verdict {
+) -> (Verdict, BucketState) {
     let unit = params.refill.unit();
     let tokens = params.tokens_at(state, now_ms);
     let needed = cost.saturating_mul(unit);
@@ -64,7 +67,7 @@ pub(super) fn evaluate(
     let retry_after_ms = (!allowed && cost <= params.size)
         .then(|| params.refill.millis_for(needed - tokens))
         .flatten();
-    Verdict {
+    let verdict = Verdict {
         allowed,
         limit: params.size,
         remaining: params.refill.tokens_in(tokens_after),
@@ -74,7 +77,22 @@ pub(super) fn evaluate(
             .unwrap_or(0),
         retry_after_ms,
         window_ms: params.window_ms,
-    }
+    };
+    let admitted = BucketState {
+        level: tokens.saturating_sub(needed),
+        last_ms: state.map_or(now_ms, |bucket| bucket.last_ms.max(now_ms)),
+    };
+    (verdict, admitted)
+}
+
+#[inline(always)]
+pub(super) fn evaluate(
+    params: &Params,
+    state: Option<&BucketState>,
+    now_ms: u64,
+    cost: u64,
+) -> Verdict {
+    step(params, state, now_ms, cost).0
 }
 
 #[inline(always)]
@@ -84,12 +102,7 @@ pub(super) fn admit(
     now_ms: u64,
     cost: u64,
 ) -> BucketState {
-    let tokens = params.tokens_at(state, now_ms);
-    let needed = cost.saturating_mul(params.refill.unit());
-    BucketState {
-        level: tokens.saturating_sub(needed),
-        last_ms: state.map_or(now_ms, |bucket| bucket.last_ms.max(now_ms)),
-    }
+    step(params, state, now_ms, cost).1
 }
 
 /// Milliseconds from `now_ms` until `state` is full again: its `reset_after` for a request of

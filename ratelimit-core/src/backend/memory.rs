@@ -138,11 +138,14 @@ impl MemoryBackend {
         let mut shard = self.shard(key);
         // One quota, the common case: one probe decides and records.
         if let [policy] = policies {
-            let record = match commit {
-                Commit::Yes => Record::IfAllowed,
-                Commit::No => Record::Nothing,
+            let verdict = match commit {
+                Commit::Yes => match shard.check_live(key, policy, request, store) {
+                    Some(verdict) => verdict,
+                    None => shard.apply(key, 0, policy, request, Record::IfAllowed, store),
+                },
+                Commit::No => shard.apply(key, 0, policy, request, Record::Nothing, store),
             };
-            let verdict = shard.apply(key, 0, policy, request, record, store);
+            drop(shard);
             return Ok(decision_of([verdict]));
         }
         // A compound rate: every quota must allow before any records, all under one lock.

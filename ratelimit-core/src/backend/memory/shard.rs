@@ -43,6 +43,32 @@ impl Shard {
         verdict
     }
 
+    /// The hot path of a single-quota check that records when allowed: a fixed window or
+    /// bucket whose live state sits in the compact table. `None` when the general path of
+    /// [`Shard::apply`] must decide.
+    #[inline]
+    pub(super) fn check_live(
+        &mut self,
+        key: KeyHash,
+        policy: &Policy,
+        request: Request,
+        store: Store<'_>,
+    ) -> Option<Verdict> {
+        let kind = StateKind::of(policy);
+        if !kind.is_compact() {
+            return None;
+        }
+        // A slot key lives in one table at a time (`apply` moves a spilled state out of the
+        // compact table, and writes there only while the general table lacks the key), so a
+        // compact slot found here is the key's state.
+        self.compact.get_mut(key.slot_key(kind, 0))?.check_live(
+            policy,
+            request.now_ms,
+            request.cost,
+            store.epoch,
+        )
+    }
+
     /// Forgets every state of `key`: every quota, every layout. Returns how many there were.
     pub(super) fn remove(&mut self, key: KeyHash) -> usize {
         let mut removed = 0;

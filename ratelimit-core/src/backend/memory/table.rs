@@ -108,6 +108,12 @@ impl<S: Slot> Table<S> {
         (verdict, None)
     }
 
+    /// The slot stored at `key`, if any.
+    #[inline]
+    pub(super) fn get_mut(&mut self, key: u64) -> Option<&mut S> {
+        self.slots.find_mut(key, |slot| slot.key() == key)
+    }
+
     /// Whether a state is stored at `key`.
     pub(super) fn contains(&self, key: u64) -> bool {
         !self.slots.is_empty() && self.slots.find(key, |slot| slot.key() == key).is_some()
