@@ -71,8 +71,11 @@ def label_lines(label):
     return [first, plus.strip() + " " + rest] if plus else [label]
 
 
-def labels(body, x, y, label, size):
-    """The label's lines from `y` down; returns the y below them."""
+def labels(body, x, y, label, size, narrow=False):
+    """The label's lines from `y` down; returns the y below them. `narrow` panels say
+    "governor" for "tower_governor", which is wider than their slots."""
+    if narrow:
+        label = label.replace("tower_governor", "governor")
     for line_index, part in enumerate(label_lines(label)):
         body.append(text(x, y + 14 * line_index, part, size))
     return y + 14 * (len(label_lines(label)) - 1)
@@ -151,7 +154,7 @@ def latency_panel(body, routes, left, top, plot_width, plot_height):
             )
             body.append(text(x + (bar_width - 2) / 2, y_of(value) - 5, f"{value:,.0f}", 11))
             body.append(text(x + (bar_width - 2) / 2, top + plot_height + 14, "p50" if series_index == 0 else "p99", 10, fill="#555"))
-        labels(body, left + slot * (index + 0.5), top + plot_height + 30, route["label"], 12)
+        labels(body, left + slot * (index + 0.5), top + plot_height + 30, route["label"], 12, narrow=True)
 
 
 def cpu_panel(body, routes, left, top, plot_width, plot_height):
@@ -171,7 +174,7 @@ def cpu_panel(body, routes, left, top, plot_width, plot_height):
         body.append(text(x + bar_width / 2, y_of(value) - 8, f"{value:.2f}", 12, weight="bold"))
         if route["route"] != "/plain":
             body.append(text(x + bar_width / 2, y_of(value) - 22, f"{value - plain:+.2f}", 11, fill="#555"))
-        labels(body, x + bar_width / 2, top + plot_height + 18, route["label"], 11)
+        labels(body, x + bar_width / 2, top + plot_height + 18, route["label"], 11, narrow=True)
 
 
 def header_fields_note(config):
