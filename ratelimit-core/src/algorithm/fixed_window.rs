@@ -19,7 +19,7 @@ pub(super) fn window_start(window_ms: u64, now_ms: u64) -> u64 {
 /// The start of the window holding `now_ms`. While `now_ms` is still inside the stored
 /// state's window (the common case), that window's start is the answer without a 64-bit
 /// division, which costs tens of cycles on the memory store's hot path; window starts are
-/// multiples of the period, as [`admit`] writes them.
+/// multiples of the period, as [`step`] writes them.
 fn window_start_at(window_ms: u64, state: Option<&WindowState>, now_ms: u64) -> u64 {
     match state {
         // `wrapping_sub`: a `now_ms` before the state's start wraps to a huge difference.
@@ -65,26 +65,4 @@ pub(super) fn step(
         count: used.saturating_add(cost),
     };
     (verdict, admitted)
-}
-
-#[inline(always)]
-pub(super) fn evaluate(
-    limit: u64,
-    window_ms: u64,
-    state: Option<&WindowState>,
-    now_ms: u64,
-    cost: u64,
-) -> Verdict {
-    step(limit, window_ms, state, now_ms, cost).0
-}
-
-#[inline(always)]
-pub(super) fn admit(
-    limit: u64,
-    window_ms: u64,
-    state: Option<&WindowState>,
-    now_ms: u64,
-    cost: u64,
-) -> WindowState {
-    step(limit, window_ms, state, now_ms, cost).1
 }

@@ -72,29 +72,9 @@ pub(super) fn step(
     (verdict, admitted)
 }
 
-#[inline(always)]
-pub(super) fn evaluate(
-    params: &Params,
-    state: Option<&BucketState>,
-    now_ms: u64,
-    cost: u64,
-) -> Verdict {
-    step(params, state, now_ms, cost).0
-}
-
 /// Milliseconds from `now_ms` until `state` is empty: its `reset_after` for a request of cost
-/// 0, without the rest of [`evaluate`].
+/// 0, without the rest of [`step`].
 pub(super) fn empty_after(params: &Params, state: &BucketState, now_ms: u64) -> u64 {
     let level = params.level_at(Some(state), now_ms);
     params.leak.millis_for(level).unwrap_or(0)
-}
-
-#[inline(always)]
-pub(super) fn admit(
-    params: &Params,
-    state: Option<&BucketState>,
-    now_ms: u64,
-    cost: u64,
-) -> BucketState {
-    step(params, state, now_ms, cost).1
 }

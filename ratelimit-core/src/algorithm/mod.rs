@@ -189,7 +189,7 @@ impl Policy {
     pub fn evaluate(&self, state: Option<&State>, now_ms: u64, cost: u64) -> Verdict {
         match *self {
             Self::FixedWindow { limit, window_ms } => {
-                fixed_window::evaluate(limit, window_ms, window_state(state), now_ms, cost)
+                fixed_window::step(limit, window_ms, window_state(state), now_ms, cost).0
             }
             Self::SlidingWindow { limit, window_ms } => {
                 sliding_window::evaluate(limit, window_ms, log_state(state), now_ms, cost)
@@ -206,22 +206,28 @@ impl Policy {
                 refill,
                 initial_tokens,
                 window_ms,
-            } => token_bucket::evaluate(
-                &token_bucket::Params::new(bucket_size, refill, initial_tokens, window_ms),
-                bucket_state(state),
-                now_ms,
-                cost,
-            ),
+            } => {
+                token_bucket::step(
+                    &token_bucket::Params::new(bucket_size, refill, initial_tokens, window_ms),
+                    bucket_state(state),
+                    now_ms,
+                    cost,
+                )
+                .0
+            }
             Self::LeakyBucket {
                 capacity,
                 leak,
                 window_ms,
-            } => leaky_bucket::evaluate(
-                &leaky_bucket::Params::new(capacity, leak, window_ms),
-                bucket_state(state),
-                now_ms,
-                cost,
-            ),
+            } => {
+                leaky_bucket::step(
+                    &leaky_bucket::Params::new(capacity, leak, window_ms),
+                    bucket_state(state),
+                    now_ms,
+                    cost,
+                )
+                .0
+            }
         }
     }
 
@@ -231,13 +237,9 @@ impl Policy {
     #[must_use]
     pub fn admit(&self, state: Option<State>, now_ms: u64, cost: u64) -> State {
         match *self {
-            Self::FixedWindow { limit, window_ms } => State::Window(fixed_window::admit(
-                limit,
-                window_ms,
-                into_window(state).as_ref(),
-                now_ms,
-                cost,
-            )),
+            Self::FixedWindow { limit, window_ms } => State::Window(
+                fixed_window::step(limit, window_ms, into_window(state).as_ref(), now_ms, cost).1,
+            ),
             Self::SlidingWindow { window_ms, .. } => State::Log(sliding_window::admit(
                 window_ms,
                 into_log(state),
@@ -252,22 +254,28 @@ impl Policy {
                 refill,
                 initial_tokens,
                 window_ms,
-            } => State::Bucket(token_bucket::admit(
-                &token_bucket::Params::new(bucket_size, refill, initial_tokens, window_ms),
-                into_bucket(state).as_ref(),
-                now_ms,
-                cost,
-            )),
+            } => State::Bucket(
+                token_bucket::step(
+                    &token_bucket::Params::new(bucket_size, refill, initial_tokens, window_ms),
+                    into_bucket(state).as_ref(),
+                    now_ms,
+                    cost,
+                )
+                .1,
+            ),
             Self::LeakyBucket {
                 capacity,
                 leak,
                 window_ms,
-            } => State::Bucket(leaky_bucket::admit(
-                &leaky_bucket::Params::new(capacity, leak, window_ms),
-                into_bucket(state).as_ref(),
-                now_ms,
-                cost,
-            )),
+            } => State::Bucket(
+                leaky_bucket::step(
+                    &leaky_bucket::Params::new(capacity, leak, window_ms),
+                    into_bucket(state).as_ref(),
+                    now_ms,
+                    cost,
+                )
+                .1,
+            ),
         }
     }
 

@@ -49,9 +49,9 @@ impl Params {
     }
 }
 
-/// What a request of `cost` at `now_ms` gets, and the state admitting it writes: one pass over
-/// the arithmetic that [`evaluate`] and [`admit`] share, so a store that decides and records in
-/// one step computes the refill once.
+/// What a request of `cost` at `now_ms` gets, and the state admitting it writes, in one pass:
+/// `Policy::evaluate` takes the first, `Policy::admit` the second, and a store that decides
+/// and records at once (`Policy::evaluate_admitting`) computes the refill once.
 #[inline(always)]
 pub(super) fn step(
     params: &Params,
@@ -85,28 +85,8 @@ pub(super) fn step(
     (verdict, admitted)
 }
 
-#[inline(always)]
-pub(super) fn evaluate(
-    params: &Params,
-    state: Option<&BucketState>,
-    now_ms: u64,
-    cost: u64,
-) -> Verdict {
-    step(params, state, now_ms, cost).0
-}
-
-#[inline(always)]
-pub(super) fn admit(
-    params: &Params,
-    state: Option<&BucketState>,
-    now_ms: u64,
-    cost: u64,
-) -> BucketState {
-    step(params, state, now_ms, cost).1
-}
-
 /// Milliseconds from `now_ms` until `state` is full again: its `reset_after` for a request of
-/// cost 0, without the rest of [`evaluate`].
+/// cost 0, without the rest of [`step`].
 pub(super) fn full_after(params: &Params, state: &BucketState, now_ms: u64) -> u64 {
     let tokens = params.tokens_at(Some(state), now_ms);
     params
