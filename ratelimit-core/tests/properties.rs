@@ -327,37 +327,11 @@ proptest! {
         prop_assert!(policy.is_forgotten(&state, expires_at));
     }
 
-    /// The one-pass verdict-and-admission a store's hot path uses is exactly `evaluate`
-    /// followed by `admit`, for every algorithm, every cost and states that both allow and
-    /// reject.
+    /// The shortcuts of a store's hot path agree with the definitions, for every algorithm and
+    /// states that both allow and reject: the one-pass `evaluate_admitting` is `evaluate`
+    /// followed by `admit`, and the expiry after an admission is `expires_at`.
     #[test]
-    fn evaluate_admitting_is_evaluate_then_admit(
-        algorithm in algorithm(),
-        (count, period_ms) in quota(),
-        costs in prop::collection::vec((0_u64..3_000, 1_u64..5), 1..20),
-    ) {
-        let period = std::num::NonZeroU64::new(period_ms).unwrap_or(std::num::NonZeroU64::MIN);
-        let limit = Limit::new(Rate::from_quota(Quota::new(count, period)), algorithm);
-        let policy = only_policy(&limit);
-        let mut state = None;
-        let mut now = START_MS;
-        for (gap, cost) in costs {
-            now += gap;
-            let (verdict, admitted) = policy.evaluate_admitting(state.as_ref(), now, cost);
-            prop_assert_eq!(verdict, policy.evaluate(state.as_ref(), now, cost));
-            if let Some(admitted) = admitted {
-                prop_assert_eq!(&admitted, &policy.admit(state.clone(), now, cost));
-            }
-            if verdict.allowed {
-                state = Some(policy.admit(state, now, cost));
-            }
-        }
-    }
-
-    /// The shortcut stores take after an admission agrees with `expires_at`, for every
-    /// algorithm.
-    #[test]
-    fn expiry_after_admitting_is_expires_at(
+    fn hot_path_shortcuts_agree_with_the_definitions(
         algorithm in algorithm(),
         (count, period_ms) in quota(),
         costs in prop::collection::vec((0_u64..3_000, 1_u64..5), 1..20),
@@ -370,8 +344,14 @@ proptest! {
         for (gap, cost) in costs {
             now += gap;
             let verdict = policy.evaluate(state.as_ref(), now, cost);
+            let (one_pass_verdict, one_pass_admitted) =
+                policy.evaluate_admitting(state.as_ref(), now, cost);
+            prop_assert_eq!(one_pass_verdict, verdict);
+            let admitted = policy.admit(state.clone(), now, cost);
+            if let Some(one_pass_admitted) = one_pass_admitted {
+                prop_assert_eq!(&one_pass_admitted, &admitted);
+            }
             if verdict.allowed {
-                let admitted = policy.admit(state, now, cost);
                 prop_assert_eq!(
                     policy.expires_after_admitting(&verdict, &admitted, now),
                     policy.expires_at(&admitted, now)
