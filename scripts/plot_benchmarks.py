@@ -17,8 +17,10 @@ import argparse
 import json
 import os
 import sys
-from html import escape
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # svg_chart.py sits next to this script
+from svg_chart import headings, line, nice_ceiling, notes, rect, svg_document, table_row, text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,8 +45,6 @@ SERIES = [
 BYTES_GOAL = 64
 
 DEFAULT_SUBTITLE = "criterion, same String keys for every limiter, single thread"
-
-FONT = "font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\""
 
 
 def load_estimate(path):
@@ -79,38 +79,6 @@ def load_interleaved(path):
         )
         ratios[(row, entry["limiter"])] = entry["ratio_to_governor"]
     return times, ratios
-
-
-def nice_ceiling(value):
-    """The smallest 1/2/2.5/5 x 10^n at or above `value`, for an axis that ends on a round number."""
-    magnitude = 1
-    while magnitude * 10 <= value:
-        magnitude *= 10
-    for step in (1, 2, 2.5, 5, 10):
-        if step * magnitude >= value:
-            return step * magnitude
-    return 10 * magnitude
-
-
-def text(x, y, content, size=12, anchor="middle", weight="normal", fill="#222", rotate=None):
-    transform = f' transform="rotate({rotate} {x:.1f} {y:.1f})"' if rotate is not None else ""
-    return (
-        f'<text x="{x:.1f}" y="{y:.1f}" {FONT} font-size="{size}" text-anchor="{anchor}" '
-        f'font-weight="{weight}" fill="{fill}"{transform}>{escape(content)}</text>'
-    )
-
-
-def svg_document(width, height, body):
-    return "\n".join(
-        [
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}">',
-            f'<rect width="{width}" height="{height}" fill="white"/>',
-            *body,
-            "</svg>",
-            "",
-        ]
-    )
 
 
 CRITERION_CHART = {
@@ -154,6 +122,9 @@ def ratio_bars(times, median_ratios):
     return bars
 
 
+# The grid, axis, goal and legend elements of the two charts below are written inline: they print
+# integer coordinates as they are (`x1="80"`), where svg_chart's helpers print one decimal
+# (`x1="80.0"`), and the committed charts must regenerate byte for byte.
 def ns_chart(times, subtitle, style=CRITERION_CHART):
     width, height = 1080, 540
     left, right, top, bottom = 80, 400, 70, 70
@@ -165,10 +136,7 @@ def ns_chart(times, subtitle, style=CRITERION_CHART):
     def y_of(value):
         return top + plot_height * (1 - value / axis_max)
 
-    body = [
-        text(left + plot_width / 2, 28, style["title"], 18, weight="bold"),
-        text(left + plot_width / 2, 50, subtitle, 12, fill="#555"),
-    ]
+    body = headings(left + plot_width / 2, 28, style["title"], [subtitle])
     for tick in range(ticks + 1):
         value = axis_max * tick / ticks
         y = y_of(value)
@@ -189,16 +157,10 @@ def ns_chart(times, subtitle, style=CRITERION_CHART):
             value, lower, upper = times[(row, series)]
             x = group_left + bar_width * series_index
             y = y_of(value)
-            body.append(
-                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_width - 2:.1f}" '
-                f'height="{top + plot_height - y:.1f}" fill="{colour}" stroke="#333" stroke-width="0.5"/>'
-            )
+            body.append(rect(x, y, bar_width - 2, top + plot_height - y, colour))
             centre = x + (bar_width - 2) / 2
             top_of_whisker = max(value, lower, upper)
-            body.append(
-                f'<line x1="{centre:.1f}" y1="{y_of(top_of_whisker):.1f}" x2="{centre:.1f}" '
-                f'y2="{y_of(min(value, lower, upper)):.1f}" stroke="#000" stroke-width="1"/>'
-            )
+            body.append(line(centre, y_of(top_of_whisker), centre, y_of(min(value, lower, upper)), "#000"))
             body.append(text(centre, y_of(top_of_whisker) - 5, style["format"].format(value), 10))
         body.append(text(left + group_width * (row_index + 0.5), top + plot_height + 20, row_label, 13))
     body.append(
@@ -223,9 +185,7 @@ def ns_chart(times, subtitle, style=CRITERION_CHART):
             f'<rect x="{legend_x}" y="{y}" width="14" height="14" fill="{colour}" stroke="#333" stroke-width="0.5"/>'
         )
         body.append(text(legend_x + 20, y + 12, label, 12, anchor="start"))
-    note_y = legend_y + len(SERIES) * 24 + 16
-    for index, line in enumerate(style["note"]):
-        body.append(text(legend_x, note_y + index * 16, line, 11, anchor="start", fill="#555"))
+    body += notes(legend_x, legend_y + len(SERIES) * 24 + 16, style["note"], 16)
     return svg_document(width, height, body)
 
 
@@ -246,10 +206,12 @@ def bytes_chart(measurements):
         return left + plot_width * value / axis_max
 
     keys = rows[0]["keys"] if rows else 0
-    body = [
-        text(width / 2, 28, f"Resident bytes per key at {keys:,} keys", 18, weight="bold"),
-        text(width / 2, 50, "lower is better; the caller's own key Strings are not counted", 12, fill="#555"),
-    ]
+    body = headings(
+        width / 2,
+        28,
+        f"Resident bytes per key at {keys:,} keys",
+        ["lower is better; the caller's own key Strings are not counted"],
+    )
     for tick in range(6):
         value = axis_max * tick / 5
         x = x_of(value)
@@ -290,7 +252,7 @@ def bytes_chart(measurements):
 
 def ns_table(times):
     lines = [
-        "| row | governor | " + " | ".join(f"{series} | ratio" for series, _, _ in SERIES[1:]) + " |",
+        table_row(["row", "governor", *(f"{series} | ratio" for series, _, _ in SERIES[1:])]),
         "|---|---:|" + "---:|---:|" * (len(SERIES) - 1),
     ]
     for row, row_label in ROWS:
@@ -304,7 +266,7 @@ def ns_table(times):
                 cells += [f"{value:.0f} ns", f"{value / reference:.2f}x"]
             else:
                 cells += ["-", "-"]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(table_row(cells))
     return "\n".join(lines)
 
 
@@ -312,7 +274,7 @@ def interleaved_table(rows):
     """The paired ratios of `MEMORY_VS_GOVERNOR_INTERLEAVED=1 cargo bench ... memory_vs_governor`."""
     labels = dict(ROWS)
     lines = [
-        "| row | " + " | ".join(series for series, _, _ in SERIES) + " |",
+        table_row(["row", *(series for series, _, _ in SERIES)]),
         "|---|" + "---:|" * len(SERIES),
     ]
     for row, row_label in ROWS:
@@ -326,7 +288,7 @@ def interleaved_table(rows):
                 cells.append(f"{match[0]['median_ns']:.0f} ns")
             else:
                 cells.append(f"{match[0]['median_ns']:.0f} ns ({match[0]['ratio_to_governor']:.2f}x)")
-        lines.append(f"| {labels[row]} | " + " | ".join(cells) + " |")
+        lines.append(table_row([labels[row], *cells]))
     return "\n".join(lines)
 
 

@@ -13,16 +13,13 @@ six orders of magnitude apart): a bar to the median, a lighter bar to the p99, a
 slowest request; the primary's timeout as a dashed line; closed / open ratios on the right.
 """
 
-import argparse
 import json
 import math
 import sys
-from html import escape
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-FONT = 'font-family="DejaVu Sans, Helvetica, Arial, sans-serif"'
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # svg_chart.py sits next to this script
+from svg_chart import ROOT, line, rect, results_and_out, svg_document, text  # noqa: E402
 
 # Bar colour per breaker (as the bench writes it): baselines blue and grey, the breaker that
 # never opens red, the open one green.
@@ -46,45 +43,9 @@ DECADES = [
 ]
 
 
-def text(x, y, content, size=12, anchor="middle", weight="normal", fill="#222", halo=None):
-    # A halo (an outline painted under the glyphs) keeps a label readable over lines and bars.
-    outline = (
-        f' stroke="{halo}" stroke-width="3" paint-order="stroke" stroke-linejoin="round"'
-        if halo
-        else ""
-    )
-    return (
-        f'<text x="{x:.1f}" y="{y:.1f}" {FONT} font-size="{size}" text-anchor="{anchor}" '
-        f'font-weight="{weight}" fill="{fill}"{outline}>{escape(content)}</text>'
-    )
-
-
-def rect(x, y, width, height, fill):
-    return (
-        f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(width, 0.5):.1f}" height="{height:.1f}" '
-        f'fill="{fill}" stroke="#333" stroke-width="0.5"/>'
-    )
-
-
-def line(x1, y1, x2, y2, stroke="#333", width=1, dash=None):
-    extra = f' stroke-dasharray="{dash}"' if dash else ""
-    return (
-        f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
-        f'stroke="{stroke}" stroke-width="{width}"{extra}/>'
-    )
-
-
-def svg_document(width, height, body):
-    return "\n".join(
-        [
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}">',
-            f'<rect width="{width}" height="{height}" fill="white"/>',
-            *body,
-            "</svg>",
-            "",
-        ]
-    )
+def bar(x, y, width, height, fill):
+    """A latency bar at least 0.5 px wide, so that one at the axis' left end still shows."""
+    return rect(x, y, max(width, 0.5), height, fill)
 
 
 def duration(micros):
@@ -171,8 +132,8 @@ def chart(results):
             )
         )
         bar_top, bar_height = row_top + 9, row_height - 18
-        body.append(rect(left, bar_top, x_of(row["p99_us"]) - left, bar_height, light))
-        body.append(rect(left, bar_top, x_of(row["p50_us"]) - left, bar_height, dark))
+        body.append(bar(left, bar_top, x_of(row["p99_us"]) - left, bar_height, light))
+        body.append(bar(left, bar_top, x_of(row["p50_us"]) - left, bar_height, dark))
         # A whisker from the p99 to the slowest request.
         middle, max_x = bar_top + bar_height / 2, x_of(row["max_us"])
         body.append(line(x_of(row["p99_us"]), middle, max_x, middle, "#000", 1))
@@ -253,10 +214,7 @@ def markdown(results):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", type=Path, default=ROOT / "target/tmp/breaker_latency.json")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/breaker_latency.svg")
-    args = parser.parse_args()
+    args = results_and_out(__doc__.split("\n\n")[0], "breaker_latency.json", "breaker_latency.svg")
     try:
         results = json.loads(args.results.read_text())
     except FileNotFoundError:

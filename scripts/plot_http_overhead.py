@@ -9,13 +9,24 @@ Reads `target/tmp/http_overhead.json` (written by
     python3 scripts/plot_http_overhead.py [--results FILE] [--out FILE]
 """
 
-import argparse
-import json
 import sys
-from html import escape
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # svg_chart.py sits next to this script
+from svg_chart import (  # noqa: E402
+    axis_lines,
+    grid,
+    headings,
+    line,
+    nice_ceiling,
+    read_results,
+    rect,
+    results_and_out,
+    svg_document,
+    table_row,
+    text,
+    y_scale,
+)
 
 # Colour per route; tower_governor grey, as the reference in the other charts, and darker with
 # its headers (a like-for-like look; the goal is measured against the default route).
@@ -27,42 +38,6 @@ COLOURS = {
 }
 
 PLAIN_GOAL = 0.90
-
-FONT = 'font-family="DejaVu Sans, Helvetica, Arial, sans-serif"'
-
-
-def nice_ceiling(value):
-    """The smallest 1/2/2.5/5 x 10^n at or above `value`, for an axis that ends on a round number."""
-    magnitude = 1
-    while magnitude * 10 <= value:
-        magnitude *= 10
-    for step in (1, 2, 2.5, 5, 10):
-        if step * magnitude >= value:
-            return step * magnitude
-    return 10 * magnitude
-
-
-def text(x, y, content, size=12, anchor="middle", weight="normal", fill="#222", rotate=None):
-    transform = f' transform="rotate({rotate} {x:.1f} {y:.1f})"' if rotate is not None else ""
-    return (
-        f'<text x="{x:.1f}" y="{y:.1f}" {FONT} font-size="{size}" text-anchor="{anchor}" '
-        f'font-weight="{weight}" fill="{fill}"{transform}>{escape(content)}</text>'
-    )
-
-
-def line(x1, y1, x2, y2, stroke="#333", width=1, dash=None):
-    dashes = f' stroke-dasharray="{dash}"' if dash else ""
-    return (
-        f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{stroke}" '
-        f'stroke-width="{width}"{dashes}/>'
-    )
-
-
-def rect(x, y, width, height, fill):
-    return (
-        f'<rect x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" height="{height:.1f}" fill="{fill}" '
-        f'stroke="#333" stroke-width="0.5"/>'
-    )
 
 
 def label_lines(label):
@@ -83,16 +58,9 @@ def labels(body, x, y, label, size, narrow=False):
 
 def axes(body, left, top, plot_width, plot_height, axis_max, label, value_format):
     """Horizontal grid lines with tick labels, the two axis lines and the y-axis title."""
-
-    def y_of(value):
-        return top + plot_height * (1 - value / axis_max)
-
-    for tick in range(6):
-        value = axis_max * tick / 5
-        body.append(line(left, y_of(value), left + plot_width, y_of(value), stroke="#ddd"))
-        body.append(text(left - 6, y_of(value) + 4, value_format(value), 11, anchor="end"))
-    body.append(line(left, top + plot_height, left + plot_width, top + plot_height))
-    body.append(line(left, top, left, top + plot_height))
+    y_of = y_scale(top, plot_height, axis_max)
+    body += grid(left, plot_width, axis_max, y_of, value_format, gap=6, size=11)
+    body += axis_lines(left, top, plot_width, plot_height)
     body.append(text(left - 52, top + plot_height / 2, label, 12, rotate=-90))
     return y_of
 
@@ -190,39 +158,22 @@ def chart(results):
     width, height = 1480, 540
     top, bottom = 110, 90
     plot_height = height - top - bottom
-    body = [
-        text(
-            width / 2, 28,
-            "HTTP overhead: #[rate_limit] vs unguarded vs tower_governor (default, and with its headers)",
-            18, weight="bold",
-        ),
-        text(
-            width / 2, 50,
+    body = headings(
+        width / 2,
+        28,
+        "HTTP overhead: #[rate_limit] vs unguarded vs tower_governor (default, and with its headers)",
+        [
             f"one axum server, {config['server_workers']} worker thread; wrk -t1 -c{config['connections']}, "
             f"{config['rounds']} alternating rounds x {config['seconds']} s per route; loopback"
             + header_fields_note(config),
-            12, fill="#555",
-        ),
-        text(
-            width / 2, 68,
             f"{machine['cpus']} x {machine['cpu_model']}; load average before {machine['load_average_before']}, "
             f"after {machine['load_average_after']}; dots: one round each",
-            12, fill="#555",
-        ),
-    ]
+        ],
+    )
     throughput_panel(body, routes, 90, top, 520, plot_height)
     latency_panel(body, routes, 710, top, 340, plot_height)
     cpu_panel(body, routes, 1130, top, 320, plot_height)
-    return "\n".join(
-        [
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}">',
-            f'<rect width="{width}" height="{height}" fill="white"/>',
-            *body,
-            "</svg>",
-            "",
-        ]
-    )
+    return svg_document(width, height, body)
 
 
 def markdown(results):
@@ -233,14 +184,13 @@ def markdown(results):
     header = ["route", *[f"round {n}" for n in range(1, rounds + 1)], "median req/s", "p50", "p99",
               "server CPU / request", "vs unguarded", "vs tower_governor"]
     rows = [
-        "| " + " | ".join(header) + " |",
+        table_row(header),
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
     ]
     for route in routes:
         median = route["median_requests_per_sec"]
         rows.append(
-            "| "
-            + " | ".join(
+            table_row(
                 [
                     f"`{route['route']}` ({route['label']})",
                     *[f"{run['requests_per_sec']:,.0f}" for run in route["runs"]],
@@ -252,7 +202,6 @@ def markdown(results):
                     f"{median / governor['median_requests_per_sec']:.3f}x",
                 ]
             )
-            + " |"
         )
     ratios = results["ratios"]
     if "paired_guarded_over_plain" in ratios:
@@ -276,13 +225,8 @@ def markdown(results):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=ROOT / "target" / "tmp" / "http_overhead.json")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "http_overhead.svg")
-    arguments = parser.parse_args()
-    if not arguments.results.exists():
-        sys.exit(f"{arguments.results} not found: run `cargo bench -p ratelimit-axum --bench http_overhead` first")
-    results = json.loads(arguments.results.read_text())
+    arguments = results_and_out(__doc__.splitlines()[0], "http_overhead.json", "http_overhead.svg")
+    results = read_results(arguments.results, "cargo bench -p ratelimit-axum --bench http_overhead")
     arguments.out.parent.mkdir(parents=True, exist_ok=True)
     arguments.out.write_text(chart(results))
     print(f"wrote {arguments.out}")

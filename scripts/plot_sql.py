@@ -13,13 +13,26 @@ median of the per-round ratios to pgbench above each bar. Right panel: CPU time 
 PostgreSQL's and the client's, stacked (both share the machine's two cores).
 """
 
-import argparse
 import json
 import sys
-from html import escape
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # svg_chart.py sits next to this script
+from svg_chart import (  # noqa: E402
+    FINE_STEPS,
+    axis_lines,
+    grid,
+    headings,
+    legend_entry,
+    nice_ceiling,
+    notes,
+    rect,
+    results_and_out,
+    svg_document,
+    text,
+    whisker,
+    y_scale,
+)
 
 # Contestant id (as the bench writes it), label and colour; the peer first and grey.
 SERIES = [
@@ -27,8 +40,6 @@ SERIES = [
     ("fixed_window", "ours, fixed window", "#1f77b4"),
     ("token_bucket", "ours, token bucket", "#d62728"),
 ]
-
-FONT = 'font-family="DejaVu Sans, Helvetica, Arial, sans-serif"'
 
 
 def median(values):
@@ -39,39 +50,6 @@ def median(values):
     if len(ordered) % 2:
         return ordered[middle]
     return (ordered[middle - 1] + ordered[middle]) / 2
-
-
-def nice_ceiling(value):
-    """The smallest 1/1.2/1.5/2/2.5/3/4/5/6/8 x 10^n at or above `value`."""
-    magnitude = 1
-    while magnitude * 10 <= value:
-        magnitude *= 10
-    for step in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
-        if step * magnitude >= value:
-            return step * magnitude
-    return 10 * magnitude
-
-
-def text(x, y, content, size=12, anchor="middle", weight="normal", fill="#222"):
-    return (
-        f'<text x="{x:.1f}" y="{y:.1f}" {FONT} font-size="{size}" text-anchor="{anchor}" '
-        f'font-weight="{weight}" fill="{fill}">{escape(content)}</text>'
-    )
-
-
-def rect(x, y, width, height, fill, opacity=None):
-    extra = f' fill-opacity="{opacity}"' if opacity is not None else ""
-    return (
-        f'<rect x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" height="{height:.1f}" '
-        f'fill="{fill}"{extra} stroke="#333" stroke-width="0.5"/>'
-    )
-
-
-def line(x1, y1, x2, y2, stroke="#333", width=1):
-    return (
-        f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
-        f'stroke="{stroke}" stroke-width="{width}"/>'
-    )
 
 
 def summarise(results):
@@ -102,23 +80,12 @@ def summarise(results):
     return rows
 
 
-def axes(left, top, width, height, axis_max, label_of):
-    body = []
-    for tick in range(6):
-        value = axis_max * tick / 5
-        y = top + height * (1 - tick / 5)
-        body.append(line(left, y, left + width, y, "#ddd"))
-        body.append(text(left - 8, y + 4, label_of(value), 12, anchor="end"))
-    body.append(line(left, top + height, left + width, top + height))
-    body.append(line(left, top, left, top + height))
-    return body
-
-
 def throughput_panel(rows, left, top, width, height):
-    axis_max = nice_ceiling(max(max(row["per_round"]) for row in rows.values()) * 1.12)
-    y_of = lambda value: top + height * (1 - value / axis_max)
+    axis_max = nice_ceiling(max(max(row["per_round"]) for row in rows.values()) * 1.12, FINE_STEPS)
+    y_of = y_scale(top, height, axis_max)
     body = [text(left + width / 2, top - 14, "checks/s (higher is better)", 14, weight="bold")]
-    body += axes(left, top, width, height, axis_max, lambda v: f"{v / 1000:g}k")
+    body += grid(left, width, axis_max, y_of, lambda v: f"{v / 1000:g}k")
+    body += axis_lines(left, top, width, height)
     bar_width = width / len(SERIES)
     for index, (series, _, colour) in enumerate(SERIES):
         row = rows[series]
@@ -128,9 +95,7 @@ def throughput_panel(rows, left, top, width, height):
         body.append(rect(x, y_of(value), inner, top + height - y_of(value), colour))
         centre = x + inner / 2
         slowest, fastest = min(row["per_round"]), max(row["per_round"])
-        body.append(line(centre, y_of(fastest), centre, y_of(slowest), "#000"))
-        for end in (slowest, fastest):
-            body.append(line(centre - 5, y_of(end), centre + 5, y_of(end), "#000"))
+        body += whisker(centre, y_of(fastest), y_of(slowest), 5)
         body.append(text(centre, y_of(fastest) - 6, f'{row["ratio"]:.2f}x', 12, weight="bold"))
         body.append(text(centre, top + height + 20, series.replace("_", " "), 12))
     return body
@@ -138,10 +103,11 @@ def throughput_panel(rows, left, top, width, height):
 
 def cpu_panel(rows, left, top, width, height):
     totals = [row["server_us"] + row["client_us"] for row in rows.values()]
-    axis_max = nice_ceiling(max(totals) * 1.15)
-    y_of = lambda value: top + height * (1 - value / axis_max)
+    axis_max = nice_ceiling(max(totals) * 1.15, FINE_STEPS)
+    y_of = y_scale(top, height, axis_max)
     body = [text(left + width / 2, top - 14, "CPU µs per check (lower is better)", 14, weight="bold")]
-    body += axes(left, top, width, height, axis_max, lambda v: f"{v:g}")
+    body += grid(left, width, axis_max, y_of, lambda v: f"{v:g}")
+    body += axis_lines(left, top, width, height)
     bar_width = width / len(SERIES)
     for index, (series, _, colour) in enumerate(SERIES):
         row = rows[series]
@@ -160,50 +126,30 @@ def chart(results, rows):
     width, height = 1040, 576
     top, bottom = 116, 140
     panel_height = height - top - bottom
-    body = [
-        text(width / 2, 30, "SqlBackend (PostgreSQL) vs pgbench, 16 concurrent clients, loopback", 18, weight="bold"),
-        text(
-            width / 2,
-            52,
+    body = headings(
+        width / 2,
+        30,
+        "SqlBackend (PostgreSQL) vs pgbench, 16 concurrent clients, loopback",
+        [
             f"PostgreSQL {results.get('server_version', '')}; median of {results['rounds']} alternating rounds "
             f"of {results['seconds']} s, {results['tasks']} tasks / connections each",
-            12,
-            fill="#555",
-        ),
-        text(
-            width / 2,
-            70,
             "peer: pgbench -M prepared, one INSERT .. ON CONFLICT DO UPDATE per transaction, own row; "
             "ours: SqlBackend::check, own key, concurrent checks batched",
-            12,
-            fill="#555",
-        ),
-    ]
+        ],
+    )
     body += throughput_panel(rows, 80, top, 400, panel_height)
     body += cpu_panel(rows, 600, top, 400, panel_height)
     legend_top = top + panel_height + 44
     for index, (_, label, colour) in enumerate(SERIES):
-        x = 80 + index * 320
-        body.append(rect(x, legend_top, 14, 14, colour))
-        body.append(text(x + 20, legend_top + 12, label, 12, anchor="start"))
-    notes = [
+        body += legend_entry(80 + index * 320, legend_top, colour, label)
+    explanations = [
         "Left: bars are medians over rounds, whiskers the slowest and fastest round, labels the median of the "
         "per-round ratios to pgbench.",
         "Right: solid, PostgreSQL's CPU time per check (all postgres processes, /proc); light, the client's "
         "(the bench process, or the pgbench child).",
     ]
-    for index, note in enumerate(notes):
-        body.append(text(80, legend_top + 40 + index * 18, note, 11, anchor="start", fill="#555"))
-    return "\n".join(
-        [
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}">',
-            f'<rect width="{width}" height="{height}" fill="white"/>',
-            *body,
-            "</svg>",
-            "",
-        ]
-    )
+    body += notes(80, legend_top + 40, explanations, 18)
+    return svg_document(width, height, body)
 
 
 def table(rows):
@@ -223,10 +169,7 @@ def table(rows):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=ROOT / "target/tmp/sql_throughput.json")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/sql_throughput.svg")
-    args = parser.parse_args()
+    args = results_and_out(__doc__.splitlines()[0], "sql_throughput.json", "sql_throughput.svg")
     try:
         results = json.loads(args.results.read_text())
     except OSError as error:
