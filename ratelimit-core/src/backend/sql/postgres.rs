@@ -1,7 +1,8 @@
 //! PostgreSQL: every check is one call of the algorithm's PL/pgSQL function
 //! `<prefix><tag>_check_v1` (see `postgres.sql`), atomic per key under an advisory lock. Checks
-//! made concurrently go together in one call of `<prefix>check_batch_v1` (see `batch.rs`): one
-//! round trip and one transaction for the whole batch.
+//! made concurrently go together in one call of `<prefix>check_batch_v2` (see `batch.rs` and
+//! `postgres_batch.sql`): one round trip and one transaction for the whole batch, and one
+//! statement for its single-quota fixed-window and token-bucket checks.
 
 use std::num::NonZeroU64;
 use std::str::FromStr as _;
@@ -16,7 +17,11 @@ use super::{Deleted, Engine, Request, Settings, with_prefix};
 use crate::algorithm::{Algorithm, Verdict};
 use crate::backend::BackendError;
 
-const SCHEMA: &str = include_str!("postgres.sql");
+/// The tables and per-check functions, then the batch function that calls them.
+const SCHEMA: &str = concat!(
+    include_str!("postgres.sql"),
+    include_str!("postgres_batch.sql")
+);
 
 /// Every routine `postgres.sql` creates, with its argument types, for dropping them.
 const ROUTINES: &[&str] = &[
@@ -25,6 +30,8 @@ const ROUTINES: &[&str] = &[
     "swc_check_v1(bytea, bigint, bigint, boolean, bigint[])",
     "tb_check_v1(bytea, bigint, bigint, boolean, bigint[])",
     "lb_check_v1(bytea, bigint, bigint, boolean, bigint[])",
+    "check_batch_v2(bytea[], bigint[], bigint[], text[], integer[], bigint[])",
+    // Created by earlier versions; dropped with the rest.
     "check_batch_v1(bytea[], bigint[], bigint[], text[], integer[], bigint[])",
     "reset_v1(bytea)",
     "lock_id_v1(bytea)",
@@ -71,7 +78,7 @@ impl PostgresEngine {
                     "SELECT {{prefix}}{tag}_check_v1($1, $2, $3, $4, $5)"
                 ))
             }),
-            check_batch: sql("SELECT {prefix}check_batch_v1($1, $2, $3, $4, $5, $6)"),
+            check_batch: sql("SELECT {prefix}check_batch_v2($1, $2, $3, $4, $5, $6)"),
             reset: sql("SELECT {prefix}reset_v1($1)"),
             // The outer condition is checked again on the row as it is when locked, so a row a
             // check has just renewed is not deleted. Rows a check holds are skipped (it is
@@ -124,22 +131,26 @@ impl BatchEngine for PostgresEngine {
         let mut now = Vec::with_capacity(checks.len());
         let mut costs = Vec::with_capacity(checks.len());
         let mut algorithms = Vec::with_capacity(checks.len());
-        let mut param_counts = Vec::with_capacity(checks.len());
+        // Where each check's parameters start in `params` (1-based, as SQL arrays), and where
+        // they end.
+        let mut param_bounds = Vec::with_capacity(checks.len() + 1);
         let mut params = Vec::new();
+        let bound = |params: &Vec<i64>| i32::try_from(params.len() + 1).map_err(|_| unexpected());
         for check in checks {
             keys.push(check.key.as_bytes());
             now.push(check.now_ms);
             costs.push(check.cost);
             algorithms.push(algorithm_tag(check.algorithm));
-            param_counts.push(i32::try_from(check.params.len()).map_err(|_| unexpected())?);
+            param_bounds.push(bound(&params)?);
             params.extend_from_slice(&check.params);
         }
+        param_bounds.push(bound(&params)?);
         let reply: Vec<i64> = sqlx::query_scalar(&self.check_batch)
             .bind(keys)
             .bind(now)
             .bind(costs)
             .bind(algorithms)
-            .bind(param_counts)
+            .bind(param_bounds)
             .bind(params)
             .fetch_one(&self.pool)
             .await?;

@@ -8,8 +8,9 @@
 -- ran in about half the server time once inlined). The IMMUTABLE SQL helpers below are inlined
 -- by the planner where they are used, so they cost nothing.
 --
--- Every routine ends in `_v1`: a change to one gets a new name, so processes of two versions
--- sharing a database each keep calling the routines they were written for.
+-- Every routine ends in a version (`_v1`; the batch function of postgres_batch.sql is `_v2`): a
+-- change to one gets a new name, so processes of two versions sharing a database each keep
+-- calling the routines they were written for.
 --
 -- Arithmetic on request values is done in NUMERIC (exact, unbounded), so a huge cost or period
 -- cannot overflow; stored values are BIGINT. floor(a / b) is div(a, b) and ceil(a / b) is
@@ -702,41 +703,4 @@ BEGIN
     PERFORM pg_advisory_xact_lock({prefix}lock_id_v1(v_hash));
     DELETE FROM {prefix}state WHERE key_hash = v_hash;
     DELETE FROM {prefix}log WHERE key_hash = v_hash;
-END $$;
-
--- A batch of checks (never peeks) in one call and one transaction: the checks that concurrent
--- tasks of one process made while earlier ones were at the database (backend/sql/batch.rs).
--- They run in the order given, which the client sorts by key so that two batches take their
--- keys' locks in the same order (and so never deadlock); each check is exactly the call of its
--- algorithm's function, and sees the writes of those before it. Per check: key, injected time
--- (NULL: the database's clock, read by each check after its lock), cost, algorithm tag and how
--- many of `p` are its quotas' parameters. Returns every check's reply, one after the other.
-CREATE OR REPLACE FUNCTION {prefix}check_batch_v1(
-    p_keys bytea[], p_now bigint[], p_costs bigint[], p_algorithms text[],
-    p_param_counts int[], p bigint[])
-RETURNS bigint[] LANGUAGE plpgsql AS $$
-DECLARE
-    v_replies bigint[] := '{}';
-    v_reply bigint[];
-    v_params bigint[];
-    v_next int := 1;
-BEGIN
-    FOR i IN 1..coalesce(cardinality(p_keys), 0) LOOP
-        v_params := p[v_next : v_next + p_param_counts[i] - 1];
-        v_next := v_next + p_param_counts[i];
-        CASE p_algorithms[i]
-            WHEN 'fw' THEN
-                v_reply := {prefix}fw_check_v1(p_keys[i], p_now[i], p_costs[i], true, v_params);
-            WHEN 'sw' THEN
-                v_reply := {prefix}sw_check_v1(p_keys[i], p_now[i], p_costs[i], true, v_params);
-            WHEN 'swc' THEN
-                v_reply := {prefix}swc_check_v1(p_keys[i], p_now[i], p_costs[i], true, v_params);
-            WHEN 'tb' THEN
-                v_reply := {prefix}tb_check_v1(p_keys[i], p_now[i], p_costs[i], true, v_params);
-            WHEN 'lb' THEN
-                v_reply := {prefix}lb_check_v1(p_keys[i], p_now[i], p_costs[i], true, v_params);
-        END CASE;
-        v_replies := v_replies || v_reply;
-    END LOOP;
-    RETURN v_replies;
 END $$;
