@@ -23,14 +23,16 @@
 //!   first time is never inserted twice. A single-quota check decides inside one
 //!   `INSERT .. ON CONFLICT DO UPDATE .. WHERE <fits>` when it can. Checks are batched: those
 //!   that concurrent tasks make through one backend while earlier ones are at the database go
-//!   together as one call of `<prefix>check_batch_v1(..)`, one round trip and one transaction
-//!   (so one commit and one WAL flush) for the batch, which runs them one after the other in key
-//!   order (two batches never deadlock; checks of one key keep their order, each seeing the one
-//!   before) and answers each caller with exactly what it would have got alone. A check on an
-//!   idle backend leaves at once; [`SqlBackendBuilder::batches_in_flight`] batches (default 2)
-//!   start as soon as checks come, and more, up to the pool size, when checks have waited 1 ms
-//!   (a slow commit). A failed batch fails each of its callers with the same error. Peeks,
-//!   resets and cleanups are not batched.
+//!   together as one call of `<prefix>check_batch_v2(..)`, one round trip and one transaction
+//!   (so one commit and one WAL flush) for the batch. It locks the batch's keys in key order
+//!   (two batches never deadlock), decides the single-quota fixed-window and token-bucket checks
+//!   of distinct keys in one `UPDATE`/`INSERT` statement for the lot, runs the rest one after
+//!   the other (checks of one key keep their order, each seeing the one before), and answers
+//!   each caller with exactly what it would have got alone. A check on an idle backend leaves
+//!   at once; [`SqlBackendBuilder::batches_in_flight`] batches (default 1) start as soon as
+//!   checks come, and more, up to the pool size, when a full batch waits or a check has waited
+//!   5 ms (a batch held up on a lock or a stalled disk). A failed batch fails each of its
+//!   callers with the same error. Peeks, resets and cleanups are not batched.
 //! - **MySQL/MariaDB**: one round trip per check, `CALL <prefix>check_v1(..)`, a stored procedure
 //!   that locks the key's rows (inserting a placeholder row first, so a new key has a row to
 //!   lock) in a `READ COMMITTED` transaction. Not batched: a procedure cannot take arrays, and
@@ -94,9 +96,9 @@ pub const DEFAULT_POOL_SIZE: u32 = 10;
 pub const DEFAULT_BATCH_SIZE: usize = 64;
 
 /// The default most batches at the database at once (PostgreSQL; see
-/// [`SqlBackendBuilder::batches_in_flight`]): one can be evaluated while the previous one's
-/// commit is flushed and its replies are delivered.
-pub const DEFAULT_BATCHES_IN_FLIGHT: usize = 2;
+/// [`SqlBackendBuilder::batches_in_flight`]): one, so that every waiting check meets the next
+/// log flush and batches are as large as they can be.
+pub const DEFAULT_BATCHES_IN_FLIGHT: usize = 1;
 
 /// Rows [`Backend::cleanup`] deletes per statement, so a large cleanup never holds locks long.
 pub const DEFAULT_CLEANUP_BATCH: NonZeroU64 = match NonZeroU64::new(1_000) {
@@ -481,12 +483,14 @@ impl SqlBackendBuilder {
         self
     }
 
-    /// PostgreSQL: how many batches of checks may leave for the database at once (default 2, at
+    /// PostgreSQL: how many batches of checks may leave for the database at once (default 1, at
     /// most the pool size). A check made when fewer are out leaves at once; one made while that
-    /// many are out waits for the next batch, which leaves as soon as one of them returns, or,
-    /// after 1 ms of waiting, starts one more batch (up to the pool size), so that slow commits
-    /// do not hold checks back. Fewer batches make larger ones: fewer commits and round trips
-    /// per check, and more waiting per check.
+    /// many are out waits for the next batch, which leaves as soon as one of them returns. One
+    /// more batch starts (up to the pool size) when a full batch ([`Self::batch_size`]) waits,
+    /// or when a check has waited 5 ms (a batch held up on a lock or a stalled disk). Fewer
+    /// batches make larger ones: fewer statements and commits per check, and, since the
+    /// database flushes one commit at a time, no batch waits for another's flush; more batches
+    /// may suit a server with many cores when commits are fast.
     #[must_use]
     pub fn batches_in_flight(mut self, batches: usize) -> Self {
         self.batches_in_flight = batches.max(1);

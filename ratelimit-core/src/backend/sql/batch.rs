@@ -4,22 +4,31 @@
 //! wakeups) is paid once per batch.
 //!
 //! How a check travels: the caller queues it with a one-shot reply channel. If fewer than
-//! `in_flight` batches are at the database, the caller starts a batch task at once with
-//! everything queued (so an idle backend adds no wait); otherwise the check waits for the next
-//! batch, which the task of a finishing batch takes from the queue before it ends. A batch holds
-//! at most `batch_size` checks.
+//! `eager` batches are at the database (default 1) and no batch task is about to take the
+//! queue, the caller starts a batch task at once with everything queued (so an idle backend adds
+//! no wait); otherwise the check waits for the next batch, which the task of a finishing batch
+//! takes from the queue before it ends. A batch holds at most `batch_size` checks.
 //!
-//! Inside a batch the checks run in key order, so two concurrent batches take their keys' locks
+//! How many batches are out adapts to how fast they come back. While batches return within
+//! [`SLOW_ROUND_TRIP`] (on average), `eager` batches go out: with one, every waiting check
+//! rides the next batch, and batches are as large as they can be, which costs the database
+//! the least time per check (one statement start and one commit for all of them). While they
+//! return slower (commits waiting for a slow disk), twice as many go out, so checks made while
+//! a batch waits for its flush are already at the database when the flush ends. More batches
+//! start, up to the pool size, only when a full batch is waiting that no batch task will take,
+//! or when a check has waited [`EXTRA_BATCH_AFTER`] (a batch held up far longer than a commit
+//! takes: a lock held by another process, a stalled disk).
+//!
+//! Inside a batch the checks are sorted by key, so two concurrent batches take their keys' locks
 //! in the same order and never deadlock on each other; checks of one key keep their callers'
-//! order, and each sees the writes of the one before it (one transaction, evaluated one after
-//! the other). Replies go back in the callers' order. A failed batch (after the usual retries of
+//! order, and each sees the writes of the one before it (one transaction). Replies go back in the callers' order. A failed batch (after the usual retries of
 //! a rolled-back transaction, within the timeout) fails every caller in it with a copy of the
 //! same error. A caller that stops waiting (timeout, dropped future) is taken out of its batch if
 //! the batch has not started yet; the batch task runs on its own, so no caller can wedge it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::oneshot;
@@ -74,11 +83,16 @@ impl Check {
 
 type Reply = Result<Vec<Verdict>, BackendError>;
 
-/// How long a check waits for a batch before it may start one beyond the eager ones. When the
-/// database is slow to commit (a slow disk), batches return late and checks pile up behind
-/// them; more batches out then keep the database's group commit fed. When it is fast, batches
-/// return sooner than this and stay few and large.
-const EXTRA_BATCH_AFTER: Duration = Duration::from_millis(1);
+/// How long a check waits for a batch before it may start one beyond the eager ones: longer
+/// than a slow commit takes (a few ms on a busy disk), for which more batches would only split
+/// the checks between more flushes, but short enough that a batch held up on a lock or a
+/// stalled disk does not hold every other check back for long.
+const EXTRA_BATCH_AFTER: Duration = Duration::from_millis(5);
+
+/// Batches that take longer than this to come back, on average, are waiting for the disk, not
+/// for the database's CPU (a batch of 64 checks takes it about 2 ms): more of them out then
+/// cost little and keep checks from waiting a whole commit for a batch to leave.
+const SLOW_ROUND_TRIP: Duration = Duration::from_millis(2);
 
 /// A queued check and where its reply goes.
 struct Pending {
@@ -107,11 +121,16 @@ struct Queue {
     waiting: VecDeque<Pending>,
     /// Batch tasks running; each takes the next batch from `waiting` before it ends.
     in_flight: usize,
+    /// Batch tasks about to take their next batch from `waiting` (started, or just back from
+    /// the database): the checks they will take need no batch of their own.
+    forming: usize,
+    /// Recent batch round trips, averaged (each new one weighs 1/8).
+    round_trip: Duration,
 }
 
 impl Batcher {
-    /// `eager` batches start as soon as checks come; up to `most` when checks wait longer
-    /// than [`EXTRA_BATCH_AFTER`].
+    /// `eager` batches start as soon as checks come; up to `most` when a full batch waits
+    /// unclaimed or a check waits longer than [`EXTRA_BATCH_AFTER`].
     pub(super) fn new(
         engine: Arc<dyn BatchEngine>,
         timeout: Duration,
@@ -139,12 +158,12 @@ impl Batcher {
             .lock()
             .waiting
             .push_back(Pending { check, reply });
-        self.shared.start_batch(self.shared.eager);
+        self.shared.start_batch(false);
         let waiting = async {
             loop {
                 match tokio::time::timeout(EXTRA_BATCH_AFTER, &mut receiver).await {
                     Ok(reply) => return reply,
-                    Err(_) => self.shared.start_batch(self.shared.most),
+                    Err(_) => self.shared.start_batch(true),
                 }
             }
         };
@@ -163,13 +182,27 @@ impl Batcher {
 }
 
 impl Shared {
-    /// Starts a batch task if checks wait and fewer than `limit` batches are out.
-    fn start_batch(self: &Arc<Self>, limit: usize) {
+    /// Starts a batch task if checks wait that no forming batch will take, and fewer than
+    /// `eager` batches are out (twice as many while batches come back slowly), or fewer than
+    /// `most` when a full batch waits unclaimed or the caller `waited_long`.
+    fn start_batch(self: &Arc<Self>, waited_long: bool) {
         let start = {
             let mut queue = self.lock();
-            let start = !queue.waiting.is_empty() && queue.in_flight < limit;
+            let unclaimed = queue
+                .waiting
+                .len()
+                .saturating_sub(queue.forming.saturating_mul(self.batch_size));
+            let limit = if waited_long || unclaimed >= self.batch_size {
+                self.most
+            } else if queue.round_trip > SLOW_ROUND_TRIP {
+                self.eager.saturating_mul(2).min(self.most)
+            } else {
+                self.eager
+            };
+            let start = unclaimed > 0 && queue.in_flight < limit;
             if start {
                 queue.in_flight += 1;
+                queue.forming += 1;
             }
             start
         };
@@ -219,17 +252,20 @@ impl Shared {
     }
 }
 
-/// Gives the batch slot back if a batch task ends without doing so (a panic, or the runtime
-/// shutting down), so later checks can still start batches.
+/// Gives the batch slot (and the forming mark) back if a batch task ends without doing so (a
+/// panic, or the runtime shutting down), so later checks can still start batches.
 struct Slot<'a> {
     shared: &'a Shared,
     held: bool,
+    forming: bool,
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        if self.held {
-            self.shared.lock().in_flight -= 1;
+        if self.held || self.forming {
+            let mut queue = self.shared.lock();
+            queue.in_flight -= usize::from(self.held);
+            queue.forming -= usize::from(self.forming);
         }
     }
 }
@@ -239,6 +275,7 @@ async fn run(shared: Arc<Shared>) {
     let mut slot = Slot {
         shared: &shared,
         held: true,
+        forming: true,
     };
     loop {
         // Checks made at the same moment (often the callers this task just answered, checking
@@ -248,6 +285,8 @@ async fn run(shared: Arc<Shared>) {
         let batch = {
             let mut queue = shared.lock();
             let batch = shared.take(&mut queue);
+            queue.forming -= 1;
+            slot.forming = false;
             if batch.is_empty() {
                 queue.in_flight -= 1;
                 slot.held = false;
@@ -255,8 +294,23 @@ async fn run(shared: Arc<Shared>) {
             }
             batch
         };
+        let sent = Instant::now();
         let outcome = shared.execute(&batch).await;
-        tracing::trace!(checks = batch.len(), ok = outcome.is_ok(), "sql batch");
+        let round_trip = sent.elapsed();
+        tracing::trace!(
+            checks = batch.len(),
+            ok = outcome.is_ok(),
+            ?round_trip,
+            "sql batch"
+        );
+        {
+            let mut queue = shared.lock();
+            queue.round_trip = (queue.round_trip * 7 + round_trip) / 8;
+            // Forming again before the callers hear back: those that check again at once find
+            // this task about to take them, and start no batch of their own.
+            queue.forming += 1;
+            slot.forming = true;
+        }
         reply(batch, outcome);
     }
 }

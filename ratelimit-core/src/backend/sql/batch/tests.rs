@@ -236,7 +236,7 @@ async fn a_caller_that_gives_up_is_left_out_and_wedges_nothing() {
 async fn a_caller_waits_at_most_the_timeout() {
     let engine = FakeEngine::new(false, false);
     let batcher = batcher(&engine, Duration::from_millis(100));
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let reply = batcher.decide(check("a", 1)).await;
     assert!(
         matches!(reply, Err(BackendError::Timeout { .. })),
@@ -247,4 +247,77 @@ async fn a_caller_waits_at_most_the_timeout() {
     engine.gate.add_permits(Semaphore::MAX_PERMITS);
     settle().await;
     assert!(batcher.decide(check("b", 1)).await.is_ok());
+}
+
+/// Lets spawned tasks run until they wait, well within `EXTRA_BATCH_AFTER`.
+async fn run_ready_tasks() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_batch_waiting_goes_without_waiting_for_the_one_out() {
+    let engine = FakeEngine::new(false, false);
+    // Batches of two, one out at once, up to three when a full batch waits.
+    let batcher = Arc::new(Batcher::new(
+        Arc::clone(&engine) as Arc<dyn BatchEngine>,
+        Duration::from_secs(5),
+        2,
+        1,
+        3,
+    ));
+    let first = spawn_check(&batcher, "a", 1);
+    run_ready_tasks().await;
+    let second = spawn_check(&batcher, "b", 2);
+    run_ready_tasks().await;
+    // One check waiting is not a full batch: it waits for the one out.
+    assert_eq!(engine.batches().len(), 1);
+    let third = spawn_check(&batcher, "c", 3);
+    run_ready_tasks().await;
+    assert_eq!(engine.batches().len(), 2);
+    engine.gate.add_permits(Semaphore::MAX_PERMITS);
+    for task in [first, second, third] {
+        assert!(task.await.is_ok_and(|reply| reply.is_ok()));
+    }
+    let key = |key: &str, cost: i64| (key.to_owned(), cost);
+    assert_eq!(
+        engine.batches(),
+        vec![vec![key("a", 1)], vec![key("b", 2), key("c", 3)]]
+    );
+}
+
+#[tokio::test]
+async fn batches_coming_back_slowly_let_a_second_one_out() {
+    let engine = FakeEngine::new(false, false);
+    let batcher = Arc::new(Batcher::new(
+        Arc::clone(&engine) as Arc<dyn BatchEngine>,
+        Duration::from_secs(5),
+        64,
+        1,
+        4,
+    ));
+    // A fast batch: the next check waits for the one out.
+    engine.gate.add_permits(1);
+    assert!(batcher.decide(check("a", 1)).await.is_ok());
+    let held = spawn_check(&batcher, "b", 2);
+    run_ready_tasks().await;
+    let waiting = spawn_check(&batcher, "c", 3);
+    run_ready_tasks().await;
+    assert_eq!(engine.batches().len(), 2);
+    // That batch comes back after 40 ms, far above SLOW_ROUND_TRIP even averaged in.
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    engine.gate.add_permits(1);
+    assert!(held.await.is_ok_and(|reply| reply.is_ok()));
+    engine.gate.add_permits(1);
+    assert!(waiting.await.is_ok_and(|reply| reply.is_ok()));
+    // Now a check made while one batch is out leaves at once in a second one.
+    let held = spawn_check(&batcher, "d", 4);
+    run_ready_tasks().await;
+    let second = spawn_check(&batcher, "e", 5);
+    run_ready_tasks().await;
+    assert_eq!(engine.batches().len(), 5);
+    engine.gate.add_permits(Semaphore::MAX_PERMITS);
+    assert!(held.await.is_ok_and(|reply| reply.is_ok()));
+    assert!(second.await.is_ok_and(|reply| reply.is_ok()));
 }
