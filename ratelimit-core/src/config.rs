@@ -97,11 +97,14 @@ mod build;
 mod env;
 mod error;
 mod file;
-#[cfg(feature = "redis")]
+#[cfg(any(
+    feature = "redis",
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mysql"
+))]
 mod lazy;
 mod load;
-#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
-mod unreachable;
 mod value;
 
 use std::fmt;

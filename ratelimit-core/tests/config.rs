@@ -1107,6 +1107,50 @@ fn a_database_backend_uses_the_configured_table_prefix() {
     });
 }
 
+/// A database that cannot be opened when the registry is built (here: a SQLite file whose
+/// folder does not exist yet) fails each call with the reason and is reported unhealthy; once
+/// it can be opened, the next call connects and the store serves from then on.
+#[cfg(feature = "sqlite")]
+#[test]
+fn a_database_that_comes_up_after_the_build_is_used_from_then_on() {
+    let folder = std::env::temp_dir().join(format!(
+        "ratelimit-late-db-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+    ));
+    let url = format!("sqlite://{}", folder.join("late.sqlite3").display());
+    let config = parse(&format!(
+        "backend = \"database\"\n[database]\nurl = \"{url}\""
+    ));
+    block_on(async {
+        let registry = Registry::from_config_with(&config, ConnectPolicy::OnFirstUse)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        let sql = registry.default_backend();
+        let limit = Limit::fixed_window(rate("1/m"));
+        assert!(
+            sql.check("k", &limit).await.is_err(),
+            "no folder, no database"
+        );
+        let health = sql.health().await;
+        assert!(!health.healthy);
+        assert!(
+            health
+                .detail
+                .as_deref()
+                .is_some_and(|detail| detail.contains("not connected")),
+            "{health:?}"
+        );
+        std::fs::create_dir_all(&folder).unwrap_or_else(|error| panic!("{error}"));
+        assert!(sql.check("k", &limit).await.is_ok_and(|d| d.allowed));
+        assert!(sql.check("k", &limit).await.is_ok_and(|d| !d.allowed));
+        assert!(sql.health().await.healthy);
+    });
+    let _ = std::fs::remove_dir_all(&folder);
+}
+
 #[cfg(not(feature = "redis"))]
 #[test]
 fn a_redis_backend_without_the_feature_names_the_feature() {

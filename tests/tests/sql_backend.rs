@@ -518,3 +518,43 @@ async fn sqlite_in_memory_works_with_one_connection() {
         );
     }
 }
+
+/// Connecting can be spawned on a multi-threaded runtime: the future of `build()` is `Send` for
+/// every engine, so a service can open its stores in a background task (and the compiler
+/// checks it here).
+async fn connects_from_a_spawned_task(engine: Engine) {
+    let Some(database) = database(engine, &format!("spawned_connect_{engine:?}")).await else {
+        return;
+    };
+    let builder = SqlBackend::builder(&database.url)
+        .table_prefix(&database.prefix)
+        .timeout(Duration::from_secs(10));
+    let backend = tokio::spawn(builder.build())
+        .await
+        .unwrap_or_else(|error| panic!("the connecting task failed: {error}"))
+        .unwrap_or_else(|error| panic!("connecting to {}: {error}", database.url));
+    let limit = Limit::fixed_window(rate("1/h"));
+    for expected in [true, false] {
+        let decision = backend.check("spawned", &limit).await;
+        assert!(
+            decision.as_ref().is_ok_and(|d| d.allowed == expected),
+            "{engine:?}: {decision:?}"
+        );
+    }
+    database.drop_tables().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connects_from_a_spawned_task() {
+    connects_from_a_spawned_task(Engine::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_connects_from_a_spawned_task() {
+    connects_from_a_spawned_task(Engine::Mysql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_connects_from_a_spawned_task() {
+    connects_from_a_spawned_task(Engine::Sqlite).await;
+}

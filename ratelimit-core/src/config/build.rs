@@ -15,11 +15,10 @@ pub enum ConnectPolicy {
     /// circuit breaker skips it meanwhile), so a failover setup starts with its primary down.
     #[default]
     AtStartup,
-    /// On first use: building never fails on a server, and a Redis backend retries the
-    /// connection on every call until it succeeds. SQL backends still connect while building
-    /// (their connection cannot be retried from inside a call); one that cannot connect reports
-    /// the reason from every call. Health reports a backend that cannot connect as unhealthy,
-    /// with the reason (what the CLI's `health` wants).
+    /// On first use: building never fails on a server, and a Redis or SQL backend retries the
+    /// connection on every call until it succeeds; until then each call fails with the reason.
+    /// Health reports a backend that cannot connect as unhealthy, with the reason (what the
+    /// CLI's `health` wants).
     OnFirstUse,
 }
 
@@ -169,6 +168,7 @@ mod network {
 mod network {
     use std::sync::Arc;
 
+    use super::super::lazy::{Connector, LazyBackend};
     use super::super::{BackendConfig, BackendKind, Config, ConfigError};
     use super::Connect;
     use crate::backend::{Backend, BackendError};
@@ -194,9 +194,7 @@ mod network {
         }
     }
 
-    /// Unless it must connect now, Redis connects through a
-    /// [`LazyBackend`](super::super::lazy::LazyBackend), so a server that comes up later is
-    /// used from then on.
+    /// Redis, connected now or later (see [`connect_or_later`]).
     #[cfg(feature = "redis")]
     async fn redis(
         key_prefix: &str,
@@ -204,7 +202,6 @@ mod network {
         url: &str,
         connect: Connect,
     ) -> Result<Arc<dyn Backend>, ConfigError> {
-        use super::super::lazy::{Connector, LazyBackend};
         use crate::backend::RedisBackend;
 
         let url = url.to_owned();
@@ -216,25 +213,10 @@ mod network {
                 Ok(Arc::new(redis) as Arc<dyn Backend>)
             })
         });
-        if connect == Connect::Now {
-            return connector()
-                .await
-                .map_err(|source| connect_error(backend, source));
-        }
-        let lazy = LazyBackend::new("redis", connector);
-        if connect == Connect::NowOrLater
-            && let Err(error) = lazy.get().await
-        {
-            warn_unreachable(backend, &error);
-        }
-        Ok(Arc::new(lazy))
+        connect_or_later(backend, "redis", connector, connect).await
     }
 
-    /// SQL connects once: its connection future is not `Send` (an `sqlx` higher-ranked
-    /// lifetime limitation), so it cannot be retried from inside a `Backend` call. When
-    /// allowed to fail, a database that does not answer becomes an [`Unreachable`] backend.
-    ///
-    /// [`Unreachable`]: super::super::unreachable::Unreachable
+    /// A SQL database, connected now or later (see [`connect_or_later`]).
     #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
     async fn database(
         backend: &BackendConfig,
@@ -242,21 +224,43 @@ mod network {
         table_prefix: &str,
         connect: Connect,
     ) -> Result<Arc<dyn Backend>, ConfigError> {
-        use super::super::unreachable::Unreachable;
         use crate::backend::SqlBackend;
 
-        match SqlBackend::builder(url)
-            .table_prefix(table_prefix)
-            .build()
-            .await
-        {
-            Ok(sql) => Ok(Arc::new(sql)),
-            Err(error) if connect != Connect::Now => {
-                warn_unreachable(backend, &error);
-                Ok(Arc::new(Unreachable::new(engine_name(url), &error)))
-            }
-            Err(error) => Err(connect_error(backend, error)),
+        let kind = engine_name(url);
+        let url = url.to_owned();
+        let table_prefix = table_prefix.to_owned();
+        let connector: Connector = Box::new(move || {
+            let builder = SqlBackend::builder(&url).table_prefix(table_prefix.clone());
+            Box::pin(async move {
+                let sql = builder.build().await?;
+                Ok(Arc::new(sql) as Arc<dyn Backend>)
+            })
+        });
+        connect_or_later(backend, kind, connector, connect).await
+    }
+
+    /// Connects now when it must; otherwise through a [`LazyBackend`], which keeps trying on
+    /// every call until it has connected, so a server that comes up later is used from then on
+    /// (a failover member, or a CLI probe, does not need its server up when the registry is
+    /// built).
+    async fn connect_or_later(
+        backend: &BackendConfig,
+        kind: &'static str,
+        connector: Connector,
+        connect: Connect,
+    ) -> Result<Arc<dyn Backend>, ConfigError> {
+        if connect == Connect::Now {
+            return connector()
+                .await
+                .map_err(|source| connect_error(backend, source));
         }
+        let lazy = LazyBackend::new(kind, connector);
+        if connect == Connect::NowOrLater
+            && let Err(error) = lazy.get().await
+        {
+            warn_unreachable(backend, &error);
+        }
+        Ok(Arc::new(lazy))
     }
 
     /// The URL a network backend connects to, for messages (password masked).

@@ -1,4 +1,4 @@
-//! A Redis backend that connects on first use and keeps trying on every call until it has
+//! A Redis or SQL backend that connects on first use and keeps trying on every call until it has
 //! connected, so a failover member (or a CLI probe) does not need its server up when the
 //! registry is built.
 

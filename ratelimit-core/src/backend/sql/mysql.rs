@@ -7,7 +7,7 @@ use std::str::FromStr as _;
 
 use async_trait::async_trait;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool};
-use sqlx::{ConnectOptions as _, Connection as _};
+use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
 
 use super::args::{self, algorithm_tag};
 use super::{Deleted, Engine, Request, Settings, with_prefix};
@@ -129,7 +129,10 @@ async fn migrate(connection: &mut sqlx::MySqlConnection, prefix: &str) -> Result
     }
     let mut outcome = Ok(());
     for statement in with_prefix(SCHEMA, prefix).split(SEPARATOR) {
-        if let Err(error) = sqlx::raw_sql(statement).execute(&mut *connection).await {
+        // `Executor::execute` rather than `raw_sql(..).execute(..)`: the same call, but its boxed
+        // `Send` future keeps `SqlBackendBuilder::build()` spawnable (rustc cannot prove the
+        // unboxed one `Send` for every lifetime).
+        if let Err(error) = (&mut *connection).execute(sqlx::raw_sql(statement)).await {
             outcome = Err(error.into());
             break;
         }

@@ -9,7 +9,7 @@ use std::str::FromStr as _;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool};
-use sqlx::{ConnectOptions as _, Connection as _};
+use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
 
 use super::args::{self, REPLY_PER_QUOTA, algorithm_tag};
 use super::batch::{BatchEngine, Check};
@@ -114,9 +114,11 @@ async fn migrate(connection: &mut sqlx::PgConnection, prefix: &str) -> Result<()
         .bind(format!("ratelimit migrate {prefix}"))
         .execute(&mut *transaction)
         .await?;
-    sqlx::raw_sql(&with_prefix(SCHEMA, prefix))
-        .execute(&mut *transaction)
-        .await?;
+    // `Executor::execute` rather than `raw_sql(..).execute(..)`: the same call, but its boxed
+    // `Send` future keeps `SqlBackendBuilder::build()` spawnable (rustc cannot prove the
+    // unboxed one `Send` for every lifetime).
+    let schema = with_prefix(SCHEMA, prefix);
+    (&mut *transaction).execute(sqlx::raw_sql(&schema)).await?;
     transaction.commit().await?;
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::num::NonZeroU64;
 use std::str::FromStr as _;
 
 use async_trait::async_trait;
+use sqlx::Executor as _;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqliteSynchronous,
 };
@@ -119,9 +120,11 @@ impl SqliteEngine {
         }
         let pool = pool.connect_with(options).await?;
         let mut migration = pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::raw_sql(&with_prefix(SCHEMA, settings.table_prefix))
-            .execute(&mut *migration)
-            .await?;
+        // `Executor::execute` rather than `raw_sql(..).execute(..)`: the same call, but its boxed
+        // `Send` future keeps `SqlBackendBuilder::build()` spawnable (rustc cannot prove the
+        // unboxed one `Send` for every lifetime).
+        let schema = with_prefix(SCHEMA, settings.table_prefix);
+        (&mut *migration).execute(sqlx::raw_sql(&schema)).await?;
         migration.commit().await?;
         Ok(Self {
             pool,
