@@ -16,7 +16,7 @@
 
 use std::cell::RefCell;
 
-use http::header::CONTENT_LENGTH;
+use http::header::{CONTENT_LENGTH, SET_COOKIE};
 use http::{HeaderMap, HeaderValue};
 
 use crate::headers::{Values, layout};
@@ -109,8 +109,13 @@ struct Template {
 
 impl Template {
     /// The template for `headers`, unless the handler set one of the rate-limit fields itself
-    /// (inserting replaces it, which a template does not reproduce).
+    /// (inserting replaces it, which a template does not reproduce), or the response sets a
+    /// cookie or carries a value marked sensitive: a template lives on in the thread, and a
+    /// session token must not outlive its response there.
     fn build(headers: &HeaderMap, values: &Values<'_>, fields: HeaderFields) -> Option<Self> {
+        if headers.contains_key(SET_COOKIE) || headers.values().any(HeaderValue::is_sensitive) {
+            return None;
+        }
         let handler_values = headers.len();
         let mut map = headers.clone();
         for &field in layout(fields) {
@@ -182,7 +187,7 @@ impl Template {
 mod tests {
     use std::time::Duration;
 
-    use http::header::{CONTENT_TYPE, SET_COOKIE};
+    use http::header::CONTENT_TYPE;
     use ratelimit_core::Decision;
 
     use crate::headers::{self, X_RATELIMIT_LIMIT, X_RATELIMIT_RESET};
@@ -273,6 +278,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn no_template_keeps_a_cookie_or_a_sensitive_value() {
+        for handler in handler_headers() {
+            for _ in 0..10 {
+                let mut actual = handler.clone();
+                headers::insert_fields(&mut actual, &decision(5, 4), false, HeaderFields::All);
+            }
+        }
+        let kept_private = TEMPLATES.with(|templates| {
+            templates.borrow().slots.iter().flatten().any(|template| {
+                template.map.contains_key(SET_COOKIE)
+                    || template.map.values().any(HeaderValue::is_sensitive)
+            })
+        });
+        assert!(
+            !kept_private,
+            "a template holds a cookie or a sensitive value"
+        );
     }
 
     #[test]
