@@ -145,6 +145,42 @@ async fn concurrent_checks_share_script_calls_up_to_the_batch_cap() {
     );
 }
 
+/// One script per algorithm (SPEC §5): concurrent checks of two algorithms go out as one
+/// script call for each, every check in its algorithm's call.
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_checks_of_two_algorithms_take_one_call_per_algorithm() {
+    let Some(redis) = private_redis().await else {
+        return;
+    };
+    let backend = backend(redis.url(), "redis-batch-two-scripts", None).await;
+    let limits = [
+        Limit::fixed_window(rate("1000/h")),
+        Limit::token_bucket(rate("1000/h")),
+    ];
+    // Loads both scripts, so that no NOSCRIPT retry is counted below.
+    for limit in &limits {
+        assert!(backend.check("warm", limit).await.is_ok());
+    }
+    let before = evalsha_calls(redis.url()).await;
+    let mut tasks = JoinSet::new();
+    for index in 0..40 {
+        let backend = Arc::clone(&backend);
+        let limit = limits[index % 2].clone();
+        tasks.spawn(async move {
+            let key = format!("key-{}", index % 5);
+            (index, backend.check(&key, &limit).await.map(|d| d.allowed))
+        });
+    }
+    for result in join_all(tasks).await {
+        assert!(matches!(result, Ok(true)), "{result:?}");
+    }
+    let calls = evalsha_calls(redis.url()).await - before;
+    assert_eq!(
+        calls, 2,
+        "40 concurrent checks of two algorithms took {calls} calls"
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_batch_of_mixed_keys_and_algorithms_decides_like_the_memory_backend() {
     let Some(redis) = services::redis().await else {

@@ -1,9 +1,9 @@
-//! Redis and Redis Cluster: at most one round trip per check (EVALSHA of one Lua script that
-//! holds every algorithm), time from the Redis server, every key with a TTL.
+//! Redis and Redis Cluster: at most one round trip per check (EVALSHA of a Lua script per
+//! algorithm), time from the Redis server, every key with a TTL.
 //!
-//! On a single server, checks made while a call is in flight share the next call, which
-//! decides them in order (`redis/batch.rs`): the server's fixed cost per call is paid once per
-//! batch instead of once per check.
+//! On a single server, checks of one algorithm made while a call is in flight share the next
+//! call, which decides them in order (`redis/batch.rs`): the server's fixed cost per call is
+//! paid once per batch instead of once per check.
 //!
 //! Why server time: every app server sharing a Redis then decides on one clock, so a host
 //! whose clock runs a few seconds off neither grants extra requests nor locks clients out. A
@@ -152,7 +152,7 @@ impl RedisBackend {
             None => {
                 let now_ms = self.clock.as_ref().map(|clock| clock.now_millis());
                 self.call(|mut connection| async move {
-                    let invocation = scripts::invocation(now_ms, std::iter::once(&call));
+                    let invocation = scripts::invocation(algorithm, now_ms, std::iter::once(&call));
                     match &mut connection {
                         Connection::Single(manager) => invocation.invoke_async(manager).await,
                         Connection::Cluster(cluster) => invocation.invoke_async(cluster).await,

@@ -1,4 +1,4 @@
-//! Concurrent checks on one server share one script call.
+//! Concurrent checks of one algorithm on one server share one script call.
 //!
 //! redis-server spends a fixed cost on every `EVALSHA` (reading and parsing the command,
 //! finding and entering the script, `TIME`, writing the reply) on top of the work per check.
@@ -126,8 +126,19 @@ impl Batcher {
                     stop.armed = false;
                     return;
                 }
-                let size = queue.waiting.len().min(MAX_BATCH);
-                queue.waiting.drain(..size).collect()
+                // One script per algorithm, so a call carries checks of one algorithm: the
+                // oldest waiting check's, in their order. A key's checks all share an
+                // algorithm (it is part of the key), so no key's checks are reordered.
+                let algorithm = queue.waiting[0].call.algorithm;
+                let mut taken = 0;
+                queue
+                    .waiting
+                    .extract_if(.., |waiting| {
+                        let take = taken < MAX_BATCH && waiting.call.algorithm == algorithm;
+                        taken += usize::from(take);
+                        take
+                    })
+                    .collect()
             };
             self.send(batch).await;
         }
@@ -136,7 +147,14 @@ impl Batcher {
     /// One script call for `batch`; every caller gets its part of the reply or the error.
     async fn send(&self, batch: Vec<Waiting>) {
         let now_ms = self.clock.as_ref().map(|clock| clock.now_millis());
-        let invocation = scripts::invocation(now_ms, batch.iter().map(|waiting| &waiting.call));
+        let Some(first) = batch.first() else {
+            return;
+        };
+        let invocation = scripts::invocation(
+            first.call.algorithm,
+            now_ms,
+            batch.iter().map(|waiting| &waiting.call),
+        );
         let mut connection = self.connection.clone();
         let started = Instant::now();
         let reply: Result<Vec<i64>, BackendError> =

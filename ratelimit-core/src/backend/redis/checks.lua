@@ -2,8 +2,8 @@
 -- if all allow (a rejected request is never counted). Returns 4 integers per quota of each
 -- check: allowed (1/0), remaining, reset_after_ms, retry_after_ms (-1: never).
 
-local evaluators = { fixed_window, sliding_window, sliding_window_counter, token_bucket, leaky_bucket }
--- Bytes of parameters per quota (8 per number), and keys per quota.
+-- `evaluate` is this script's algorithm function, bound just before this file.
+-- Bytes of parameters per quota (8 per number), and keys per quota, by algorithm code.
 local param_bytes = { 16, 16, 16, 40, 32 }
 local keys_per_quota = { 1, 2, 1, 1, 1 }
 local SLIDING_WINDOW = 2
@@ -24,7 +24,6 @@ local k = 1
 for c = 2, #ARGV do
   local args = ARGV[c]
   local code, cost, record, quotas = unpack('<dddd', args)
-  local evaluate = evaluators[code]
   local params, keys = param_bytes[code], keys_per_quota[code]
   local all_allowed, failed = true, false
   for q = 0, quotas - 1 do

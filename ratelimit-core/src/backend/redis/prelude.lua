@@ -1,6 +1,6 @@
--- The rate-limit script evaluates a batch of checks, in order, in one call. `scripts.rs` joins
--- this prelude, one file per algorithm and `checks.lua` (the loop over the batch) into one script,
--- so checks of every algorithm can share a call.
+-- A rate-limit script evaluates a batch of checks of one algorithm, in order, in one call.
+-- `scripts.rs` joins this prelude, the algorithm's file and `checks.lua` (the loop over the
+-- batch) into that algorithm's script, one script per algorithm.
 --
 -- ARGV[1] = now in ms, or '' to use the server clock (TIME, read once per batch); then one
 -- argument per check, its numbers packed as little-endian doubles: algorithm code (1 fixed

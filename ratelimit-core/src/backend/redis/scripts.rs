@@ -1,8 +1,9 @@
-//! The Lua script, built once per process, and the translation between a check and the
+//! The Lua scripts, built once per process, and the translation between a check and a
 //! script's keys, arguments and reply.
 //!
-//! One script serves every algorithm and evaluates a batch of checks in order (see
-//! `prelude.lua` for its calling convention), so concurrent checks share one `EVALSHA`.
+//! One script per algorithm: the shared prelude, that algorithm's function, then the loop that
+//! evaluates a batch of its checks in order (see `prelude.lua` for the calling convention), so
+//! concurrent checks of one algorithm share one `EVALSHA`.
 
 use std::sync::LazyLock;
 
@@ -10,30 +11,40 @@ use redis::{Script, ScriptInvocation};
 
 use crate::algorithm::{Algorithm, Policy, Verdict};
 
-/// The prelude, one function per algorithm, then the loop over the batch. Sent by SHA
-/// (EVALSHA) and loaded again on NOSCRIPT by the `redis` crate.
-static SCRIPT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
+/// The scripts in [`Algorithm::ALL`] order. Sent by SHA (EVALSHA) and loaded again on
+/// NOSCRIPT by the `redis` crate.
+static SCRIPTS: LazyLock<[Script; 5]> =
+    LazyLock::new(|| Algorithm::ALL.map(|algorithm| Script::new(&source(algorithm))));
+
+/// The prelude, the algorithm's function bound to `evaluate`, then the loop over the batch.
+fn source(algorithm: Algorithm) -> String {
+    let (function, body) = match algorithm {
+        Algorithm::FixedWindow => ("fixed_window", include_str!("fixed_window.lua")),
+        Algorithm::SlidingWindow => ("sliding_window", include_str!("sliding_window.lua")),
+        Algorithm::SlidingWindowCounter => (
+            "sliding_window_counter",
+            include_str!("sliding_window_counter.lua"),
+        ),
+        Algorithm::TokenBucket => ("token_bucket", include_str!("token_bucket.lua")),
+        Algorithm::LeakyBucket => ("leaky_bucket", include_str!("leaky_bucket.lua")),
+    };
+    format!(
+        "{}\n{body}\nlocal evaluate = {function}\n{}",
         include_str!("prelude.lua"),
-        "\n",
-        include_str!("fixed_window.lua"),
-        "\n",
-        include_str!("sliding_window.lua"),
-        "\n",
-        include_str!("sliding_window_counter.lua"),
-        "\n",
-        include_str!("token_bucket.lua"),
-        "\n",
-        include_str!("leaky_bucket.lua"),
-        "\n",
-        include_str!("checks.lua"),
-    ))
-});
+        include_str!("checks.lua")
+    )
+}
+
+fn script(algorithm: Algorithm) -> &'static Script {
+    // `code` numbers the algorithms from 1 in `Algorithm::ALL` order.
+    &SCRIPTS[code(algorithm) as usize - 1]
+}
 
 /// Integers the reply carries per quota.
 pub(super) const REPLY_PER_QUOTA: usize = 4;
 
-/// The script's number for each algorithm (`evaluators` in `checks.lua`).
+/// The script's number for each algorithm (the index of `param_bytes` and `keys_per_quota`
+/// in `checks.lua`).
 fn code(algorithm: Algorithm) -> u64 {
     match algorithm {
         Algorithm::FixedWindow => 1,
@@ -68,6 +79,8 @@ pub(super) fn has_sequence_key(algorithm: Algorithm) -> bool {
 /// parameters).
 #[derive(Debug)]
 pub(super) struct ScriptCall {
+    /// Which script evaluates it.
+    pub(super) algorithm: Algorithm,
     pub(super) keys: Vec<String>,
     args: Vec<u8>,
     /// How many quotas, hence `quotas * REPLY_PER_QUOTA` reply integers.
@@ -77,6 +90,7 @@ pub(super) struct ScriptCall {
 impl ScriptCall {
     pub(super) fn new(algorithm: Algorithm, cost: u64, record: bool, quotas: usize) -> Self {
         let mut call = Self {
+            algorithm,
             keys: Vec::with_capacity(quotas * 2),
             args: Vec::with_capacity(8 * (4 + 5 * quotas)),
             quotas,
@@ -127,12 +141,14 @@ impl ScriptCall {
     }
 }
 
-/// One `EVALSHA` for `calls`, evaluated in order at `now_ms` (`None`: the server's `TIME`).
+/// One `EVALSHA` of `algorithm`'s script for `calls` (all of that algorithm), evaluated in
+/// order at `now_ms` (`None`: the server's `TIME`).
 pub(super) fn invocation<'a>(
+    algorithm: Algorithm,
     now_ms: Option<u64>,
     calls: impl IntoIterator<Item = &'a ScriptCall>,
 ) -> ScriptInvocation<'static> {
-    let mut invocation = SCRIPT.prepare_invoke();
+    let mut invocation = script(algorithm).prepare_invoke();
     match now_ms {
         Some(now_ms) => invocation.arg(now_ms),
         None => invocation.arg(""),
