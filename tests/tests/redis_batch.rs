@@ -114,21 +114,24 @@ async fn many_tasks_on_one_backend_admit_exactly_the_limit_in_order() {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn concurrent_checks_share_script_calls_up_to_the_batch_cap() {
-    let Some(redis) = private_redis().await else {
-        return;
-    };
-    let backend = backend(redis.url(), "redis-batch-calls", None).await;
-    let limit = Limit::fixed_window(rate("1000/h"));
-    // Loads the script, so that no NOSCRIPT retry is counted below.
-    assert!(backend.check("warm", &limit).await.is_ok());
+/// How many script calls `checks` concurrent checks take, the `index`-th with
+/// `limits[index % limits.len()]` on one of a few keys; every check must be allowed. Each
+/// limit's script is loaded first, so that no NOSCRIPT retry is counted.
+async fn script_calls_for(
+    redis: &PrivateRedis,
+    test: &str,
+    limits: &[Limit],
+    checks: usize,
+) -> u64 {
+    let backend = backend(redis.url(), test, None).await;
+    for limit in limits {
+        assert!(backend.check("warm", limit).await.is_ok());
+    }
     let before = evalsha_calls(redis.url()).await;
-    let checks = MAX_BATCH + 72;
     let mut tasks = JoinSet::new();
     for index in 0..checks {
         let backend = Arc::clone(&backend);
-        let limit = limit.clone();
+        let limit = limits[index % limits.len()].clone();
         tasks.spawn(async move {
             let key = format!("key-{}", index % 7);
             (index, backend.check(&key, &limit).await.map(|d| d.allowed))
@@ -137,8 +140,18 @@ async fn concurrent_checks_share_script_calls_up_to_the_batch_cap() {
     for result in join_all(tasks).await {
         assert!(matches!(result, Ok(true)), "{result:?}");
     }
+    evalsha_calls(redis.url()).await - before
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_checks_share_script_calls_up_to_the_batch_cap() {
+    let Some(redis) = private_redis().await else {
+        return;
+    };
+    let checks = MAX_BATCH + 72;
+    let limits = [Limit::fixed_window(rate("1000/h"))];
+    let calls = script_calls_for(&redis, "redis-batch-calls", &limits, checks).await;
     // All are queued before the sender runs: one call of MAX_BATCH, one of the rest.
-    let calls = evalsha_calls(redis.url()).await - before;
     assert_eq!(
         calls, 2,
         "{checks} concurrent checks took {calls} script calls"
@@ -152,29 +165,11 @@ async fn concurrent_checks_of_two_algorithms_take_one_call_per_algorithm() {
     let Some(redis) = private_redis().await else {
         return;
     };
-    let backend = backend(redis.url(), "redis-batch-two-scripts", None).await;
     let limits = [
         Limit::fixed_window(rate("1000/h")),
         Limit::token_bucket(rate("1000/h")),
     ];
-    // Loads both scripts, so that no NOSCRIPT retry is counted below.
-    for limit in &limits {
-        assert!(backend.check("warm", limit).await.is_ok());
-    }
-    let before = evalsha_calls(redis.url()).await;
-    let mut tasks = JoinSet::new();
-    for index in 0..40 {
-        let backend = Arc::clone(&backend);
-        let limit = limits[index % 2].clone();
-        tasks.spawn(async move {
-            let key = format!("key-{}", index % 5);
-            (index, backend.check(&key, &limit).await.map(|d| d.allowed))
-        });
-    }
-    for result in join_all(tasks).await {
-        assert!(matches!(result, Ok(true)), "{result:?}");
-    }
-    let calls = evalsha_calls(redis.url()).await - before;
+    let calls = script_calls_for(&redis, "redis-batch-two-scripts", &limits, 40).await;
     assert_eq!(
         calls, 2,
         "40 concurrent checks of two algorithms took {calls} calls"
