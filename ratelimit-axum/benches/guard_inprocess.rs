@@ -24,51 +24,16 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::routing::get;
 use http::{Request, StatusCode};
-use ratelimit_axum::rate_limit;
 use tower::Service as _;
-use tower_governor::GovernorLayer;
-use tower_governor::governor::GovernorConfigBuilder;
-use tower_governor::key_extractor::PeerIpKeyExtractor;
 
 type BenchResult<T> = Result<T, Box<dyn Error>>;
 
-async fn plain() -> &'static str {
-    "ok"
-}
+#[path = "support/routes.rs"]
+mod routes;
 
-/// Never reached, so every request is counted and answered 200 with the five headers.
-#[rate_limit(key = "ip", rate = "1000000000/s")]
-async fn guarded() -> &'static str {
-    "ok"
-}
-
+/// The routes by name (`GUARD_BENCH_ROUTE`), each served at `/<name>` (see `routes`).
 const ROUTES: [&str; 4] = ["plain", "guarded", "governor", "governor-headers"];
-
-fn app() -> BenchResult<Router> {
-    let governor = GovernorConfigBuilder::default()
-        .key_extractor(PeerIpKeyExtractor)
-        .per_nanosecond(1)
-        .burst_size(u32::MAX)
-        .finish()
-        .ok_or("tower_governor refused the quota")?;
-    let governor_headers = GovernorConfigBuilder::default()
-        .key_extractor(PeerIpKeyExtractor)
-        .per_nanosecond(1)
-        .burst_size(u32::MAX)
-        .use_headers()
-        .finish()
-        .ok_or("tower_governor refused the quota")?;
-    Ok(Router::new()
-        .route("/plain", get(plain))
-        .route("/guarded", get(guarded))
-        .route("/governor", get(plain).layer(GovernorLayer::new(governor)))
-        .route(
-            "/governor-headers",
-            get(plain).layer(GovernorLayer::new(governor_headers)),
-        ))
-}
 
 fn request(uri: &str, peer: SocketAddr) -> BenchResult<Request<Body>> {
     let mut request = Request::get(uri).body(Body::empty())?;
@@ -124,7 +89,7 @@ fn main() -> BenchResult<()> {
     }
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     runtime.block_on(async {
-        let mut app = app()?;
+        let mut app = routes::app()?;
         for repetition in 1..=repeat {
             let mut line = format!("repetition {repetition}:");
             for route in &routes {

@@ -38,36 +38,20 @@ use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::routing::get;
-use ratelimit_axum::{GuardSettings, HeaderFields, rate_limit};
+use ratelimit_axum::{GuardSettings, HeaderFields};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
-use tower_governor::GovernorLayer;
-use tower_governor::governor::GovernorConfigBuilder;
-use tower_governor::key_extractor::PeerIpKeyExtractor;
 
 #[path = "../../bench-support/machine.rs"]
 mod machine;
+#[path = "support/routes.rs"]
+mod routes;
 
 type BenchResult<T> = Result<T, Box<dyn Error>>;
 
-const BODY: &str = "ok";
-
 /// The guarded route's rate, as its response header shows it.
 const GUARDED_LIMIT: &str = "1000000000";
-
-async fn plain() -> &'static str {
-    BODY
-}
-
-/// A billion per second: far more than loopback can carry, so every request is counted and
-/// none is rejected (a 429 would be cheaper than a 200 and flatter the guard).
-#[rate_limit(key = "ip", rate = "1000000000/s")]
-async fn guarded() -> &'static str {
-    BODY
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route {
@@ -87,10 +71,10 @@ impl Route {
 
     fn path(self) -> &'static str {
         match self {
-            Self::Plain => "/plain",
-            Self::Guarded => "/guarded",
-            Self::Governor => "/governor",
-            Self::GovernorHeaders => "/governor-headers",
+            Self::Plain => routes::PLAIN,
+            Self::Guarded => routes::GUARDED,
+            Self::Governor => routes::GOVERNOR,
+            Self::GovernorHeaders => routes::GOVERNOR_HEADERS,
         }
     }
 
@@ -171,40 +155,11 @@ where
     }
 }
 
-fn app() -> BenchResult<Router> {
-    // One token every nanosecond and the largest burst: tower_governor never rejects either.
-    let governor = GovernorConfigBuilder::default()
-        .key_extractor(PeerIpKeyExtractor)
-        .per_nanosecond(1)
-        .burst_size(u32::MAX)
-        .finish()
-        .ok_or("tower_governor refused the quota")?;
-    // The same quota with tower_governor's own `x-ratelimit-limit` / `-remaining` headers.
-    let governor_headers = GovernorConfigBuilder::default()
-        .key_extractor(PeerIpKeyExtractor)
-        .per_nanosecond(1)
-        .burst_size(u32::MAX)
-        .use_headers()
-        .finish()
-        .ok_or("tower_governor refused the quota")?;
-    Ok(Router::new()
-        .route(Route::Plain.path(), get(plain))
-        .route(Route::Guarded.path(), get(guarded))
-        .route(
-            Route::Governor.path(),
-            get(plain).layer(GovernorLayer::new(governor)),
-        )
-        .route(
-            Route::GovernorHeaders.path(),
-            get(plain).layer(GovernorLayer::new(governor_headers)),
-        ))
-}
-
 /// Serves [`app`] on an ephemeral loopback port with the peer address that both limiters key on.
 fn start_server(runtime: &Runtime) -> BenchResult<SocketAddr> {
     let listener = runtime.block_on(TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))?;
     let addr = listener.local_addr()?;
-    let app = app()?;
+    let app = routes::app()?;
     runtime.spawn(async move {
         let service = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(error) = axum::serve(listener, service).await {
@@ -233,7 +188,7 @@ fn fetch(addr: SocketAddr, path: &str) -> BenchResult<String> {
 fn check_routes(addr: SocketAddr) -> BenchResult<()> {
     for route in Route::ALL {
         let response = fetch(addr, route.path())?;
-        let ok = response.starts_with("http/1.1 200") && response.ends_with(BODY);
+        let ok = response.starts_with("http/1.1 200") && response.ends_with(routes::BODY);
         // Either family shows that the guard ran (`HTTP_BENCH_HEADER_FIELDS` may drop one).
         let headed = response.contains(&format!("x-ratelimit-limit: {GUARDED_LIMIT}\r\n"))
             || response.contains(&format!(
@@ -505,7 +460,7 @@ fn measure(config: &Config, addr: SocketAddr) -> BenchResult<()> {
     let [plain, guarded, governor, governor_headers] = summaries;
     let over_plain = guarded.requests_per_sec / plain.requests_per_sec;
     let over_governor = guarded.requests_per_sec / governor.requests_per_sec;
-    // Within one round the three routes ran seconds apart, so these ratios see similar load.
+    // Within one round the four routes ran seconds apart, so these ratios see similar load.
     let paired = |numerator: usize, denominator: usize| {
         let ratios: Vec<f64> = runs[numerator]
             .iter()
@@ -699,7 +654,7 @@ fn main() -> BenchResult<()> {
     if std::env::args().any(|arg| arg == "--bench") {
         measure(&config, addr)?;
     } else {
-        println!("http_overhead: the three routes answer; run `cargo bench` to measure");
+        println!("http_overhead: the four routes answer; run `cargo bench` to measure");
     }
     runtime.shutdown_background();
     Ok(())
