@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ratelimit_core::{Algorithm, Backend, Limit, Rate};
+use ratelimit_core::{Algorithm, Backend, Decision, Limit, Rate};
 
 /// The limit every algorithm gets in the contention test: 50 per hour, so that with a frozen
 /// clock nothing refills, leaks or slides out while the tasks run.
@@ -49,4 +49,31 @@ pub async fn admitted_under_contention(
         }
     }
     admitted.load(Ordering::SeqCst)
+}
+
+/// [`admitted_under_contention`] for every algorithm: 64 tasks × 5 attempts on key
+/// `hot:<algorithm>` with [`limit_for`] (50), spread over `backends`. Returns each algorithm
+/// with how many checks were admitted (each should be exactly 50).
+pub async fn admitted_per_algorithm(backends: &[Arc<dyn Backend>]) -> Vec<(Algorithm, u64)> {
+    let mut results = Vec::with_capacity(Algorithm::ALL.len());
+    for algorithm in Algorithm::ALL {
+        let key = format!("hot:{algorithm}");
+        let admitted =
+            admitted_under_contention(backends, &key, &limit_for(algorithm), 64, 5).await;
+        results.push((algorithm, admitted));
+    }
+    results
+}
+
+/// The `remaining` of every admitted decision, sorted. When each admitted check of one key saw
+/// all the ones admitted before it, this is `0..limit`, each value exactly once.
+#[must_use]
+pub fn remaining_of_admitted(decisions: &[Decision]) -> Vec<u64> {
+    let mut remaining: Vec<u64> = decisions
+        .iter()
+        .filter(|decision| decision.allowed)
+        .map(|decision| decision.remaining)
+        .collect();
+    remaining.sort_unstable();
+    remaining
 }

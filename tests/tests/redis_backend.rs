@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ratelimit_core::{Algorithm, Backend, Limit, ManualClock, Rate, RedisBackend};
+use ratelimit_core::{Backend, Limit, ManualClock, Rate, RedisBackend};
 use ratelimit_tests::conformance;
-use ratelimit_tests::contention::{admitted_under_contention, limit_for};
+use ratelimit_tests::contention::{admitted_per_algorithm, admitted_under_contention};
 use ratelimit_tests::services::{self, unique_prefix};
 
 async fn backend(url: &str, prefix: &str, clock: Option<ManualClock>) -> RedisBackend {
@@ -57,10 +57,7 @@ async fn several_connections_and_many_tasks_admit_exactly_the_limit() {
             backend(redis.url(), &prefix, Some(clock.clone())).await,
         ));
     }
-    for algorithm in Algorithm::ALL {
-        let key = format!("hot:{algorithm}");
-        let admitted =
-            admitted_under_contention(&backends, &key, &limit_for(algorithm), 64, 5).await;
+    for (algorithm, admitted) in admitted_per_algorithm(&backends).await {
         assert_eq!(
             admitted, 50,
             "{algorithm}: 320 attempts on a limit of 50 over 4 connections"

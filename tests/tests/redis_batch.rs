@@ -14,6 +14,7 @@ use ratelimit_core::{
     Algorithm, Backend, BackendError, Decision, Limit, ManualClock, MemoryBackend, Rate,
     RedisBackend,
 };
+use ratelimit_tests::contention::remaining_of_admitted;
 use ratelimit_tests::fault_proxy::{Fault, FaultProxy};
 use ratelimit_tests::services::{self, PrivateRedis, ServerError, unique_prefix};
 use tokio::task::JoinSet;
@@ -103,12 +104,7 @@ async fn many_tasks_on_one_backend_admit_exactly_the_limit_in_order() {
             });
         }
         let decisions = join_all(tasks).await;
-        let mut remaining: Vec<u64> = decisions
-            .iter()
-            .filter(|decision| decision.allowed)
-            .map(|decision| decision.remaining)
-            .collect();
-        remaining.sort_unstable();
+        let remaining = remaining_of_admitted(&decisions);
         // Each admitted check saw the ones before it: 49, 48, ... 0, each exactly once.
         assert_eq!(remaining, (0..50).collect::<Vec<u64>>(), "{algorithm}");
     }

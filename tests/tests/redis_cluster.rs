@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ratelimit_core::{Algorithm, Backend, Limit, ManualClock, Rate, RedisBackend};
 use ratelimit_tests::conformance::{self, T0_MS};
-use ratelimit_tests::contention::{admitted_under_contention, limit_for};
+use ratelimit_tests::contention::admitted_per_algorithm;
 use ratelimit_tests::redis_cluster::LocalCluster;
 use ratelimit_tests::services::{self, unique_prefix};
 
@@ -195,10 +195,7 @@ async fn several_cluster_connections_admit_exactly_the_limit() {
         let entry = &urls[first % urls.len()..];
         backends.push(Arc::new(backend(entry, &prefix, Some(clock.clone())).await));
     }
-    for algorithm in Algorithm::ALL {
-        let key = format!("hot:{algorithm}");
-        let admitted =
-            admitted_under_contention(&backends, &key, &limit_for(algorithm), 64, 5).await;
+    for (algorithm, admitted) in admitted_per_algorithm(&backends).await {
         assert_eq!(
             admitted, 50,
             "{algorithm}: 320 attempts on a limit of 50 over 4 cluster connections"

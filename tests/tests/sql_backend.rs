@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ratelimit_core::{Algorithm, Backend, BackendError, Limit, ManualClock, Rate, SqlBackend};
 use ratelimit_tests::conformance;
-use ratelimit_tests::contention::{admitted_under_contention, limit_for};
+use ratelimit_tests::contention::{admitted_per_algorithm, admitted_under_contention};
 use ratelimit_tests::services::{self, unique_sql_prefix};
 
 /// A database each test can use: a shared server, or a SQLite file of its own.
@@ -127,13 +127,7 @@ async fn contention(engine: Engine, pools: usize) {
     for _ in 0..pools {
         backends.push(Arc::new(database.backend(Some(clock.clone())).await));
     }
-    let mut results = Vec::new();
-    for algorithm in Algorithm::ALL {
-        let key = format!("hot:{algorithm}");
-        let admitted =
-            admitted_under_contention(&backends, &key, &limit_for(algorithm), 64, 5).await;
-        results.push((algorithm, admitted));
-    }
+    let results = admitted_per_algorithm(&backends).await;
     database.drop_tables().await;
     for (algorithm, admitted) in results {
         assert_eq!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use ratelimit_core::{
     Algorithm, Backend, BackendError, Decision, Limit, ManualClock, MemoryBackend, Rate, SqlBackend,
 };
-use ratelimit_tests::contention::{admitted_under_contention, limit_for};
+use ratelimit_tests::contention::{admitted_per_algorithm, remaining_of_admitted};
 use ratelimit_tests::services::{self, unique_sql_prefix};
 
 /// A backend on its own tables, or `None` to skip (see `services`).
@@ -70,13 +70,7 @@ async fn many_tasks_on_one_key_through_one_backend_admit_exactly_the_limit() {
     };
     let sql = Arc::new(backend);
     let backends: Vec<Arc<dyn Backend>> = vec![Arc::clone(&sql) as Arc<dyn Backend>];
-    let mut results = Vec::new();
-    for algorithm in Algorithm::ALL {
-        let key = format!("hot:{algorithm}");
-        let admitted =
-            admitted_under_contention(&backends, &key, &limit_for(algorithm), 64, 5).await;
-        results.push((algorithm, admitted));
-    }
+    let results = admitted_per_algorithm(&backends).await;
     drop_tables(&sql).await;
     for (algorithm, admitted) in results {
         assert_eq!(admitted, 50, "{algorithm}: 320 attempts on a limit of 50");
@@ -93,12 +87,7 @@ async fn checks_of_one_key_in_one_batch_each_see_the_one_before() {
     let limit = Limit::fixed_window(rate("10/h"));
     let decisions = at_once(&backend, "same", &limit, 30).await;
     drop_tables(&backend).await;
-    let mut remaining: Vec<u64> = decisions
-        .iter()
-        .filter(|decision| decision.allowed)
-        .map(|decision| decision.remaining)
-        .collect();
-    remaining.sort_unstable();
+    let remaining = remaining_of_admitted(&decisions);
     // Exactly ten admitted, each seeing one more counted than the one before it.
     assert_eq!(remaining, (0..10).collect::<Vec<u64>>());
 }
