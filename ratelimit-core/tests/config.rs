@@ -824,6 +824,19 @@ fn block_on<F: Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
+/// A backend that has not connected: unhealthy, and its detail says so.
+#[cfg(any(feature = "redis", feature = "sqlite"))]
+fn assert_not_connected(health: &ratelimit_core::HealthStatus) {
+    assert!(!health.healthy);
+    assert!(
+        health
+            .detail
+            .as_deref()
+            .is_some_and(|detail| detail.contains("not connected")),
+        "{health:?}"
+    );
+}
+
 /// A loopback port nobody listens on (bound, then released).
 fn dead_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -935,15 +948,7 @@ fn a_dead_failover_member_is_skipped_and_reported_unhealthy() {
         let Some(redis) = registry.backend("redis") else {
             panic!("no redis backend")
         };
-        let health = redis.health().await;
-        assert!(!health.healthy);
-        assert!(
-            health
-                .detail
-                .as_deref()
-                .is_some_and(|detail| detail.contains("not connected")),
-            "{health:?}"
-        );
+        assert_not_connected(&redis.health().await);
         let multi = registry.default_backend().health().await;
         assert!(multi.healthy, "memory can still serve");
         assert!(
@@ -1134,15 +1139,7 @@ fn a_database_that_comes_up_after_the_build_is_used_from_then_on() {
             sql.check("k", &limit).await.is_err(),
             "no folder, no database"
         );
-        let health = sql.health().await;
-        assert!(!health.healthy);
-        assert!(
-            health
-                .detail
-                .as_deref()
-                .is_some_and(|detail| detail.contains("not connected")),
-            "{health:?}"
-        );
+        assert_not_connected(&sql.health().await);
         std::fs::create_dir_all(&folder).unwrap_or_else(|error| panic!("{error}"));
         assert!(sql.check("k", &limit).await.is_ok_and(|d| d.allowed));
         assert!(sql.check("k", &limit).await.is_ok_and(|d| !d.allowed));
