@@ -36,7 +36,11 @@ thread_local! {
 
 /// Adds the `fields` of `values` to `headers` from a template. `false` when none fits and none
 /// is built this time: the caller then inserts the fields itself.
-pub(crate) fn apply(headers: &mut HeaderMap, values: &Values<'_>, fields: HeaderFields) -> bool {
+pub(crate) fn apply(
+    headers: &mut HeaderMap,
+    values: &mut Values<'_>,
+    fields: HeaderFields,
+) -> bool {
     // `try_with`: while the thread is torn down its templates are gone.
     TEMPLATES
         .try_with(|templates| {
@@ -61,7 +65,7 @@ impl Templates {
     fn apply(
         &mut self,
         headers: &mut HeaderMap,
-        values: &Values<'_>,
+        values: &mut Values<'_>,
         fields: HeaderFields,
     ) -> bool {
         let (limit, window_secs) = values.limit_and_window();
@@ -112,7 +116,7 @@ impl Template {
     /// (inserting replaces it, which a template does not reproduce), or the response sets a
     /// cookie or carries a value marked sensitive: a template lives on in the thread, and a
     /// session token must not outlive its response there.
-    fn build(headers: &HeaderMap, values: &Values<'_>, fields: HeaderFields) -> Option<Self> {
+    fn build(headers: &HeaderMap, values: &mut Values<'_>, fields: HeaderFields) -> Option<Self> {
         if headers.contains_key(SET_COOKIE) || headers.values().any(HeaderValue::is_sensitive) {
             return None;
         }
@@ -167,7 +171,7 @@ impl Template {
     }
 
     /// Replaces `headers` (which this template fits) with a clone carrying `values`.
-    fn fill(&self, headers: &mut HeaderMap, values: &Values<'_>) {
+    fn fill(&self, headers: &mut HeaderMap, values: &mut Values<'_>) {
         let mut map = self.map.clone();
         if self.content_length_slot {
             // The last entry, so removing it moves no other entry.
