@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::LazyLock;
 
-use axum::extract::FromRequestParts;
+use std::borrow::BorrowMut;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 
@@ -50,7 +52,8 @@ impl Hasher for IdHasher {
 ///
 /// `ID` names the handler's registered [`HandlerSpec`]; the macro writes it, and sets
 /// `EXPOSE_STATUS` to `false` when the guard is the handler's only argument (nothing after it
-/// could read a [`crate::RateLimitStatus`], so it is not inserted).
+/// could read a [`crate::RateLimitStatus`], so it is not inserted). `Guard<ID, true>` is a parts
+/// extractor, `Guard<ID, false>` takes the whole request.
 #[derive(Debug)]
 #[must_use = "call `finish` with the handler's response to add the rate-limit headers"]
 pub struct Guard<const ID: u64, const EXPOSE_STATUS: bool = true> {
@@ -67,25 +70,20 @@ impl<const ID: u64, const EXPOSE_STATUS: bool> Guard<ID, EXPOSE_STATUS> {
         }
         response
     }
-}
-
-impl<const ID: u64, const EXPOSE_STATUS: bool, S: Send + Sync> FromRequestParts<S>
-    for Guard<ID, EXPOSE_STATUS>
-{
-    type Rejection = Response;
 
     /// Decides synchronously when every store answers without waiting (memory), so the
-    /// handler's future holds no guard state; otherwise continues in a boxed future.
-    fn from_request_parts(
-        parts: &mut Parts,
-        _state: &S,
-    ) -> impl Future<Output = Result<Self, Self::Rejection>> + Send {
+    /// handler's future holds no guard state; otherwise continues in a boxed future that holds
+    /// `parts` (borrowed or owned).
+    fn decide<'a, P>(mut parts: P) -> GuardFuture<'a, Result<Self, Response>>
+    where
+        P: BorrowMut<Parts> + Send + 'a,
+    {
         let Some(spec) = HANDLERS.get(&ID) else {
             return GuardFuture::Ready(Some(Err(
                 GuardRejection::UnregisteredHandler.into_response()
             )));
         };
-        let scope = parts.extensions.get::<Scope>().cloned();
+        let scope = parts.borrow().extensions.get::<Scope>().cloned();
         let context = Context::of(scope.as_ref());
         let blocked_response = context.settings.blocked_response;
         let fields = context.settings.header_fields;
@@ -95,7 +93,7 @@ impl<const ID: u64, const EXPOSE_STATUS: bool, S: Send + Sync> FromRequestParts<
             Ok(admitted) => Ok(Self { admitted, fields }),
             Err(rejection) => Err(rejection.into_response_with(blocked_response, fields)),
         };
-        let mut run = match Enforcement::start(&context, parts) {
+        let mut run = match Enforcement::start(&context, parts.borrow()) {
             Ok(Some(run)) => run,
             Ok(None) => return GuardFuture::Ready(Some(respond(Ok(Admitted::default())))),
             Err(rejection) => return GuardFuture::Ready(Some(respond(Err(rejection)))),
@@ -103,16 +101,50 @@ impl<const ID: u64, const EXPOSE_STATUS: bool, S: Send + Sync> FromRequestParts<
         if !EXPOSE_STATUS {
             run.hide_status();
         }
-        let waiting = match run.run_now(&context, spec.handler, spec.limits, parts) {
+        let waiting = match run.run_now(&context, spec.handler, spec.limits, parts.borrow_mut()) {
             Progress::Done(result) => return GuardFuture::Ready(Some(respond(result))),
             Progress::Waiting(check) => check.into_owned(),
         };
         GuardFuture::Waiting(Box::pin(async move {
             let context = Context::of(scope.as_ref());
             let result = run
-                .run_rest(waiting, &context, spec.handler, spec.limits, parts)
+                .run_rest(
+                    waiting,
+                    &context,
+                    spec.handler,
+                    spec.limits,
+                    parts.borrow_mut(),
+                )
                 .await;
             respond(result)
         }))
+    }
+}
+
+/// A guard followed by other arguments: they run after it on the same request parts, so the
+/// [`crate::RateLimitStatus`] it inserts is there for them.
+impl<const ID: u64, S: Send + Sync> FromRequestParts<S> for Guard<ID, true> {
+    type Rejection = Response;
+
+    fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> impl Future<Output = Result<Self, Self::Rejection>> + Send {
+        Self::decide(parts)
+    }
+}
+
+/// A guard that is the handler's only argument takes the whole request, which nothing reads
+/// after it: taken directly instead of through axum's adapter for parts extractors, whose
+/// future holds a copy of the parts and is polled once more.
+impl<const ID: u64, S: Send + Sync> FromRequest<S> for Guard<ID, false> {
+    type Rejection = Response;
+
+    fn from_request(
+        request: Request,
+        _state: &S,
+    ) -> impl Future<Output = Result<Self, Self::Rejection>> + Send {
+        let (parts, _body) = request.into_parts();
+        Self::decide(parts)
     }
 }

@@ -871,3 +871,95 @@ async fn the_blocked_response_can_be_replaced_and_keeps_the_headers() {
     assert!(header(response.headers(), "retry-after").is_some());
     assert_eq!(header(response.headers(), "x-ratelimit-limit"), Some("1"));
 }
+
+/// The memory store behind `check_n` only, like a network store: the guard must await it.
+#[derive(Debug)]
+struct AwaitedBackend(MemoryBackend);
+
+#[ratelimit_axum::core::async_trait]
+impl ratelimit_axum::core::Backend for AwaitedBackend {
+    async fn check_n(
+        &self,
+        key: &str,
+        limit: &ratelimit_axum::core::Limit,
+        cost: u64,
+    ) -> Result<ratelimit_axum::core::Decision, ratelimit_axum::core::BackendError> {
+        tokio::task::yield_now().await;
+        self.0.check_n(key, limit, cost).await
+    }
+
+    async fn peek_n(
+        &self,
+        key: &str,
+        limit: &ratelimit_axum::core::Limit,
+        cost: u64,
+    ) -> Result<ratelimit_axum::core::Decision, ratelimit_axum::core::BackendError> {
+        self.0.peek_n(key, limit, cost).await
+    }
+
+    async fn reset(&self, key: &str) -> Result<(), ratelimit_axum::core::BackendError> {
+        self.0.reset(key).await
+    }
+
+    async fn health(&self) -> ratelimit_axum::core::HealthStatus {
+        self.0.health().await
+    }
+
+    fn health_status(&self) -> ratelimit_axum::core::HealthStatus {
+        self.0.health_status()
+    }
+
+    async fn cleanup(&self) -> Result<u64, ratelimit_axum::core::BackendError> {
+        self.0.cleanup().await
+    }
+}
+
+#[rate_limit(rate = "2/m", backend = "awaited")]
+async fn awaited_only_guard() -> &'static str {
+    "ok"
+}
+
+#[rate_limit(rate = "2/m", backend = "awaited", block = false)]
+async fn awaited_with_status(Extension(status): Extension<RateLimitStatus>) -> String {
+    format!("limited={}", status.limited)
+}
+
+#[tokio::test]
+async fn a_store_that_must_be_awaited_counts_for_every_handler_shape() {
+    let registry = Registry::builder()
+        .backend("memory", MemoryBackend::new())
+        .backend("awaited", AwaitedBackend(MemoryBackend::new()))
+        .build()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let app = scoped(
+        Router::new()
+            .route("/only-guard", get(awaited_only_guard))
+            .route("/with-status", get(awaited_with_status)),
+        registry,
+    );
+    // The guard as the only argument takes the whole request and keeps its parts while waiting.
+    for expected_remaining in ["1", "0"] {
+        let response = send(&app, get_from("/only-guard", "192.0.2.150:1")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            header(response.headers(), "x-ratelimit-remaining"),
+            Some(expected_remaining)
+        );
+    }
+    let response = send(&app, get_from("/only-guard", "192.0.2.150:1")).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    // With another argument after it, the status reaches the handler.
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let response = send(&app, get_from("/with-status", "192.0.2.151:1")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map(|body| body.to_bytes())
+            .unwrap_or_default();
+        bodies.push(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    assert_eq!(bodies, ["limited=false", "limited=false", "limited=true"]);
+}
