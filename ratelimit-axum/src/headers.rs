@@ -13,7 +13,6 @@
 
 use std::cell::RefCell;
 use std::ops::Range;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -22,6 +21,7 @@ use ratelimit_core::Decision;
 use crate::header_cache;
 use crate::header_template;
 use crate::settings::HeaderFields;
+use crate::unix_seconds;
 
 pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
@@ -145,12 +145,7 @@ impl<'a> Values<'a> {
                 .remaining
                 .take()
                 .unwrap_or_else(|| number(self.decision.remaining)),
-            Field::Reset => {
-                let now_secs = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |since_epoch| since_epoch.as_secs());
-                reset_at(now_secs.saturating_add(self.reset_secs))
-            }
+            Field::Reset => reset_at(unix_seconds::now().saturating_add(self.reset_secs)),
             Field::RateLimit => self.ratelimit.take().unwrap_or_else(|| {
                 let (text, _) = ratelimit_text(self.decision.remaining, self.reset_secs);
                 header_value(text.as_bytes())

@@ -19,6 +19,7 @@ mod service;
 mod settings;
 mod spec;
 mod status;
+mod unix_seconds;
 
 #[doc(hidden)]
 #[path = "private.rs"]
