@@ -258,8 +258,8 @@ pub(crate) fn header_value(text: &[u8]) -> HeaderValue {
 }
 
 /// A fixed-size text buffer for header values, so formatting them allocates nothing. Two u64
-/// and the field's punctuation need 57 bytes, so 64 never overflows; if it did, the excess is
-/// dropped rather than panicking.
+/// and the field's punctuation need 57 bytes, so 64 never overflows; if it did, the part that
+/// does not fit is dropped rather than panicking.
 pub(crate) struct StackText<const N: usize> {
     bytes: [u8; N],
     len: usize,
@@ -273,11 +273,14 @@ impl<const N: usize> StackText<N> {
         }
     }
 
+    /// Appends `text` whole, or (never for the values here) drops it when it does not fit. Not
+    /// cut to fit: a copy of known length then compiles to a few moves instead of a call.
     pub(crate) fn push(&mut self, text: &[u8]) {
-        let end = (self.len + text.len()).min(N);
-        let taken = end - self.len;
-        self.bytes[self.len..end].copy_from_slice(&text[..taken]);
-        self.len = end;
+        let end = self.len + text.len();
+        if let Some(free) = self.bytes.get_mut(self.len..end) {
+            free.copy_from_slice(text);
+            self.len = end;
+        }
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8] {
