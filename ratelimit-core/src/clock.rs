@@ -23,7 +23,15 @@ pub struct SystemClock {
     source: quanta::Clock,
     anchor_raw: u64,
     anchor_millis: u64,
+    /// Milliseconds per raw count, as a 0.64 fixed-point fraction: one multiply turns a raw
+    /// delta into milliseconds, where quanta's nanoseconds and a division by a million take
+    /// two (a few percent of a memory check).
+    millis_per_raw: u64,
 }
+
+/// A raw delta long enough (minutes of counts at any plausible counter rate) that quanta's
+/// nanoseconds for it fix the scale to better than a part in 10^11.
+const CALIBRATION_RAW: u64 = 1 << 40;
 
 impl SystemClock {
     /// Anchors a new clock to the current wall time.
@@ -33,10 +41,15 @@ impl SystemClock {
             .duration_since(UNIX_EPOCH)
             .map_or(0, duration_millis);
         let source = quanta::Clock::new();
+        // quanta scales raw counts linearly (a multiply and a shift), so one long delta gives
+        // its scale exactly enough: millis_per_raw = nanos / (CALIBRATION_RAW × 10^6) × 2^64.
+        let nanos = u128::from(source.delta_as_nanos(0, CALIBRATION_RAW));
+        let millis_per_raw = (nanos << 24) / 1_000_000;
         Self {
             anchor_raw: source.raw(),
             source,
             anchor_millis,
+            millis_per_raw: u64::try_from(millis_per_raw).unwrap_or(u64::MAX),
         }
     }
 }
@@ -50,11 +63,10 @@ impl Default for SystemClock {
 impl Clock for SystemClock {
     #[inline]
     fn now_millis(&self) -> u64 {
-        // Never negative: quanta reports 0 for a counter that reads below the anchor.
-        let elapsed_ns = self
-            .source
-            .delta_as_nanos(self.anchor_raw, self.source.raw());
-        self.anchor_millis.saturating_add(elapsed_ns / 1_000_000)
+        // Never negative: a counter that reads below the anchor counts as no time at all.
+        let elapsed_raw = self.source.raw().saturating_sub(self.anchor_raw);
+        let elapsed_ms = (u128::from(elapsed_raw) * u128::from(self.millis_per_raw)) >> 64;
+        self.anchor_millis.saturating_add(elapsed_ms as u64)
     }
 }
 
@@ -127,5 +139,19 @@ mod tests {
         let first = clock.now_millis();
         assert!(first.abs_diff(wall) < 1_000, "{first} vs {wall}");
         assert!(clock.now_millis() >= first);
+    }
+
+    #[test]
+    fn one_multiply_gives_quanta_s_milliseconds() {
+        let clock = SystemClock::new();
+        // Deltas from a millisecond to a year of counts, read as quanta's nanoseconds.
+        for elapsed_raw in [0, 1 << 20, 1 << 30, 1 << 40, 1 << 50, 1 << 56] {
+            let quanta_ms = clock.source.delta_as_nanos(0, elapsed_raw) / 1_000_000;
+            let ours = (u128::from(elapsed_raw) * u128::from(clock.millis_per_raw)) >> 64;
+            assert!(
+                (ours as u64).abs_diff(quanta_ms) <= 1,
+                "{elapsed_raw}: {ours} vs {quanta_ms}"
+            );
+        }
     }
 }

@@ -57,11 +57,8 @@ impl Decision {
         }
         Some(Self {
             allowed,
-            limit: reported.limit,
-            remaining: reported.remaining,
-            reset_after: Duration::from_millis(reported.reset_after_ms),
             retry_after: retry_after_ms.flatten().map(Duration::from_millis),
-            window: Duration::from_millis(reported.window_ms),
+            ..Self::from(reported)
         })
     }
 
@@ -77,6 +74,22 @@ impl Decision {
     pub fn reset_after_secs(&self) -> u64 {
         let millis = u64::try_from(self.reset_after.as_millis()).unwrap_or(u64::MAX);
         millis.div_ceil(1_000)
+    }
+}
+
+impl From<Verdict> for Decision {
+    /// The decision of a limit with one quota: its verdict, in `Duration`s.
+    #[inline]
+    fn from(verdict: Verdict) -> Self {
+        Self {
+            allowed: verdict.allowed,
+            limit: verdict.limit,
+            remaining: verdict.remaining,
+            reset_after: Duration::from_millis(verdict.reset_after_ms),
+            // A verdict carries no wait when it allows.
+            retry_after: verdict.retry_after_ms.map(Duration::from_millis),
+            window: Duration::from_millis(verdict.window_ms),
+        }
     }
 }
 
@@ -134,6 +147,13 @@ mod tests {
             .unwrap_or_else(|| unreachable!());
         assert_eq!(decision.retry_after, None);
         assert_eq!(decision.retry_after_secs(), None);
+    }
+
+    #[test]
+    fn a_single_verdict_decides_as_a_limit_of_one_quota() {
+        for single in [verdict(true, 3, None), verdict(false, 0, Some(250))] {
+            assert_eq!(Some(Decision::from(single)), Decision::combine([single]));
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::algorithm::{Algorithm, Flow, MAX_EXACT_UNITS, Policy};
+use crate::algorithm::{Algorithm, CompactPolicy, Flow, MAX_EXACT_UNITS, Policy};
 use crate::rate::{MAX_QUOTAS, Quota, Rate};
 
 /// What to enforce on a key.
@@ -38,14 +38,21 @@ pub struct Limit {
 
 /// A validated limit's policy per quota.
 #[derive(Clone, Copy, Debug)]
-struct Resolved {
+pub(crate) struct Resolved {
     policies: [Policy; MAX_QUOTAS],
     len: usize,
+    /// The only quota's policy prepared for a store's hot path, when the limit has one quota
+    /// of a two-integer algorithm.
+    single_compact: Option<CompactPolicy>,
 }
 
 impl Resolved {
-    fn policies(&self) -> &[Policy] {
+    pub(crate) fn policies(&self) -> &[Policy] {
         &self.policies[..self.len]
+    }
+
+    pub(crate) fn single_compact(&self) -> Option<&CompactPolicy> {
+        self.single_compact.as_ref()
     }
 }
 
@@ -187,8 +194,13 @@ impl Limit {
 
     /// [`Limit::policies`] as a slice, resolved on first use.
     pub(crate) fn resolved_policies(&self) -> Result<&[Policy], LimitError> {
+        self.resolved().map(Resolved::policies)
+    }
+
+    /// The policies and their prepared forms, resolved on first use.
+    pub(crate) fn resolved(&self) -> Result<&Resolved, LimitError> {
         match self.resolved.get_or_init(|| self.resolve()) {
-            Ok(resolved) => Ok(resolved.policies()),
+            Ok(resolved) => Ok(resolved),
             Err(error) => Err(error.clone()),
         }
     }
@@ -209,9 +221,13 @@ impl Limit {
                 window_ms: 0,
             }; MAX_QUOTAS],
             len: quotas.len().min(MAX_QUOTAS),
+            single_compact: None,
         };
         for (slot, quota) in resolved.policies.iter_mut().zip(quotas) {
             *slot = self.policy(*quota);
+        }
+        if let [policy] = resolved.policies() {
+            resolved.single_compact = CompactPolicy::of(policy);
         }
         Ok(resolved)
     }

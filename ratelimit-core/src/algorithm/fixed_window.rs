@@ -12,6 +12,12 @@ pub struct WindowState {
     pub count: u64,
 }
 
+/// Whether the window of `state` has ended by `now_ms`: its count then means nothing.
+#[inline(always)]
+pub(super) fn is_over(window_ms: u64, state: &WindowState, now_ms: u64) -> bool {
+    state.window_start.saturating_add(window_ms) <= now_ms
+}
+
 pub(super) fn window_start(window_ms: u64, now_ms: u64) -> u64 {
     now_ms - now_ms % window_ms
 }

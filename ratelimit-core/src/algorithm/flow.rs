@@ -14,7 +14,7 @@ pub const MAX_EXACT_UNITS: u128 = 1 << 53;
 ///
 /// Build one with [`Flow::new`], [`Flow::per_period`] or [`Flow::per_second`]: it also keeps
 /// both numbers as precomputed divisors for the buckets' hot path (used only while they still
-/// match the public fields).
+/// match the public fields; see `Flow::pace`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Flow {
     /// Tokens per `per_ms` ms; also the scaled units gained or drained per ms.
@@ -78,13 +78,11 @@ impl Flow {
         self.per_ms
     }
 
-    /// Scaled units that flow in `elapsed_ms`, capped at `cap`. Levels are validated to stay
-    /// below 2^53, so u64 maths (with a saturating product) is exact and avoids 128-bit division
-    /// on the hot path.
+    /// Scaled units that flow in `elapsed_ms`, capped at `cap`.
     #[inline]
     #[must_use]
     pub fn over(&self, elapsed_ms: u64, cap: u64) -> u64 {
-        elapsed_ms.saturating_mul(self.amount).min(cap)
+        self.pace().over(elapsed_ms, cap)
     }
 
     /// Milliseconds until `units` scaled units have flowed (rounded up); `None` if nothing
@@ -92,28 +90,79 @@ impl Flow {
     #[inline]
     #[must_use]
     pub fn millis_for(&self, units: u64) -> Option<u64> {
-        if units == 0 {
-            return Some(0);
-        }
-        if self.amount == 0 {
-            return None;
-        }
-        Some(if self.amount_divisor.get() == self.amount {
-            self.amount_divisor.divide_ceil(units)
-        } else {
-            units.div_ceil(self.amount)
-        })
+        self.pace().millis_for(units)
     }
 
     /// Whole tokens in `units` scaled units (rounded down).
     #[inline]
     #[must_use]
     pub fn tokens_in(&self, units: u64) -> u64 {
-        if self.unit_divisor.get() == self.per_ms {
-            self.unit_divisor.divide(units)
-        } else {
-            units / self.per_ms.max(1)
+        self.pace().tokens_in(units)
+    }
+
+    /// The arithmetic of this flow with divisors that match its fields: the ones cached at
+    /// construction, unless the public fields were changed since.
+    #[inline]
+    pub(super) fn pace(&self) -> Pace {
+        let matching = |cached: Divisor, value: u64| {
+            // `Divisor::new` reads 0 as 1; a flow of 0 never divides by its amount anyway.
+            if cached.get() == value.max(1) {
+                cached
+            } else {
+                Divisor::new(value)
+            }
+        };
+        Pace {
+            amount: self.amount,
+            unit: self.per_ms,
+            amount_divisor: matching(self.amount_divisor, self.amount),
+            unit_divisor: matching(self.unit_divisor, self.per_ms),
         }
+    }
+}
+
+/// A [`Flow`]'s arithmetic with both divisors known to match it, so a bucket whose parameters
+/// are prepared once divides without checking them on every request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Pace {
+    amount: u64,
+    unit: u64,
+    amount_divisor: Divisor,
+    unit_divisor: Divisor,
+}
+
+impl Pace {
+    /// One token in scaled units.
+    #[inline(always)]
+    pub(super) fn unit(&self) -> u64 {
+        self.unit
+    }
+
+    /// Scaled units that flow in `elapsed_ms`, capped at `cap`. Levels are validated to stay
+    /// below 2^53, so u64 maths (with a saturating product) is exact and avoids 128-bit division
+    /// on the hot path.
+    #[inline(always)]
+    pub(super) fn over(&self, elapsed_ms: u64, cap: u64) -> u64 {
+        elapsed_ms.saturating_mul(self.amount).min(cap)
+    }
+
+    /// Milliseconds until `units` scaled units have flowed (rounded up); `None` if nothing
+    /// flows.
+    #[inline(always)]
+    pub(super) fn millis_for(&self, units: u64) -> Option<u64> {
+        if units == 0 {
+            return Some(0);
+        }
+        if self.amount == 0 {
+            return None;
+        }
+        Some(self.amount_divisor.divide_ceil(units))
+    }
+
+    /// Whole tokens in `units` scaled units (rounded down).
+    #[inline(always)]
+    pub(super) fn tokens_in(&self, units: u64) -> u64 {
+        self.unit_divisor.divide(units)
     }
 }
 

@@ -4,13 +4,14 @@
 //! in the scaled units of [`Flow`].
 
 use super::Verdict;
-use super::flow::Flow;
+use super::flow::{Flow, Pace};
 use super::token_bucket::BucketState;
 
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) struct Params {
     capacity: u64,
     capacity_scaled: u64,
-    leak: Flow,
+    leak: Pace,
     window_ms: u64,
 }
 
@@ -20,7 +21,7 @@ impl Params {
             capacity,
             // `Limit::validate` bounds capacity × unit by 2^53.
             capacity_scaled: capacity.saturating_mul(leak.unit()),
-            leak,
+            leak: leak.pace(),
             window_ms,
         }
     }

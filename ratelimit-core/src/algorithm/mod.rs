@@ -5,6 +5,7 @@
 //! quota of a limit allows, applies [`Policy::admit`] and writes the state back. The Lua and SQL
 //! versions of the backends are checked against these functions by the conformance suite.
 
+mod compact;
 mod divisor;
 mod fixed_window;
 mod flow;
@@ -16,6 +17,7 @@ mod token_bucket;
 use std::fmt;
 use std::str::FromStr;
 
+pub(crate) use compact::{Admitted, CompactPolicy};
 pub use fixed_window::WindowState;
 pub use flow::{Flow, MAX_EXACT_UNITS};
 pub use sliding_window::{LogEntry, LogState};
@@ -279,57 +281,6 @@ impl Policy {
         }
     }
 
-    /// [`Policy::evaluate`] together with the state [`Policy::admit`] would write, in one pass
-    /// over the arithmetic, for the algorithms whose state is two integers (fixed window, token
-    /// and leaky bucket: a store's hot path). The other algorithms return no state; their
-    /// callers admit separately, and only when they must.
-    #[inline(always)]
-    #[must_use]
-    pub fn evaluate_admitting(
-        &self,
-        state: Option<&State>,
-        now_ms: u64,
-        cost: u64,
-    ) -> (Verdict, Option<State>) {
-        match *self {
-            Self::FixedWindow { limit, window_ms } => {
-                let (verdict, admitted) =
-                    fixed_window::step(limit, window_ms, window_state(state), now_ms, cost);
-                (verdict, Some(State::Window(admitted)))
-            }
-            Self::TokenBucket {
-                bucket_size,
-                refill,
-                initial_tokens,
-                window_ms,
-            } => {
-                let (verdict, admitted) = token_bucket::step(
-                    &token_bucket::Params::new(bucket_size, refill, initial_tokens, window_ms),
-                    bucket_state(state),
-                    now_ms,
-                    cost,
-                );
-                (verdict, Some(State::Bucket(admitted)))
-            }
-            Self::LeakyBucket {
-                capacity,
-                leak,
-                window_ms,
-            } => {
-                let (verdict, admitted) = leaky_bucket::step(
-                    &leaky_bucket::Params::new(capacity, leak, window_ms),
-                    bucket_state(state),
-                    now_ms,
-                    cost,
-                );
-                (verdict, Some(State::Bucket(admitted)))
-            }
-            Self::SlidingWindow { .. } | Self::SlidingWindowCounter { .. } => {
-                (self.evaluate(state, now_ms, cost), None)
-            }
-        }
-    }
-
     /// The state to store when a request for a key with no state is rejected: a token bucket's
     /// refill clock starts at the first request even when that request does not fit. Every
     /// other algorithm stores nothing for a rejection.
@@ -349,21 +300,6 @@ impl Policy {
         }
     }
 
-    /// How long after filling up a token bucket that starts below full is still remembered
-    /// (a period: a client idle that long is forgotten like any other); 0 for everything else,
-    /// whose states mean nothing once they expire.
-    fn idle_grace_ms(&self) -> u64 {
-        match *self {
-            Self::TokenBucket {
-                bucket_size,
-                initial_tokens,
-                window_ms,
-                ..
-            } if initial_tokens < bucket_size => window_ms,
-            _ => 0,
-        }
-    }
-
     /// [`Policy::expires_at`] of the `state` that [`Policy::admit`] just wrote at `now_ms` for
     /// a request `verdict` allowed. For the fixed window and the buckets that instant is `now_ms`
     /// plus the verdict's own `reset_after` (the window's end, the bucket full or empty again),
@@ -375,14 +311,21 @@ impl Policy {
             Self::FixedWindow { .. } | Self::LeakyBucket { .. } => {
                 now_ms.saturating_add(verdict.reset_after_ms)
             }
-            Self::TokenBucket { .. } => now_ms
-                .saturating_add(verdict.reset_after_ms)
-                .saturating_add(self.idle_grace_ms()),
+            Self::TokenBucket {
+                bucket_size,
+                refill,
+                initial_tokens,
+                window_ms,
+            } => token_bucket::expires_after_admitting(
+                &token_bucket::Params::new(bucket_size, refill, initial_tokens, window_ms),
+                verdict,
+                now_ms,
+            ),
             Self::SlidingWindow { .. } | Self::SlidingWindowCounter { .. } => {
                 return self.expires_at(state, now_ms);
             }
         };
-        expires_at.max(now_ms.saturating_add(1))
+        later_than(now_ms, expires_at)
     }
 
     /// The instant (ms) after which `state` means the same as no state at all, so a store may
@@ -413,9 +356,7 @@ impl Policy {
             ) => {
                 let params =
                     token_bucket::Params::new(bucket_size, refill, initial_tokens, window_ms);
-                now_ms
-                    .saturating_add(token_bucket::full_after(&params, bucket, now_ms))
-                    .saturating_add(self.idle_grace_ms())
+                token_bucket::expires_at(&params, bucket, now_ms)
             }
             (
                 Self::LeakyBucket {
@@ -430,7 +371,7 @@ impl Policy {
             }
             _ => now_ms,
         };
-        expires_at.max(now_ms.saturating_add(1))
+        later_than(now_ms, expires_at)
     }
 }
 
@@ -448,7 +389,7 @@ impl Policy {
     pub fn is_forgotten(&self, state: &State, now_ms: u64) -> bool {
         match (*self, state) {
             (Self::FixedWindow { window_ms, .. }, State::Window(window)) => {
-                window.window_start.saturating_add(window_ms) <= now_ms
+                fixed_window::is_over(window_ms, window, now_ms)
             }
             (Self::SlidingWindow { window_ms, .. }, State::Log(log)) => log
                 .newest()
@@ -467,17 +408,22 @@ impl Policy {
                     window_ms,
                 },
                 State::Bucket(bucket),
-            ) if initial_tokens < bucket_size => {
-                let params =
-                    token_bucket::Params::new(bucket_size, refill, initial_tokens, window_ms);
-                token_bucket::full_at(&params, bucket).saturating_add(self.idle_grace_ms())
-                    <= now_ms
-            }
-            (Self::TokenBucket { .. } | Self::LeakyBucket { .. }, State::Bucket(_)) => false,
+            ) => token_bucket::is_forgotten(
+                &token_bucket::Params::new(bucket_size, refill, initial_tokens, window_ms),
+                bucket,
+                now_ms,
+            ),
+            (Self::LeakyBucket { .. }, State::Bucket(_)) => false,
             // A state of another algorithm counts as none.
             _ => true,
         }
     }
+}
+
+/// `at`, or the millisecond after `now_ms` if that is later: an expiry always lies ahead.
+#[inline(always)]
+fn later_than(now_ms: u64, at: u64) -> u64 {
+    at.max(now_ms.saturating_add(1))
 }
 
 fn window_state(state: Option<&State>) -> Option<&WindowState> {

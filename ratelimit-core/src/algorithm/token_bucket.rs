@@ -3,7 +3,7 @@
 //! Levels are exact integers in the scaled units of [`Flow`].
 
 use super::Verdict;
-use super::flow::Flow;
+use super::flow::{Flow, Pace};
 
 /// A bucket's level (scaled units, see [`Flow`]) and when it was last brought up to date. The
 /// token bucket stores its tokens here; the leaky bucket its level.
@@ -15,12 +15,19 @@ pub struct BucketState {
     pub last_ms: u64,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) struct Params {
     size: u64,
     capacity: u64,
-    refill: Flow,
+    refill: Pace,
     initial: u64,
     window_ms: u64,
+    /// A bucket that starts below full is remembered for a period after it filled up (a
+    /// client idle that long is forgotten like any other); one that starts full means the same
+    /// as no state once full, so it is never forgotten (the store drops it at its expiry).
+    starts_below_full: bool,
+    /// That period, or 0.
+    idle_grace_ms: u64,
 }
 
 impl Params {
@@ -30,9 +37,11 @@ impl Params {
         Self {
             size,
             capacity: size.saturating_mul(unit),
-            refill,
+            refill: refill.pace(),
             initial: initial.min(size).saturating_mul(unit),
             window_ms,
+            starts_below_full: initial < size,
+            idle_grace_ms: if initial < size { window_ms } else { 0 },
         }
     }
 
@@ -51,7 +60,7 @@ impl Params {
 
 /// What a request of `cost` at `now_ms` gets, and the state admitting it writes, in one pass:
 /// `Policy::evaluate` takes the first, `Policy::admit` the second, and a store that decides
-/// and records at once (`Policy::evaluate_admitting`) computes the refill once.
+/// and records at once (`CompactPolicy::check_live`) computes the refill once.
 #[inline(always)]
 pub(super) fn step(
     params: &Params,
@@ -101,6 +110,30 @@ pub(super) fn full_at(params: &Params, state: &BucketState) -> u64 {
     state
         .last_ms
         .saturating_add(full_after(params, state, state.last_ms))
+}
+
+/// Whether `state`, written at its own `last_ms`, has been full for longer than the idle grace
+/// by `now_ms`, so that it now means the same as no state (see `Params::starts_below_full`).
+#[inline(always)]
+pub(super) fn is_forgotten(params: &Params, state: &BucketState, now_ms: u64) -> bool {
+    params.starts_below_full
+        && full_at(params, state).saturating_add(params.idle_grace_ms) <= now_ms
+}
+
+/// When the state that admitting `verdict`'s request wrote at `now_ms` may be forgotten: full
+/// again (the verdict's own `reset_after`) plus the idle grace.
+#[inline(always)]
+pub(super) fn expires_after_admitting(params: &Params, verdict: &Verdict, now_ms: u64) -> u64 {
+    now_ms
+        .saturating_add(verdict.reset_after_ms)
+        .saturating_add(params.idle_grace_ms)
+}
+
+/// When `state`, as of `now_ms`, may be forgotten: full again plus the idle grace.
+pub(super) fn expires_at(params: &Params, state: &BucketState, now_ms: u64) -> u64 {
+    now_ms
+        .saturating_add(full_after(params, state, now_ms))
+        .saturating_add(params.idle_grace_ms)
 }
 
 /// The state of a bucket first seen at `now_ms` that stores its initial tokens.

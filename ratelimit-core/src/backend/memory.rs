@@ -128,7 +128,7 @@ impl MemoryBackend {
         if cost == 0 {
             return Err(LimitError::ZeroCost);
         }
-        let policies = limit.resolved_policies()?;
+        let resolved = limit.resolved()?;
         let key = self.hasher.hash(key);
         let request = Request {
             now_ms: self.clock.now_millis(),
@@ -136,17 +136,24 @@ impl MemoryBackend {
         };
         let store = self.store();
         let mut shard = self.shard(key);
-        // One quota, the common case: one probe decides and records.
-        if let [policy] = policies {
-            let verdict = match commit {
-                Commit::Yes => match shard.check_live(key, policy, request, store) {
-                    Some(verdict) => verdict,
-                    None => shard.apply(key, 0, policy, request, Record::IfAllowed, store),
-                },
-                Commit::No => shard.apply(key, 0, policy, request, Record::Nothing, store),
-            };
+        // One quota of a fixed window or bucket, recorded if allowed: the hot path decides on
+        // the stored integers in one probe, unless they are missing or no longer live.
+        if let (Commit::Yes, Some(compact)) = (commit, resolved.single_compact())
+            && let Some(verdict) = shard.check_live(key, compact, request, store)
+        {
             drop(shard);
-            return Ok(decision_of([verdict]));
+            return Ok(Decision::from(verdict));
+        }
+        // One quota otherwise: one probe decides and records.
+        let policies = resolved.policies();
+        if let [policy] = policies {
+            let record = match commit {
+                Commit::Yes => Record::IfAllowed,
+                Commit::No => Record::Nothing,
+            };
+            let verdict = shard.apply(key, 0, policy, request, record, store);
+            drop(shard);
+            return Ok(Decision::from(verdict));
         }
         // A compound rate: every quota must allow before any records, all under one lock.
         let decision = decision_of(policies.iter().enumerate().map(|(index, policy)| {
@@ -189,7 +196,8 @@ enum Commit {
 }
 
 /// A poisoned shard only means another thread panicked mid-update of plain data; every update
-/// is a single insert or remove, so the data is still consistent and the store keeps serving.
+/// is a single insert, remove or in-place write, so the data is still consistent and the store
+/// keeps serving.
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -9,7 +9,7 @@
 
 use siphasher::sip::SipHasher13;
 use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 
 use super::slot::StateKind;
 use crate::rate::MAX_QUOTAS;
@@ -55,9 +55,8 @@ impl KeyHasher {
     }
 
     pub(super) fn hash(&self, key: &str) -> KeyHash {
-        let mut hasher = self.sip;
-        hasher.write(key.as_bytes());
-        KeyHash(hasher.finish())
+        // The one-shot form: no tail buffering for a `write` that may be followed by more.
+        KeyHash(self.sip.hash(key.as_bytes()))
     }
 }
 

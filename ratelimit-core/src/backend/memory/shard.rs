@@ -3,7 +3,7 @@
 use super::key_hash::KeyHash;
 use super::slot::{CompactSlot, GeneralSlot, StateKind};
 use super::table::{Record, Request, Store, Table};
-use crate::algorithm::{Policy, Verdict};
+use crate::algorithm::{CompactPolicy, Policy, Verdict};
 use crate::rate::MAX_QUOTAS;
 
 #[derive(Debug, Default)]
@@ -50,23 +50,16 @@ impl Shard {
     pub(super) fn check_live(
         &mut self,
         key: KeyHash,
-        policy: &Policy,
+        policy: &CompactPolicy,
         request: Request,
         store: Store<'_>,
     ) -> Option<Verdict> {
-        let kind = StateKind::of(policy);
-        if !kind.is_compact() {
-            return None;
-        }
         // A slot key lives in one table at a time (`apply` moves a spilled state out of the
         // compact table, and writes there only while the general table lacks the key), so a
         // compact slot found here is the key's state.
-        self.compact.get_mut(key.slot_key(kind, 0))?.check_live(
-            policy,
-            request.now_ms,
-            request.cost,
-            store.epoch,
-        )
+        self.compact
+            .get_mut(key.slot_key(StateKind::of_compact(policy), 0))?
+            .check_live(policy, request.now_ms, request.cost, store.epoch)
     }
 
     /// Forgets every state of `key`: every quota, every layout. Returns how many there were.

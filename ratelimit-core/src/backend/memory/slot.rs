@@ -7,7 +7,7 @@
 //! [`GeneralSlot`] holding the whole [`State`] and an exact expiry, and so does a bucket written
 //! after an injected clock stepped back (see [`Slot::holds`]).
 
-use crate::algorithm::{BucketState, Policy, State, Verdict, WindowState};
+use crate::algorithm::{Admitted, BucketState, CompactPolicy, Policy, State, Verdict, WindowState};
 
 /// Which layout, and which reading of the stored integers, a policy's state uses. Part of the
 /// slot's key, so one user key checked under two algorithms keeps two states.
@@ -28,6 +28,15 @@ impl StateKind {
             Policy::TokenBucket { .. } | Policy::LeakyBucket { .. } => Self::Bucket,
             Policy::SlidingWindowCounter { .. } => Self::Counter,
             Policy::SlidingWindow { .. } => Self::Log,
+        }
+    }
+
+    /// The kind of a prepared two-integer policy: the same as [`StateKind::of`] its policy.
+    pub(super) fn of_compact(policy: &CompactPolicy) -> Self {
+        if policy.is_window() {
+            Self::Window
+        } else {
+            Self::Bucket
         }
     }
 
@@ -128,26 +137,20 @@ impl CompactSlot {
 
 impl CompactSlot {
     /// The store's hot path: a single-quota check that records the request if it is allowed,
-    /// decided on this slot's live state in one pass (`Policy::evaluate_admitting`). `None`,
-    /// with the slot untouched, when the state is no longer live or the slot could not hold the
-    /// result: the general path of the table decides those.
+    /// decided on this slot's integers in one pass ([`CompactPolicy::check_live`]). `None`,
+    /// with the slot untouched, when the state is no longer live or the slot could not hold
+    /// it: the general path of the table decides those.
     #[inline]
     pub(super) fn check_live(
         &mut self,
-        policy: &Policy,
+        policy: &CompactPolicy,
         now_ms: u64,
         cost: u64,
         epoch: Epoch,
     ) -> Option<Verdict> {
-        let state = self.state(policy);
-        if policy.is_forgotten(&state, now_ms) || !Self::holds(&state, now_ms) {
-            return None;
-        }
-        let (verdict, admitted) = policy.evaluate_admitting(Some(&state), now_ms, cost);
-        if verdict.allowed {
-            let admitted = admitted?;
-            let expires_at = policy.expires_after_admitting(&verdict, &admitted, now_ms);
-            self.write(&admitted);
+        let (verdict, admitted) = policy.check_live([self.first, self.second], now_ms, cost)?;
+        if let Some(Admitted { words, expires_at }) = admitted {
+            [self.first, self.second] = words;
             self.sweepable_ticks = epoch.ticks_until(expires_at);
         }
         Some(verdict)
