@@ -18,6 +18,7 @@ pub struct MissingPeerAddress;
 ///
 /// # Errors
 /// [`MissingPeerAddress`] when the server does not provide the peer address.
+#[inline]
 pub fn client_ip(parts: &Parts, trusted_proxies: &[IpNet]) -> Result<IpAddr, MissingPeerAddress> {
     let ConnectInfo(peer) = parts
         .extensions

@@ -36,6 +36,7 @@ thread_local! {
 
 /// Adds the `fields` of `values` to `headers` from a template. `false` when none fits and none
 /// is built this time: the caller then inserts the fields itself.
+#[inline]
 pub(crate) fn apply(
     headers: &mut HeaderMap,
     values: &mut Values<'_>,
@@ -62,6 +63,7 @@ struct Templates {
 }
 
 impl Templates {
+    #[inline]
     fn apply(
         &mut self,
         headers: &mut HeaderMap,
@@ -150,6 +152,7 @@ impl Template {
 
     /// Whether this is the template of `headers` (same values, order and sensitivity) and of
     /// these fields and limit.
+    #[inline]
     fn fits(
         &self,
         headers: &HeaderMap,
@@ -171,6 +174,7 @@ impl Template {
     }
 
     /// Replaces `headers` (which this template fits) with a clone carrying `values`.
+    #[inline]
     fn fill(&self, headers: &mut HeaderMap, values: &mut Values<'_>) {
         let mut map = self.map.clone();
         if self.content_length_slot {

@@ -139,6 +139,7 @@ impl<'a> Values<'a> {
 
     /// The value of `field`. Each per-response value is built once: asked for twice, the second
     /// is built anew.
+    #[inline]
     pub(crate) fn of(&mut self, field: Field) -> HeaderValue {
         match field {
             Field::Remaining => self
@@ -204,6 +205,7 @@ thread_local! {
 }
 
 /// `X-RateLimit-Reset` for `at_secs`, the thread's last value when it is the same.
+#[inline]
 fn reset_at(at_secs: u64) -> HeaderValue {
     // `try_with`: while the thread is torn down the cache is gone; the value is then built anew.
     LAST_RESET

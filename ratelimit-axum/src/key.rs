@@ -40,6 +40,7 @@ pub fn bucket_key(group: &str, kind: &str, value: &str) -> String {
 /// grouped IP (digits, `.`, `:`, hex, `/`, at most 43 bytes) never needs hashing, so this is
 /// exactly `bucket_key(group, kind, &grouped(ip, ipv6_prefix))` without the intermediate
 /// string.
+#[inline]
 pub(crate) fn ip_bucket_key(group: &str, kind: &str, ip: IpAddr, ipv6_prefix: u8) -> Key {
     let mut key = Key::with_capacity(group.len() + kind.len() + 2 + MAX_GROUPED_LEN);
     // `try_with`: while the thread is torn down the memo is gone; the key is then written anew.

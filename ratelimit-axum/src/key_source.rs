@@ -19,6 +19,7 @@ use crate::spec::{KeySource, LimitSpec};
 pub(crate) struct ClientIp(Option<IpAddr>);
 
 impl ClientIp {
+    #[inline]
     pub(crate) fn get(
         &mut self,
         parts: &Parts,
@@ -34,6 +35,7 @@ impl ClientIp {
     }
 
     /// The bucket key of `group` and `kind` for this client's (grouped) IP.
+    #[inline]
     fn bucket_key(
         &mut self,
         group: &str,
@@ -53,6 +55,7 @@ impl ClientIp {
 
 /// The bucket key of one limit for this request. Synchronous (a path parameter is read without
 /// waiting), so the guard decides without a future for stores that never wait.
+#[inline]
 pub(crate) fn key_for(
     spec: &LimitSpec,
     group: &str,

@@ -36,6 +36,7 @@ struct SecondRead {
 }
 
 /// The current unix second (0 for a wall clock before 1970).
+#[inline]
 pub(crate) fn now() -> u64 {
     let counter = &*COUNTER;
     let now = counter.raw();
