@@ -15,6 +15,11 @@
 //! it instead alternates short batches of every limiter of a row, round after round, and reports
 //! the median of the per-round ratios to governor: on a busy machine both sides of each ratio
 //! then see the same background load.
+//!
+//! With `MEMORY_VS_GOVERNOR_ONLY=<limiter>:<checks>` (e.g. `token_bucket_sync:2100000`) it only
+//! runs that many checks of one limiter on the hot key, for an instruction count under
+//! `valgrind --tool=callgrind`: the difference between two counts, divided by the difference
+//! in checks, is the cost of one check without start-up (see BENCHMARKS.md).
 
 // Benches are not library code: a setup that cannot run should abort loudly, and the
 // interleaved report goes to stdout.
@@ -51,6 +56,9 @@ const BUCKET_SIZE: u32 = 1_000_000_000;
 
 /// Whether a run asks for the interleaved ratios instead of criterion.
 const INTERLEAVED_ENV: &str = "MEMORY_VS_GOVERNOR_INTERLEAVED";
+
+/// Whether a run asks for one limiter's checks only, and which.
+const ONLY_ENV: &str = "MEMORY_VS_GOVERNOR_ONLY";
 
 /// Rounds of the interleaved mode; each runs one batch of every limiter of the row.
 const ROUNDS: usize = 15;
@@ -300,7 +308,30 @@ fn max(values: &[f64]) -> f64 {
     values.iter().copied().fold(0.0, f64::max)
 }
 
+/// `checks` checks of one limiter on the hot key, nothing else: what an instruction count of a
+/// check needs.
+fn only(setting: &str) {
+    let (name, checks) = setting
+        .split_once(':')
+        .and_then(|(name, checks)| Some((name, checks.parse::<usize>().ok()?)))
+        .filter(|(name, _)| CONTESTANTS.contains(name))
+        .unwrap_or_else(|| {
+            panic!(
+                "{ONLY_ENV}={setting}: expected <limiter>:<checks>, limiter one of {CONTESTANTS:?}"
+            )
+        });
+    let key_strings = make_keys(1);
+    let contestant = Contestant::warmed_up(name, &key_strings);
+    let elapsed = contestant.time_batch(&mut RoundRobin::new(&key_strings), checks);
+    assert!(contestant.check_once(&key_strings[0]), "{name} rejected");
+    println!("{name}: {checks} checks in {elapsed:?}");
+}
+
 fn main() {
+    if let Ok(setting) = std::env::var(ONLY_ENV) {
+        only(&setting);
+        return;
+    }
     if std::env::var_os(INTERLEAVED_ENV).is_some() {
         interleaved();
         return;
