@@ -79,7 +79,7 @@ impl CompactPolicy {
         cost: u64,
     ) -> Option<(Verdict, Option<Admitted>)> {
         let [first, second] = words;
-        let (verdict, admitted, expires_at) = match &self.0 {
+        let (verdict, admitted, remembered_ms) = match &self.0 {
             &Prepared::FixedWindow { limit, window_ms } => {
                 let state = WindowState {
                     window_start: first,
@@ -90,8 +90,12 @@ impl CompactPolicy {
                 }
                 let (verdict, admitted) =
                     fixed_window::step(limit, window_ms, Some(&state), now_ms, cost);
-                let expires_at = now_ms.saturating_add(verdict.reset_after_ms);
-                (verdict, [admitted.window_start, admitted.count], expires_at)
+                let remembered_ms = verdict.reset_after_ms;
+                (
+                    verdict,
+                    [admitted.window_start, admitted.count],
+                    remembered_ms,
+                )
             }
             Prepared::TokenBucket(params) => {
                 let state = live_bucket(first, second, now_ms)?;
@@ -99,20 +103,21 @@ impl CompactPolicy {
                     return None;
                 }
                 let (verdict, admitted) = token_bucket::step(params, Some(&state), now_ms, cost);
-                let expires_at = token_bucket::expires_after_admitting(params, &verdict, now_ms);
-                (verdict, [admitted.level, admitted.last_ms], expires_at)
+                let remembered_ms = token_bucket::remembered_after_admitting(params, &verdict);
+                (verdict, [admitted.level, admitted.last_ms], remembered_ms)
             }
             Prepared::LeakyBucket(params) => {
                 // An empty leaky bucket means the same as none: it is never forgotten early.
                 let state = live_bucket(first, second, now_ms)?;
                 let (verdict, admitted) = leaky_bucket::step(params, Some(&state), now_ms, cost);
-                let expires_at = now_ms.saturating_add(verdict.reset_after_ms);
-                (verdict, [admitted.level, admitted.last_ms], expires_at)
+                let remembered_ms = verdict.reset_after_ms;
+                (verdict, [admitted.level, admitted.last_ms], remembered_ms)
             }
         };
         let admitted = verdict.allowed.then(|| Admitted {
             words: admitted,
-            expires_at: super::later_than(now_ms, expires_at),
+            // At least a millisecond ahead, like every expiry (`later_than`).
+            expires_at: now_ms.saturating_add(remembered_ms.max(1)),
         });
         Some((verdict, admitted))
     }

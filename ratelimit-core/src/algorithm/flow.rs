@@ -143,7 +143,13 @@ impl Pace {
     /// on the hot path.
     #[inline(always)]
     pub(super) fn over(&self, elapsed_ms: u64, cap: u64) -> u64 {
-        elapsed_ms.saturating_mul(self.amount).min(cap)
+        self.flowed_in(elapsed_ms).min(cap)
+    }
+
+    /// Scaled units that flow in `elapsed_ms`, saturating at `u64::MAX`.
+    #[inline(always)]
+    pub(super) fn flowed_in(&self, elapsed_ms: u64) -> u64 {
+        elapsed_ms.saturating_mul(self.amount)
     }
 
     /// Milliseconds until `units` scaled units have flowed (rounded up); `None` if nothing

@@ -316,11 +316,10 @@ impl Policy {
                 refill,
                 initial_tokens,
                 window_ms,
-            } => token_bucket::expires_after_admitting(
+            } => now_ms.saturating_add(token_bucket::remembered_after_admitting(
                 &token_bucket::Params::new(bucket_size, refill, initial_tokens, window_ms),
                 verdict,
-                now_ms,
-            ),
+            )),
             Self::SlidingWindow { .. } | Self::SlidingWindowCounter { .. } => {
                 return self.expires_at(state, now_ms);
             }

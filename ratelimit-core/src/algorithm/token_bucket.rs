@@ -49,11 +49,9 @@ impl Params {
     /// tokens. A clock that steps back refills nothing.
     fn tokens_at(&self, state: Option<&BucketState>, now_ms: u64) -> u64 {
         state.map_or(self.initial, |bucket| {
-            let level = bucket.level.min(self.capacity);
-            let refill = self
-                .refill
-                .over(now_ms.saturating_sub(bucket.last_ms), self.capacity);
-            (level + refill).min(self.capacity)
+            let refill = self.refill.flowed_in(now_ms.saturating_sub(bucket.last_ms));
+            // Saturating, then capped: the same as capping each part first, in fewer steps.
+            bucket.level.saturating_add(refill).min(self.capacity)
         })
     }
 }
@@ -120,13 +118,11 @@ pub(super) fn is_forgotten(params: &Params, state: &BucketState, now_ms: u64) ->
         && full_at(params, state).saturating_add(params.idle_grace_ms) <= now_ms
 }
 
-/// When the state that admitting `verdict`'s request wrote at `now_ms` may be forgotten: full
+/// How long after admitting `verdict`'s request the state it wrote is remembered: until full
 /// again (the verdict's own `reset_after`) plus the idle grace.
 #[inline(always)]
-pub(super) fn expires_after_admitting(params: &Params, verdict: &Verdict, now_ms: u64) -> u64 {
-    now_ms
-        .saturating_add(verdict.reset_after_ms)
-        .saturating_add(params.idle_grace_ms)
+pub(super) fn remembered_after_admitting(params: &Params, verdict: &Verdict) -> u64 {
+    verdict.reset_after_ms.saturating_add(params.idle_grace_ms)
 }
 
 /// When `state`, as of `now_ms`, may be forgotten: full again plus the idle grace.
