@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use http::header::{CONTENT_LENGTH, SET_COOKIE};
 use http::{HeaderMap, HeaderValue};
 
-use crate::headers::{Values, layout};
+use crate::headers::{Field, Values, X_RATELIMIT_RESET, layout, reset_at};
 use crate::settings::HeaderFields;
 
 /// Templates kept per thread, so that a few handlers served in turn all find theirs.
@@ -76,7 +76,7 @@ impl Templates {
                 .is_some_and(|template| template.fits(headers, fields, limit, window_secs))
         });
         let template = match found {
-            Some(index) => self.slots[index].as_ref(),
+            Some(index) => self.slots[index].as_mut(),
             None => {
                 if self.skip > 0 {
                     self.skip -= 1;
@@ -89,7 +89,7 @@ impl Templates {
                 };
                 let index = self.next;
                 self.next = (index + 1) % SLOTS;
-                Some(&*self.slots[index].insert(template))
+                Some(self.slots[index].insert(template))
             }
         };
         template.is_some_and(|template| {
@@ -111,6 +111,9 @@ struct Template {
     map: HeaderMap,
     /// `map` ends with a `content-length` entry that each clone drops.
     content_length_slot: bool,
+    /// The unix second `map`'s `X-RateLimit-Reset` value shows; `None` while it is empty (or
+    /// the fields have none).
+    reset_at_secs: Option<u64>,
 }
 
 impl Template {
@@ -147,6 +150,7 @@ impl Template {
             handler_values,
             map,
             content_length_slot,
+            reset_at_secs: None,
         })
     }
 
@@ -175,7 +179,19 @@ impl Template {
 
     /// Replaces `headers` (which this template fits) with a clone carrying `values`.
     #[inline]
-    fn fill(&self, headers: &mut HeaderMap, values: &mut Values<'_>) {
+    fn fill(&mut self, headers: &mut HeaderMap, values: &mut Values<'_>) {
+        // `X-RateLimit-Reset` changes at most once a second, so the template carries the current
+        // value, rewritten when the second changes, and each clone takes it along (one
+        // reference count) instead of a placeholder that is then replaced.
+        if layout(self.fields).contains(&Field::Reset) {
+            let at_secs = values.reset_at_secs();
+            if self.reset_at_secs != Some(at_secs) {
+                if let Some(value) = self.map.get_mut(X_RATELIMIT_RESET) {
+                    *value = reset_at(at_secs);
+                }
+                self.reset_at_secs = Some(at_secs);
+            }
+        }
         let mut map = self.map.clone();
         if self.content_length_slot {
             // The last entry, so removing it moves no other entry.
@@ -183,7 +199,7 @@ impl Template {
         }
         let fields = map.values_mut().skip(self.handler_values);
         for (&field, value) in layout(self.fields).iter().zip(fields) {
-            if field.is_per_response() {
+            if field.is_per_response() && field != Field::Reset {
                 *value = values.of(field);
             }
         }
@@ -285,6 +301,36 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_reset_time_follows_each_responses_decision() {
+        let wall_secs = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since_epoch| since_epoch.as_secs())
+        };
+        let mut handler = HeaderMap::new();
+        handler.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        // One limit, so one template, whose reset value must change with every decision.
+        for reset_secs in [30, 90, 30, 3_600, 3_600, 0, 30] {
+            let decision = Decision {
+                reset_after: Duration::from_secs(reset_secs),
+                ..decision(5, 4)
+            };
+            let earliest = wall_secs() + reset_secs;
+            let mut actual = handler.clone();
+            headers::insert_fields(&mut actual, &decision, false, HeaderFields::All);
+            let latest = wall_secs() + reset_secs;
+            let shown = actual
+                .get(X_RATELIMIT_RESET)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.parse::<u64>().ok());
+            assert!(
+                shown.is_some_and(|shown| (earliest..=latest).contains(&shown)),
+                "{shown:?} outside {earliest}..={latest} for a reset in {reset_secs} s"
+            );
         }
     }
 

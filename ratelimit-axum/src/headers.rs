@@ -132,6 +132,12 @@ impl<'a> Values<'a> {
         }
     }
 
+    /// The unix second `X-RateLimit-Reset` shows: now plus the time to reset.
+    #[inline]
+    pub(crate) fn reset_at_secs(&self) -> u64 {
+        unix_seconds::now().saturating_add(self.reset_secs)
+    }
+
     /// The limit and window the constant fields depend on.
     pub(crate) fn limit_and_window(&self) -> (u64, u64) {
         (self.decision.limit, self.decision.window.as_secs())
@@ -146,7 +152,7 @@ impl<'a> Values<'a> {
                 .remaining
                 .take()
                 .unwrap_or_else(|| number(self.decision.remaining)),
-            Field::Reset => reset_at(unix_seconds::now().saturating_add(self.reset_secs)),
+            Field::Reset => reset_at(self.reset_at_secs()),
             Field::RateLimit => self.ratelimit.take().unwrap_or_else(|| {
                 let (text, _) = ratelimit_text(self.decision.remaining, self.reset_secs);
                 header_value(text.as_bytes())
@@ -206,7 +212,7 @@ thread_local! {
 
 /// `X-RateLimit-Reset` for `at_secs`, the thread's last value when it is the same.
 #[inline]
-fn reset_at(at_secs: u64) -> HeaderValue {
+pub(crate) fn reset_at(at_secs: u64) -> HeaderValue {
     // `try_with`: while the thread is torn down the cache is gone; the value is then built anew.
     LAST_RESET
         .try_with(|last| {
