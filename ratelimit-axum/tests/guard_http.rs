@@ -11,7 +11,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use http::request::Parts;
 use http_body_util::BodyExt;
-use ratelimit_axum::core::{MemoryBackend, Registry};
+use ratelimit_axum::core::{MemoryBackend, MultiBackend, Registry};
 use ratelimit_axum::{GuardSettings, HeaderFields, RateLimitStatus, Scope, UserId, rate_limit};
 use tower::ServiceExt;
 
@@ -64,14 +64,17 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|value| value.to_str().ok())
 }
 
-async fn json(response: Response) -> serde_json::Value {
-    let bytes = response
+async fn body(response: Response) -> axum::body::Bytes {
+    response
         .into_body()
         .collect()
         .await
         .map(|body| body.to_bytes())
-        .unwrap_or_default();
-    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
+        .unwrap_or_default()
+}
+
+async fn json(response: Response) -> serde_json::Value {
+    serde_json::from_slice(&body(response).await).unwrap_or(serde_json::Value::Null)
 }
 
 #[rate_limit(rate = "5/m")]
@@ -872,48 +875,6 @@ async fn the_blocked_response_can_be_replaced_and_keeps_the_headers() {
     assert_eq!(header(response.headers(), "x-ratelimit-limit"), Some("1"));
 }
 
-/// The memory store behind `check_n` only, like a network store: the guard must await it.
-#[derive(Debug)]
-struct AwaitedBackend(MemoryBackend);
-
-#[ratelimit_axum::core::async_trait]
-impl ratelimit_axum::core::Backend for AwaitedBackend {
-    async fn check_n(
-        &self,
-        key: &str,
-        limit: &ratelimit_axum::core::Limit,
-        cost: u64,
-    ) -> Result<ratelimit_axum::core::Decision, ratelimit_axum::core::BackendError> {
-        tokio::task::yield_now().await;
-        self.0.check_n(key, limit, cost).await
-    }
-
-    async fn peek_n(
-        &self,
-        key: &str,
-        limit: &ratelimit_axum::core::Limit,
-        cost: u64,
-    ) -> Result<ratelimit_axum::core::Decision, ratelimit_axum::core::BackendError> {
-        self.0.peek_n(key, limit, cost).await
-    }
-
-    async fn reset(&self, key: &str) -> Result<(), ratelimit_axum::core::BackendError> {
-        self.0.reset(key).await
-    }
-
-    async fn health(&self) -> ratelimit_axum::core::HealthStatus {
-        self.0.health().await
-    }
-
-    fn health_status(&self) -> ratelimit_axum::core::HealthStatus {
-        self.0.health_status()
-    }
-
-    async fn cleanup(&self) -> Result<u64, ratelimit_axum::core::BackendError> {
-        self.0.cleanup().await
-    }
-}
-
 #[rate_limit(rate = "2/m", backend = "awaited")]
 async fn awaited_only_guard() -> &'static str {
     "ok"
@@ -928,7 +889,14 @@ async fn awaited_with_status(Extension(status): Extension<RateLimitStatus>) -> S
 async fn a_store_that_must_be_awaited_counts_for_every_handler_shape() {
     let registry = Registry::builder()
         .backend("memory", MemoryBackend::new())
-        .backend("awaited", AwaitedBackend(MemoryBackend::new()))
+        // A failover backend answers only through `check_n`, like a network store: the guard
+        // must await it.
+        .backend(
+            "awaited",
+            MultiBackend::builder()
+                .backend("memory", MemoryBackend::new())
+                .build(),
+        )
         .build()
         .unwrap_or_else(|error| panic!("{error}"));
     let app = scoped(
@@ -953,13 +921,7 @@ async fn a_store_that_must_be_awaited_counts_for_every_handler_shape() {
     for _ in 0..3 {
         let response = send(&app, get_from("/with-status", "192.0.2.151:1")).await;
         assert_eq!(response.status(), StatusCode::OK);
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map(|body| body.to_bytes())
-            .unwrap_or_default();
-        bodies.push(String::from_utf8_lossy(&bytes).into_owned());
+        bodies.push(String::from_utf8_lossy(&body(response).await).into_owned());
     }
     assert_eq!(bodies, ["limited=false", "limited=false", "limited=true"]);
 }
