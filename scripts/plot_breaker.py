@@ -13,13 +13,12 @@ six orders of magnitude apart): a bar to the median, a lighter bar to the p99, a
 slowest request; the primary's timeout as a dashed line; closed / open ratios on the right.
 """
 
-import json
 import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # svg_chart.py sits next to this script
-from svg_chart import ROOT, line, rect, results_and_out, svg_document, text  # noqa: E402
+from svg_chart import ROOT, line, read_results, rect, results_and_out, svg_document, text  # noqa: E402
 
 # Bar colour per breaker (as the bench writes it): baselines blue and grey, the breaker that
 # never opens red, the open one green.
@@ -215,13 +214,7 @@ def markdown(results):
 
 def main():
     args = results_and_out(__doc__.split("\n\n")[0], "breaker_latency.json", "breaker_latency.svg")
-    try:
-        results = json.loads(args.results.read_text())
-    except FileNotFoundError:
-        sys.exit(
-            f"{args.results} not found: run "
-            "`cargo bench -p ratelimit-tests --bench breaker_latency` first"
-        )
+    results = read_results(args.results, "cargo bench -p ratelimit-tests --bench breaker_latency")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(chart(results))
     print(markdown(results))

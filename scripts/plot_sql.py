@@ -13,7 +13,6 @@ median of the per-round ratios to pgbench above each bar. Right panel: CPU time 
 PostgreSQL's and the client's, stacked (both share the machine's two cores).
 """
 
-import json
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from svg_chart import (  # noqa: E402
     legend_entry,
     nice_ceiling,
     notes,
+    read_results,
     rect,
     results_and_out,
     svg_document,
@@ -170,10 +170,9 @@ def table(rows):
 
 def main():
     args = results_and_out(__doc__.splitlines()[0], "sql_throughput.json", "sql_throughput.svg")
-    try:
-        results = json.loads(args.results.read_text())
-    except OSError as error:
-        sys.exit(f"{args.results}: {error}; run the bench first")
+    results = read_results(
+        args.results, "cargo bench -p ratelimit-core --features postgres --bench sql_throughput"
+    )
     results["rounds"] = len({sample["round"] for sample in results["samples"]})
     rows = summarise(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
