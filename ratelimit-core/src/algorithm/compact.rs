@@ -172,7 +172,9 @@ mod tests {
             if let (Some(initial), Algorithm::TokenBucket) = (initial_tokens, algorithm) {
                 limit = limit.initial_tokens(initial.min(count));
             }
-            let policies = limit.resolved_policies().map_err(|error| TestCaseError::fail(error.to_string()))?;
+            let policies = limit
+                .resolved_policies()
+                .map_err(|error| TestCaseError::fail(error.to_string()))?;
             let policy = *policies.first().unwrap_or_else(|| unreachable!());
             let compact = CompactPolicy::of(&policy).unwrap_or_else(|| unreachable!());
             let mut state = policy.state_after_first_rejection(1_000);
@@ -190,16 +192,13 @@ mod tests {
                     continue;
                 }
                 let verdict = policy.evaluate(Some(&stored), now, cost);
-                let admitted = verdict.allowed.then(|| {
-                    let next = policy.admit(Some(stored.clone()), now, cost);
-                    Admitted {
-                        words: words(&next),
-                        expires_at: policy.expires_after_admitting(&verdict, &next, now),
-                    }
+                let next = verdict.allowed.then(|| policy.admit(Some(stored), now, cost));
+                let admitted = next.as_ref().map(|next| Admitted {
+                    words: words(next),
+                    expires_at: policy.expires_after_admitting(&verdict, next, now),
                 });
                 prop_assert_eq!(one_pass, Some((verdict, admitted)));
-                if let Some(admitted) = admitted {
-                    let next = policy.admit(Some(stored), now, cost);
+                if let (Some(next), Some(admitted)) = (next, admitted) {
                     prop_assert_eq!(admitted.expires_at, policy.expires_at(&next, now));
                     state = Some(next);
                 }

@@ -26,8 +26,6 @@ pub(super) struct Params {
     /// client idle that long is forgotten like any other); one that starts full means the same
     /// as no state once full, so it is never forgotten (the store drops it at its expiry).
     starts_below_full: bool,
-    /// That period, or 0.
-    idle_grace_ms: u64,
 }
 
 impl Params {
@@ -41,7 +39,17 @@ impl Params {
             initial: initial.min(size).saturating_mul(unit),
             window_ms,
             starts_below_full: initial < size,
-            idle_grace_ms: if initial < size { window_ms } else { 0 },
+        }
+    }
+
+    /// How long after filling up the bucket is still remembered: a period, or nothing for a
+    /// bucket that starts full (see `starts_below_full`).
+    #[inline(always)]
+    fn idle_grace_ms(&self) -> u64 {
+        if self.starts_below_full {
+            self.window_ms
+        } else {
+            0
         }
     }
 
@@ -115,21 +123,23 @@ pub(super) fn full_at(params: &Params, state: &BucketState) -> u64 {
 #[inline(always)]
 pub(super) fn is_forgotten(params: &Params, state: &BucketState, now_ms: u64) -> bool {
     params.starts_below_full
-        && full_at(params, state).saturating_add(params.idle_grace_ms) <= now_ms
+        && full_at(params, state).saturating_add(params.idle_grace_ms()) <= now_ms
 }
 
 /// How long after admitting `verdict`'s request the state it wrote is remembered: until full
 /// again (the verdict's own `reset_after`) plus the idle grace.
 #[inline(always)]
 pub(super) fn remembered_after_admitting(params: &Params, verdict: &Verdict) -> u64 {
-    verdict.reset_after_ms.saturating_add(params.idle_grace_ms)
+    verdict
+        .reset_after_ms
+        .saturating_add(params.idle_grace_ms())
 }
 
 /// When `state`, as of `now_ms`, may be forgotten: full again plus the idle grace.
 pub(super) fn expires_at(params: &Params, state: &BucketState, now_ms: u64) -> u64 {
     now_ms
         .saturating_add(full_after(params, state, now_ms))
-        .saturating_add(params.idle_grace_ms)
+        .saturating_add(params.idle_grace_ms())
 }
 
 /// The state of a bucket first seen at `now_ms` that stores its initial tokens.
