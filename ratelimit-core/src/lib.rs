@@ -20,7 +20,7 @@ pub mod metrics;
 #[cfg(feature = "memory")]
 pub mod registry;
 
-pub use algorithm::{Algorithm, Policy, State, UnknownAlgorithm, Verdict};
+pub use algorithm::{Algorithm, Policy, PolicyId, State, UnknownAlgorithm, Verdict};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::Decision;
 pub use limit::{Limit, LimitError};

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::algorithm::{Algorithm, CompactPolicy, Flow, MAX_EXACT_UNITS, Policy};
+use crate::algorithm::{Algorithm, CompactPolicy, Flow, MAX_EXACT_UNITS, Policy, PolicyId};
 use crate::rate::{MAX_QUOTAS, Quota, Rate};
 
 /// What to enforce on a key.
@@ -40,6 +40,8 @@ pub struct Limit {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Resolved {
     policies: [Policy; MAX_QUOTAS],
+    /// Each policy's identity, which keys its state in a store.
+    ids: [PolicyId; MAX_QUOTAS],
     len: usize,
     /// The only quota's policy prepared for a store's hot path, when the limit has one quota
     /// of a two-integer algorithm.
@@ -49,6 +51,11 @@ pub(crate) struct Resolved {
 impl Resolved {
     pub(crate) fn policies(&self) -> &[Policy] {
         &self.policies[..self.len]
+    }
+
+    /// The identity of each of [`Resolved::policies`], in the same order.
+    pub(crate) fn ids(&self) -> &[PolicyId] {
+        &self.ids[..self.len]
     }
 
     pub(crate) fn single_compact(&self) -> Option<&CompactPolicy> {
@@ -192,6 +199,22 @@ impl Limit {
         Ok(self.resolved_policies()?.iter().copied())
     }
 
+    /// Each quota's policy with its identity, in the order the rate lists them: a store keeps
+    /// one state per (key, [`PolicyId`]).
+    ///
+    /// # Errors
+    /// When [`Limit::validate`] fails.
+    pub fn policies_with_ids(
+        &self,
+    ) -> Result<impl Iterator<Item = (Policy, PolicyId)> + Clone + '_, LimitError> {
+        let resolved = self.resolved()?;
+        Ok(resolved
+            .policies()
+            .iter()
+            .copied()
+            .zip(resolved.ids().iter().copied()))
+    }
+
     /// [`Limit::policies`] as a slice, resolved on first use.
     pub(crate) fn resolved_policies(&self) -> Result<&[Policy], LimitError> {
         self.resolved().map(Resolved::policies)
@@ -215,16 +238,24 @@ impl Limit {
     fn resolve(&self) -> Result<Resolved, LimitError> {
         self.check()?;
         let quotas = self.rate.quotas();
+        let unused = Policy::FixedWindow {
+            limit: 0,
+            window_ms: 0,
+        };
         let mut resolved = Resolved {
-            policies: [Policy::FixedWindow {
-                limit: 0,
-                window_ms: 0,
-            }; MAX_QUOTAS],
+            policies: [unused; MAX_QUOTAS],
+            ids: [unused.id(); MAX_QUOTAS],
             len: quotas.len().min(MAX_QUOTAS),
             single_compact: None,
         };
-        for (slot, quota) in resolved.policies.iter_mut().zip(quotas) {
+        for ((slot, id), quota) in resolved
+            .policies
+            .iter_mut()
+            .zip(&mut resolved.ids)
+            .zip(quotas)
+        {
             *slot = self.policy(*quota);
+            *id = slot.id();
         }
         if let [policy] = resolved.policies() {
             resolved.single_compact = CompactPolicy::of(policy);

@@ -57,13 +57,6 @@ impl CompactPolicy {
         Some(Self(prepared))
     }
 
-    /// Whether the two integers are a window's (`[window_start, count]`) rather than a
-    /// bucket's (`[level, last_ms]`): a store keeps the two readings apart.
-    #[must_use]
-    pub(crate) fn is_window(&self) -> bool {
-        matches!(self.0, Prepared::FixedWindow { .. })
-    }
-
     /// The verdict on a request of `cost` at `now_ms` against the stored integers `words`, and
     /// what to store if it is allowed.
     ///

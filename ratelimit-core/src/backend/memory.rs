@@ -1,8 +1,9 @@
 //! The in-process store: sharded, lock-light, compact and bounded.
 //!
-//! Keys are hashed into shards, each a `Mutex` around its tables; every quota of one key lives
-//! in the same shard, so a compound rate is decided under one lock, and no lock is ever held
-//! across an `.await` (a check never awaits). A key is kept as a 64-bit keyed digest, never as
+//! Keys are hashed into shards, each a `Mutex` around its tables. Every limit keeps its own
+//! state per key (one per quota: `5/m` and `10/h` on one key are two counts), all in the key's
+//! shard, so a compound rate is decided under one lock, and no lock is ever held across an
+//! `.await` (a check never awaits). A key is kept as a 64-bit keyed digest, never as
 //! text; fixed windows and buckets sit in 28-byte slots, about 61 bytes per key
 //! with the table's overhead. A check is one table probe that decides and updates
 //! the slot in place. Expired state is swept by the inserts themselves (amortised, no
@@ -138,33 +139,35 @@ impl MemoryBackend {
         let mut shard = self.shard(key);
         // One quota of a fixed window or bucket, recorded if allowed: the hot path decides on
         // the stored integers in one probe, unless they are missing or no longer live.
+        let ids = resolved.ids();
         if let (Commit::Yes, Some(compact)) = (commit, resolved.single_compact())
-            && let Some(verdict) = shard.check_live(key, compact, request, store)
+            && let Some(verdict) = shard.check_live(key, ids[0], compact, request, store)
         {
             drop(shard);
             return Ok(Decision::from(verdict));
         }
         // One quota otherwise: one probe decides and records.
         let policies = resolved.policies();
-        if let [policy] = policies {
+        if let ([policy], [id]) = (policies, ids) {
             let record = match commit {
                 Commit::Yes => Record::IfAllowed,
                 Commit::No => Record::Nothing,
             };
-            let verdict = shard.apply(key, 0, policy, request, record, store);
+            let verdict = shard.apply(key, *id, policy, request, record, store);
             drop(shard);
             return Ok(Decision::from(verdict));
         }
         // A compound rate: every quota must allow before any records, all under one lock.
-        let decision = decision_of(policies.iter().enumerate().map(|(index, policy)| {
-            shard.apply(key, index, policy, request, Record::Nothing, store)
-        }));
+        let decision =
+            decision_of(policies.iter().zip(ids).map(|(policy, id)| {
+                shard.apply(key, *id, policy, request, Record::Nothing, store)
+            }));
         if commit == Commit::Yes {
             let record = Record::Decided {
                 allowed: decision.allowed,
             };
-            for (index, policy) in policies.iter().enumerate() {
-                shard.apply(key, index, policy, request, record, store);
+            for (policy, id) in policies.iter().zip(ids) {
+                shard.apply(key, *id, policy, request, record, store);
             }
         }
         tracing::trace!(

@@ -11,22 +11,20 @@ use siphasher::sip::SipHasher13;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
-use super::slot::StateKind;
-use crate::rate::MAX_QUOTAS;
+use crate::algorithm::PolicyId;
 
 /// The digest of one user key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct KeyHash(u64);
 
 impl KeyHash {
-    /// The table key of quota number `quota_index` kept in layout `kind`: every quota and
-    /// every layout of one user key gets its own slot, all in the key's shard.
-    pub(super) fn slot_key(self, kind: StateKind, quota_index: usize) -> u64 {
-        // Multiplying by an odd constant spreads the variant over every bit, so neighbouring
-        // digests do not collide on their neighbours' quotas.
-        const SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
-        let variant = (kind.index() * MAX_QUOTAS + quota_index) as u64;
-        self.0.wrapping_add(variant.wrapping_mul(SPREAD))
+    /// The table key of the state of `policy` for this user key: every policy of one user key
+    /// (each quota of a compound rate, each of several limits) gets its own slot, all in the
+    /// key's shard. Two pairs share a slot only if their digests differ by exactly the
+    /// difference of their policy ids, which the random per-backend key makes a 2⁻⁶⁴ chance
+    /// that no client can steer.
+    pub(super) fn slot_key(self, policy: PolicyId) -> u64 {
+        self.0 ^ policy.get()
     }
 
     /// The shard of this key, from the digest's low half: the table places slots by the
@@ -65,17 +63,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_quota_and_layout_of_a_key_has_its_own_slot_in_one_shard() {
+    fn every_policy_of_a_key_has_its_own_slot() {
         let hasher = KeyHasher::random();
         let key = hasher.hash("user:1");
-        let mut slots: Vec<u64> = StateKind::ALL
+        let policies = [(5, 60_000), (10, 3_600_000), (5, 3_600_000), (10, 60_000)]
+            .map(|(limit, window_ms)| crate::algorithm::Policy::FixedWindow { limit, window_ms });
+        let mut slots: Vec<u64> = policies
             .iter()
-            .flat_map(|kind| (0..MAX_QUOTAS).map(move |quota| key.slot_key(*kind, quota)))
+            .map(|policy| key.slot_key(policy.id()))
             .collect();
         slots.sort_unstable();
         slots.dedup();
-        assert_eq!(slots.len(), StateKind::ALL.len() * MAX_QUOTAS);
-        assert!(key.shard_index(64) < 64);
+        assert_eq!(slots.len(), policies.len());
     }
 
     #[test]

@@ -9,8 +9,7 @@
 
 use crate::algorithm::{Admitted, BucketState, CompactPolicy, Policy, State, Verdict, WindowState};
 
-/// Which layout, and which reading of the stored integers, a policy's state uses. Part of the
-/// slot's key, so one user key checked under two algorithms keeps two states.
+/// Which layout, and which reading of the stored integers, a policy's state uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum StateKind {
     Window,
@@ -20,8 +19,6 @@ pub(super) enum StateKind {
 }
 
 impl StateKind {
-    pub(super) const ALL: [Self; 4] = [Self::Window, Self::Bucket, Self::Counter, Self::Log];
-
     pub(super) fn of(policy: &Policy) -> Self {
         match policy {
             Policy::FixedWindow { .. } => Self::Window,
@@ -29,19 +26,6 @@ impl StateKind {
             Policy::SlidingWindowCounter { .. } => Self::Counter,
             Policy::SlidingWindow { .. } => Self::Log,
         }
-    }
-
-    /// The kind of a prepared two-integer policy: the same as [`StateKind::of`] its policy.
-    pub(super) fn of_compact(policy: &CompactPolicy) -> Self {
-        if policy.is_window() {
-            Self::Window
-        } else {
-            Self::Bucket
-        }
-    }
-
-    pub(super) fn index(self) -> usize {
-        self as usize
     }
 
     pub(super) fn is_compact(self) -> bool {
