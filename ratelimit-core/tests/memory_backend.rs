@@ -252,6 +252,36 @@ async fn one_key_under_two_algorithms_keeps_two_states_and_reset_forgets_both() 
     }
 }
 
+#[tokio::test]
+async fn reset_forgets_every_limit_of_a_key_and_nothing_of_other_keys() {
+    let backend = MemoryBackend::new();
+    let limits = [
+        Limit::fixed_window(rate("1/m")),
+        Limit::fixed_window(rate("1/h")),
+        Limit::token_bucket(rate("1/m")),
+        Limit::sliding_window(rate("1/s;1/m")),
+    ];
+    for key in ["k", "k2", "other"] {
+        for limit in &limits {
+            assert!(backend.check(key, limit).await.is_ok_and(|d| d.allowed));
+            assert!(backend.check(key, limit).await.is_ok_and(|d| !d.allowed));
+        }
+    }
+    assert_eq!(
+        backend.len(),
+        3 * 5,
+        "one state per quota of each limit, per key"
+    );
+    assert!(backend.reset("k").await.is_ok());
+    assert_eq!(backend.len(), 2 * 5);
+    for limit in &limits {
+        assert!(backend.check("k", limit).await.is_ok_and(|d| d.allowed));
+        for key in ["k2", "other"] {
+            assert!(backend.check(key, limit).await.is_ok_and(|d| !d.allowed));
+        }
+    }
+}
+
 /// The store keeps a coarse expiry per slot but forgets on the exact millisecond: a bucket
 /// that starts empty is remembered (full) until a period after it filled, then starts empty
 /// again.

@@ -1,5 +1,7 @@
 //! The backend conformance suite: one table of scenarios (algorithm × rate × cost × clock steps
-//! → expected decisions) that every backend must reproduce exactly under an injected clock.
+//! → expected decisions) that every backend must reproduce exactly under an injected clock, and
+//! a table of pairings (two limits interleaved on one key) in which each limit must decide
+//! exactly as it does alone on a fresh key.
 //!
 //! ```ignore
 //! let failures = conformance::run(|clock| async move { Arc::new(MemoryBackend::with_clock(clock)) as Arc<dyn Backend> }, "prefix:").await;
@@ -275,9 +277,227 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-/// Runs every scenario on a fresh backend made by `make_backend` with a clock at [`T0_MS`],
-/// each on its own key under `key_prefix`. Returns every step that differed.
+/// Two limits checked in turn on one key.
+#[derive(Clone, Debug)]
+pub struct Pairing {
+    pub name: &'static str,
+    pub limits: [Limit; 2],
+    /// Whether the two limits are identical, and so must share one state: each decision then
+    /// equals the one a single limit makes on the whole interleaved sequence.
+    pub shared: bool,
+    /// Move the clock forward, then check `limits[which]` with `cost`.
+    pub steps: Vec<PairStep>,
+}
+
+/// One step of a [`Pairing`].
+#[derive(Clone, Copy, Debug)]
+pub struct PairStep {
+    pub advance_ms: u64,
+    pub which: usize,
+    pub cost: u64,
+}
+
+/// `rounds` rounds of: advance `gap_ms`, then `burst` checks of cost 1 alternating between
+/// the two limits (first, second, first, …).
+fn alternating(rounds: usize, gap_ms: u64, burst: usize) -> Vec<PairStep> {
+    (0..rounds)
+        .flat_map(|_| {
+            (0..burst).map(move |index| PairStep {
+                advance_ms: if index == 0 { gap_ms } else { 0 },
+                which: index % 2,
+                cost: 1,
+            })
+        })
+        .collect()
+}
+
+/// Every pairing: two limits on one key that differ in period, in count or in algorithm (and
+/// one pair of identical limits, which share). Each is built so that checked alone, each limit
+/// both admits and rejects along the way (see `pairings_exercise_both_outcomes`).
+#[must_use]
+pub fn pairings() -> Vec<Pairing> {
+    vec![
+        Pairing {
+            name: "fixed windows: a burst limit and a sustained limit (5/m and 10/h)",
+            limits: [
+                Limit::fixed_window(rate("5/m")),
+                Limit::fixed_window(rate("10/h")),
+            ],
+            shared: false,
+            steps: alternating(4, 60_000, 14),
+        },
+        Pairing {
+            name: "fixed windows: one period, two counts (3/m and 6/m)",
+            limits: [
+                Limit::fixed_window(rate("3/m")),
+                Limit::fixed_window(rate("6/m")),
+            ],
+            shared: false,
+            steps: alternating(3, 30_000, 16),
+        },
+        Pairing {
+            name: "sliding windows: 3/10s and 5/m keep separate logs",
+            limits: [
+                Limit::sliding_window(rate("3/10s")),
+                Limit::sliding_window(rate("5/m")),
+            ],
+            shared: false,
+            steps: alternating(6, 4_000, 8),
+        },
+        Pairing {
+            name: "sliding window counters: 4/10s and 6/m",
+            limits: [
+                Limit::sliding_window_counter(rate("4/10s")),
+                Limit::sliding_window_counter(rate("6/m")),
+            ],
+            shared: false,
+            steps: alternating(5, 7_000, 10),
+        },
+        Pairing {
+            name: "token buckets: 4/s and 10/m",
+            limits: [
+                Limit::token_bucket(rate("4/s")),
+                Limit::token_bucket(rate("10/m")),
+            ],
+            shared: false,
+            steps: alternating(5, 1_500, 12),
+        },
+        Pairing {
+            name: "leaky buckets: 3/3s and 6/m",
+            limits: [
+                Limit::leaky_bucket(rate("3/3s")),
+                Limit::leaky_bucket(rate("6/m")),
+            ],
+            shared: false,
+            steps: alternating(5, 2_000, 10),
+        },
+        Pairing {
+            name: "one rate, two algorithms: fixed window and token bucket (5/m)",
+            limits: [
+                Limit::fixed_window(rate("5/m")),
+                Limit::token_bucket(rate("5/m")),
+            ],
+            shared: false,
+            steps: alternating(3, 40_000, 12),
+        },
+        Pairing {
+            name: "one rate, two algorithms: sliding window and sliding window counter (4/10s)",
+            limits: [
+                Limit::sliding_window(rate("4/10s")),
+                Limit::sliding_window_counter(rate("4/10s")),
+            ],
+            shared: false,
+            steps: alternating(4, 6_000, 10),
+        },
+        Pairing {
+            name: "one rate, two algorithms: token bucket and leaky bucket (3/3s)",
+            limits: [
+                Limit::token_bucket(rate("3/3s")),
+                Limit::leaky_bucket(rate("3/3s")),
+            ],
+            shared: false,
+            steps: alternating(4, 2_000, 8),
+        },
+        Pairing {
+            name: "token buckets of one rate and different bucket sizes",
+            limits: [
+                Limit::token_bucket(rate("2/s")).bucket_size(4),
+                Limit::token_bucket(rate("2/s")).bucket_size(8),
+            ],
+            shared: false,
+            steps: alternating(3, 3_000, 16),
+        },
+        Pairing {
+            name: "a compound rate beside one of its own quotas' periods (2/s;4/m and 6/m)",
+            limits: [
+                Limit::fixed_window(rate("2/s;4/m")),
+                Limit::fixed_window(rate("6/m")),
+            ],
+            shared: false,
+            steps: alternating(4, 1_000, 8),
+        },
+        Pairing {
+            name: "identical limits share one state (the meaning of a shared group)",
+            limits: [
+                Limit::fixed_window(rate("5/m")),
+                Limit::fixed_window(rate("5/m")),
+            ],
+            shared: true,
+            steps: alternating(2, 60_000, 8),
+        },
+    ]
+}
+
+/// Runs every scenario and every pairing on a fresh backend made by `make_backend` with a
+/// clock at [`T0_MS`], each on its own keys under `key_prefix`. Returns every step that
+/// differed.
 pub async fn run<F, Fut>(mut make_backend: F, key_prefix: &str) -> Vec<Mismatch>
+where
+    F: FnMut(ManualClock) -> Fut,
+    Fut: Future<Output = Arc<dyn Backend>>,
+{
+    let mut mismatches = run_scenarios(&mut make_backend, key_prefix).await;
+    for (index, pairing) in pairings().into_iter().enumerate() {
+        let clock = ManualClock::new(T0_MS);
+        let backend = make_backend(clock.clone()).await;
+        let key = format!("{key_prefix}pairing:{index}");
+        mismatches.extend(run_pairing(&*backend, &clock, &pairing, &key).await.0);
+    }
+    mismatches
+}
+
+/// The decisions of a pairing: each step on the shared `key`, against the same limit alone on
+/// a key of its own (one key for both when the limits are identical). Returns the steps that
+/// differed and the decisions the limits made alone.
+pub async fn run_pairing(
+    backend: &dyn Backend,
+    clock: &ManualClock,
+    pairing: &Pairing,
+    key: &str,
+) -> (Vec<Mismatch>, Vec<Result<Expect, String>>) {
+    let alone_keys = if pairing.shared {
+        [format!("{key}:alone"), format!("{key}:alone")]
+    } else {
+        [format!("{key}:alone-0"), format!("{key}:alone-1")]
+    };
+    let outcome = |decision: Result<Decision, ratelimit_core::BackendError>| {
+        decision
+            .map(|decision| expect_of(&decision))
+            .map_err(|error| error.to_string())
+    };
+    let mut mismatches = Vec::new();
+    let mut alone_decisions = Vec::new();
+    for (step_index, step) in pairing.steps.iter().enumerate() {
+        clock.advance(Duration::from_millis(step.advance_ms));
+        let limit = &pairing.limits[step.which];
+        let together = outcome(backend.check_n(key, limit, step.cost).await);
+        let alone = outcome(
+            backend
+                .check_n(&alone_keys[step.which], limit, step.cost)
+                .await,
+        );
+        match (&together, &alone) {
+            (_, Ok(expected)) if together.as_ref() != Ok(expected) => mismatches.push(Mismatch {
+                scenario: pairing.name,
+                step: step_index,
+                expected: *expected,
+                actual: together.clone(),
+            }),
+            (_, Err(error)) => mismatches.push(Mismatch {
+                scenario: pairing.name,
+                step: step_index,
+                expected: ok(0, 0, 0),
+                actual: Err(format!("alone: {error}")),
+            }),
+            _ => {}
+        }
+        alone_decisions.push(alone);
+    }
+    (mismatches, alone_decisions)
+}
+
+/// Runs every scenario of [`scenarios`]; see [`run`].
+async fn run_scenarios<F, Fut>(make_backend: &mut F, key_prefix: &str) -> Vec<Mismatch>
 where
     F: FnMut(ManualClock) -> Fut,
     Fut: Future<Output = Arc<dyn Backend>>,
