@@ -22,6 +22,11 @@ pub use sql::{SqlBackend, SqlBackendBuilder};
 
 /// A store that applies the algorithms atomically per key.
 ///
+/// A store keeps one state per key and policy: each quota of a [`Limit`] has a
+/// [`crate::PolicyId`] (see [`Limit::policies_with_ids`]), and two limits checked on one key
+/// keep separate counts unless they are identical. The conformance suite checks this by
+/// interleaving two limits on one key.
+///
 /// Implement it (with [`macro@async_trait`]) for a custom store; the registry holds backends
 /// as `Arc<dyn Backend>`.
 #[async_trait]
@@ -55,7 +60,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         self.peek_n(key, limit, 1).await
     }
 
-    /// Forgets every state of `key`, for every quota.
+    /// Forgets every state of `key`, for every limit and quota.
     async fn reset(&self, key: &str) -> Result<(), BackendError>;
 
     /// Probes the store (a round trip where there is one) and reports its health.
