@@ -78,6 +78,22 @@ pub struct InspectArgs {
     /// fixed_window).
     #[arg(long, short, value_parser = algorithm)]
     pub algorithm: Option<Algorithm>,
+    /// The token bucket's size, as the handler sets it (state is kept per limit, settings
+    /// included).
+    #[arg(long, value_name = "TOKENS")]
+    pub bucket_size: Option<u64>,
+    /// The token bucket's refill rate in tokens per second, as the handler sets it.
+    #[arg(long, value_name = "PER_SECOND")]
+    pub refill_rate: Option<f64>,
+    /// The token bucket's initial tokens, as the handler sets it.
+    #[arg(long, value_name = "TOKENS")]
+    pub initial_tokens: Option<u64>,
+    /// The leaky bucket's capacity, as the handler sets it.
+    #[arg(long, value_name = "LEVEL")]
+    pub capacity: Option<u64>,
+    /// The leaky bucket's leak rate per second, as the handler sets it.
+    #[arg(long, value_name = "PER_SECOND")]
+    pub leak_rate: Option<f64>,
     /// The cost of the imagined request.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub cost: u64,

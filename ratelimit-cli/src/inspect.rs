@@ -67,7 +67,7 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| registry.default_backend_name().to_owned());
     let backend = context::require_backend(registry, &name)?;
-    let limit = Limit::new(rate.clone(), algorithm);
+    let limit = limit_of(rate.clone(), algorithm, args)?;
     let decision = backend
         .peek_n(&args.key, &limit, args.cost)
         .await
@@ -87,6 +87,29 @@ pub async fn run(
         reset_after_ms: millis(decision.reset_after),
         retry_after_ms: decision.retry_after.map(millis),
     })
+}
+
+/// The limit to peek with: each store keeps one state per limit, its algorithm settings
+/// included, so `inspect` finds a handler's count only with the handler's own settings.
+fn limit_of(rate: Rate, algorithm: Algorithm, args: &InspectArgs) -> Result<Limit, CliError> {
+    let mut limit = Limit::new(rate, algorithm);
+    if let Some(tokens) = args.bucket_size {
+        limit = limit.bucket_size(tokens);
+    }
+    if let Some(per_second) = args.refill_rate {
+        limit = limit.refill_rate(per_second);
+    }
+    if let Some(tokens) = args.initial_tokens {
+        limit = limit.initial_tokens(tokens);
+    }
+    if let Some(level) = args.capacity {
+        limit = limit.capacity(level);
+    }
+    if let Some(per_second) = args.leak_rate {
+        limit = limit.leak_rate(per_second);
+    }
+    limit.validate()?;
+    Ok(limit)
 }
 
 fn millis(duration: std::time::Duration) -> u64 {

@@ -17,13 +17,14 @@
 //! | --- | --- | --- |
 //! | `health [--verbose] [--json]` | probes every backend (one round trip each) and every failover member | any backend or member is unhealthy |
 //! | `cleanup [--dry-run] [--batch-size N] [--json]` | deletes expired SQL rows, `N` per statement (default 1000); Redis keys and memory entries expire by themselves | a backend fails |
-//! | `inspect KEY [--rate R] [--algorithm A] [--cost N] [--backend B] [--json]` | peeks: the decision a request for `KEY` would get now, counting nothing | the backend fails |
+//! | `inspect KEY [--rate R] [--algorithm A] [--bucket-size N] [--refill-rate R] [--initial-tokens N] [--capacity N] [--leak-rate R] [--cost N] [--backend B] [--json]` | peeks: the decision a request for `KEY` would get now, counting nothing | the backend fails |
 //! | `reset KEY [--backend B] [--json]` | forgets `KEY`'s counts on every backend | a backend fails |
 //!
 //! `KEY` is the bucket key as the middleware passes it to the backend
 //! (`<group>:<key kind>:<value>`, e.g. `app::login:ip:192.0.2.7`, see
-//! `ratelimit_axum::bucket_key`); Redis adds the configured `key_prefix` itself. `inspect` must
-//! use the handler's algorithm to find its state. Exit code 2 is a usage or configuration error.
+//! `ratelimit_axum::bucket_key`); Redis adds the configured `key_prefix` itself. Stores keep one
+//! state per key and limit, so `inspect` finds a handler's count only with the handler's own
+//! rate, algorithm and bucket settings. Exit code 2 is a usage or configuration error.
 //!
 //! The library part runs the commands and renders their reports as text or JSON; only the
 //! binary prints.
@@ -66,6 +67,9 @@ pub enum CliError {
         name: String,
         configured: Vec<String>,
     },
+    /// `inspect`'s limit settings do not fit together (exit code 2).
+    #[error("invalid limit: {0}")]
+    InvalidLimit(#[from] ratelimit_core::LimitError),
     /// The backend failed (exit code 1).
     #[error("backend `{backend}` failed: {source}")]
     Backend {
@@ -83,7 +87,7 @@ impl CliError {
     #[must_use]
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) | Self::UnknownBackend { .. } => 2,
+            Self::Config(_) | Self::UnknownBackend { .. } | Self::InvalidLimit(_) => 2,
             Self::Backend { .. } | Self::Json(_) => 1,
         }
     }

@@ -565,3 +565,51 @@ async fn cleanup_counts_then_removes_expired_sql_rows_in_batches() {
     run.assert_code(0);
     assert!(run.stdout.contains("Dry run"), "{}", run.stdout);
 }
+
+#[tokio::test]
+async fn inspect_finds_a_token_bucket_only_with_its_own_settings() {
+    let database = TempFile::new("inspect-bucket", "sqlite");
+    let url = format!("sqlite://{}?mode=rwc", database.path().display());
+    let config = TempFile::config(
+        "inspect-bucket",
+        &format!("backend = \"database\"\n[database]\nurl = \"{url}\"\n"),
+    );
+    {
+        let store = SqlBackend::connect(&url)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        let limit = Limit::token_bucket(rate("10/h")).bucket_size(20);
+        let decision = store.check_n("api:ip:192.0.2.7", &limit, 5).await;
+        assert!(decision.is_ok_and(|d| d.allowed && d.remaining == 15));
+    }
+    let inspect = |extra: &[&str]| {
+        let mut args = vec![
+            "inspect",
+            "api:ip:192.0.2.7",
+            "--rate",
+            "10/h",
+            "--algorithm",
+            "token_bucket",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        ratelimit(Some(config.path()), &args, &[])
+    };
+    let run = inspect(&["--bucket-size", "20"]);
+    run.assert_code(0);
+    assert_eq!(
+        run.json()["remaining"],
+        14,
+        "15 left, minus the imagined request"
+    );
+    let run = inspect(&["--bucket-size", "30"]);
+    run.assert_code(0);
+    assert_eq!(
+        run.json()["remaining"],
+        29,
+        "another limit: a full bucket of its own"
+    );
+    let run = inspect(&["--capacity", "3"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("capacity"), "{}", run.stderr);
+}
