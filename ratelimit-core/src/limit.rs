@@ -306,6 +306,7 @@ impl Limit {
         self.check_exact_levels()?;
         check_at_least_one("bucket_size", self.bucket_size)?;
         check_at_least_one("capacity", self.capacity)?;
+        self.check_flows()?;
         let bucket_size = self.bucket_size.unwrap_or(self.rate.count());
         if let Some(initial_tokens) = self.initial_tokens
             && initial_tokens > bucket_size
@@ -316,6 +317,27 @@ impl Limit {
             });
         }
         Ok(())
+    }
+
+    /// A bucket must refill (or drain): with a rate of 0 and no explicit flow, a bucket of
+    /// `bucket_size` tokens would be spent once and never refill, and its state could never
+    /// expire, so no store could both keep it and bound its memory.
+    fn check_flows(&self) -> Result<(), LimitError> {
+        let flowless = self.rate.quotas().iter().any(|quota| quota.count() == 0);
+        if !flowless {
+            return Ok(());
+        }
+        match self.algorithm {
+            Algorithm::TokenBucket if self.bucket_size.is_some() && self.refill_rate.is_none() => {
+                Err(LimitError::NeverRefills {
+                    field: "bucket_size",
+                })
+            }
+            Algorithm::LeakyBucket if self.capacity.is_some() && self.leak_rate.is_none() => {
+                Err(LimitError::NeverRefills { field: "capacity" })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn policy(&self, quota: Quota) -> Policy {
@@ -439,6 +461,12 @@ pub enum LimitError {
         initial_tokens: u64,
         bucket_size: u64,
     },
+    /// Bucket settings on a rate of 0 without a refill or leak rate: a bucket that never
+    /// refills (or never drains), whose state could never expire.
+    #[error(
+        "`{field}` on a rate of 0 makes a bucket that never refills, whose state could never expire; to block every request use the rate alone (e.g. \"0/m\"), to allow a fixed budget use a fixed-window rate (e.g. \"1000/d\"), or set a refill/leak rate"
+    )]
+    NeverRefills { field: &'static str },
     /// A count, bucket or flow so large or fine that stores could not keep it exact.
     #[error(
         "the limit needs more than 2^53 units of precision (count, count × window for sliding_window_counter, or bucket size × refill period), so stores cannot keep it exact; use a smaller count or bucket, or a coarser refill/leak rate"

@@ -209,6 +209,61 @@ fn limits_that_stores_cannot_keep_exact_are_refused() {
     );
 }
 
+/// A bucket on a rate of 0 would be spent once and never refill: a "banned" tier must never
+/// get a full bucket back because its state was forgotten, so such a limit is refused.
+#[tokio::test]
+async fn buckets_that_never_refill_are_refused_not_forgotten() {
+    let backend = MemoryBackend::new();
+    for (limit, field) in [
+        (
+            Limit::token_bucket(rate("0/m")).bucket_size(10),
+            "bucket_size",
+        ),
+        (Limit::leaky_bucket(rate("0/m")).capacity(10), "capacity"),
+    ] {
+        let refused = limit.validate();
+        assert_eq!(refused, Err(LimitError::NeverRefills { field }));
+        let message = refused
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(
+            message.contains("\"0/m\"") && message.contains("fixed-window"),
+            "{message}"
+        );
+        assert!(matches!(
+            backend.check("banned", &limit).await,
+            Err(BackendError::InvalidLimit(LimitError::NeverRefills { .. }))
+        ));
+    }
+    // With an explicit flow the bucket refills, and a rate of 0 alone blocks everything.
+    assert!(
+        Limit::token_bucket(rate("0/m"))
+            .bucket_size(10)
+            .refill_rate(1.0)
+            .validate()
+            .is_ok()
+    );
+    assert!(
+        Limit::leaky_bucket(rate("0/m"))
+            .capacity(10)
+            .leak_rate(1.0)
+            .validate()
+            .is_ok()
+    );
+    for limit in [
+        Limit::token_bucket(rate("0/m")),
+        Limit::leaky_bucket(rate("0/m")),
+    ] {
+        assert!(
+            backend
+                .check("banned", &limit)
+                .await
+                .is_ok_and(|d| !d.allowed)
+        );
+    }
+}
+
 #[tokio::test]
 async fn max_keys_is_a_store_wide_bound_not_a_per_shard_one() {
     let backend = MemoryBackend::builder().max_keys(1_000).shards(64).build();

@@ -522,6 +522,9 @@ fn core_validate(
         LimitError::InvalidPerSecond { field: name, .. } | LimitError::Zero { field: name } => {
             field(name).map(|field| field.value.to_token_stream())
         }
+        LimitError::NeverRefills { field: name } => {
+            field(name).map(|field| field.name.to_token_stream())
+        }
         LimitError::InitialTokensAboveBucketSize { .. } => {
             field("initial_tokens").map(|field| field.value.to_token_stream())
         }
