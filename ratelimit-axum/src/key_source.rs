@@ -28,8 +28,13 @@ impl ClientIp {
         if let Some(ip) = self.0 {
             return Ok(ip);
         }
-        let ip = client_ip::client_ip(parts, context.registry().trusted_proxies())
-            .map_err(|MissingPeerAddress| GuardRejection::MissingPeerAddress)?;
+        let registry = context.registry();
+        let ip = client_ip::client_ip(
+            parts,
+            registry.trusted_proxies(),
+            registry.client_ip_header(),
+        )
+        .map_err(|MissingPeerAddress| GuardRejection::MissingPeerAddress)?;
         self.0 = Some(ip);
         Ok(ip)
     }

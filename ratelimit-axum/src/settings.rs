@@ -7,6 +7,8 @@ use std::time::Duration;
 use http::request::Parts;
 use ipnet::IpNet;
 use ratelimit_core::Registry;
+pub use ratelimit_core::client_ip::InvalidNetwork;
+use ratelimit_core::client_ip::parse_network;
 
 use crate::rejection::BlockedResponse;
 use crate::status::UserId;
@@ -116,7 +118,9 @@ impl GuardSettingsBuilder {
         self
     }
 
-    /// Clients in these networks are never rate limited (the deny list still wins).
+    /// Clients in these networks are never rate limited (the deny list still wins). Entries
+    /// are parsed like trusted proxies ([`parse_network`]): an IPv4-mapped entry is the IPv4
+    /// network, and clients match in their canonical spelling.
     ///
     /// # Errors
     /// An entry that is not an IP network or address.
@@ -185,11 +189,6 @@ impl GuardSettingsBuilder {
 )]
 pub struct AlreadyInstalled;
 
-/// An allow/deny list entry that is not an IP network or address.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not an IP network; write e.g. \"10.0.0.0/8\" or \"192.0.2.1\"")]
-pub struct InvalidNetwork(pub String);
-
 fn parse_networks<I>(networks: I) -> Result<Vec<IpNet>, InvalidNetwork>
 where
     I: IntoIterator,
@@ -197,12 +196,7 @@ where
 {
     networks
         .into_iter()
-        .map(|network| {
-            let text = network.as_ref().trim();
-            text.parse::<IpNet>()
-                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| InvalidNetwork(text.to_owned()))
-        })
+        .map(|network| parse_network(network.as_ref()))
         .collect()
 }
 

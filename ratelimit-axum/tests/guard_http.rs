@@ -11,7 +11,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use http::request::Parts;
 use http_body_util::BodyExt;
-use ratelimit_axum::core::{MemoryBackend, MultiBackend, Registry};
+use ratelimit_axum::core::{ClientIpHeader, MemoryBackend, MultiBackend, Registry};
 use ratelimit_axum::{GuardSettings, HeaderFields, RateLimitStatus, Scope, UserId, rate_limit};
 use tower::ServiceExt;
 
@@ -387,6 +387,113 @@ async fn behind_trusted_proxies_the_right_most_untrusted_hop_is_the_client() {
     );
 }
 
+/// Behind a trusted proxy that appends `X-Forwarded-For`, whatever else the client sends is its
+/// own writing: only the configured header (by default `X-Forwarded-For`) is read.
+#[tokio::test]
+async fn forged_forwarded_headers_behind_an_xff_proxy_share_one_bucket() {
+    let registry = Registry::builder()
+        .trusted_proxies(["10.0.0.0/8"])
+        .and_then(|builder| builder.build())
+        .unwrap_or_else(|error| panic!("{error}"));
+    let app = scoped(Router::new().route("/", get(first_handler)), registry);
+    let forging = |forged| {
+        let mut call = get_from("/", "10.0.0.1:1");
+        call.headers.push(("forwarded", forged));
+        call.headers.push(("x-forwarded-for", "198.51.100.30"));
+        call
+    };
+    assert_eq!(
+        send(&app, forging("for=6.6.6.6")).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, forging("for=7.7.7.7")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "a new Forwarded header must not buy a new bucket"
+    );
+}
+
+/// With another header configured, `X-Forwarded-For` is the client's writing like any other.
+#[tokio::test]
+async fn the_configured_header_is_the_only_one_read() {
+    let registry = Registry::builder()
+        .trusted_proxies(["173.245.48.0/20"])
+        .map(|builder| builder.client_ip_header(ClientIpHeader::CfConnectingIp))
+        .and_then(|builder| builder.build())
+        .unwrap_or_else(|error| panic!("{error}"));
+    let app = scoped(Router::new().route("/", get(first_handler)), registry);
+    for (forged, expected) in [
+        ("6.6.6.6", StatusCode::OK),
+        ("7.7.7.7", StatusCode::TOO_MANY_REQUESTS),
+    ] {
+        let mut call = get_from("/", "173.245.48.1:1");
+        call.headers.push(("x-forwarded-for", forged));
+        call.headers.push(("cf-connecting-ip", "198.51.100.32"));
+        assert_eq!(send(&app, call).await.status(), expected, "{forged}");
+    }
+}
+
+/// A byte above 0x7f in the client's part of `X-Forwarded-For` must not drop the proxy's own
+/// hop (and with it the whole line), nor hand the choice to the client's `X-Real-IP`.
+#[tokio::test]
+async fn a_non_ascii_byte_in_the_client_part_keeps_the_proxy_appended_hop() {
+    let registry = Registry::builder()
+        .trusted_proxies(["10.0.0.0/8"])
+        .and_then(|builder| builder.build())
+        .unwrap_or_else(|error| panic!("{error}"));
+    let app = scoped(Router::new().route("/", get(first_handler)), registry);
+    for forged in ["6.6.6.6", "7.7.7.7"] {
+        let mut request = Request::builder().uri("/").header("x-real-ip", forged);
+        let line = http::HeaderValue::from_bytes(b"\xff\xfe, 198.51.100.31")
+            .unwrap_or_else(|error| panic!("{error}"));
+        request = request.header("x-forwarded-for", line);
+        let mut request = request
+            .body(Body::empty())
+            .unwrap_or_else(|error| panic!("{error}"));
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 1], 1))));
+        let status = app
+            .clone()
+            .oneshot(request)
+            .await
+            .unwrap_or_else(|never| match never {})
+            .status();
+        let expected = if forged == "6.6.6.6" {
+            StatusCode::OK
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        assert_eq!(
+            status, expected,
+            "X-Real-IP {forged} must not pick the bucket"
+        );
+    }
+}
+
+/// NAT64, 6to4 and Teredo spellings of one IPv4 client are that client: one bucket.
+#[tokio::test]
+async fn embedded_ipv4_spellings_share_the_ipv4_bucket() {
+    let app = scoped(Router::new().route("/", get(first_handler)), registry());
+    assert_eq!(
+        send(&app, get_from("/", "192.0.2.45:1")).await.status(),
+        StatusCode::OK
+    );
+    for spelling in [
+        "[64:ff9b::c000:22d]:1",
+        "[::c000:22d]:1",
+        "[2002:c000:22d:1::5]:1",
+        // Teredo: the client's address bit-inverted in the last 32 bits.
+        "[2001:0:4136:e378:8000:63bf:3fff:fdd2]:1",
+    ] {
+        assert_eq!(
+            send(&app, get_from("/", spelling)).await.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "{spelling} is 192.0.2.45"
+        );
+    }
+}
+
 #[tokio::test]
 async fn ipv6_clients_are_grouped_by_their_64() {
     let app = scoped(Router::new().route("/", get(first_handler)), registry());
@@ -678,6 +785,32 @@ async fn a_missing_key_can_be_rejected_with_400() {
         send(&app, get_from("/key", "192.0.2.110:1")).await.status(),
         StatusCode::BAD_REQUEST
     );
+}
+
+/// A list entry written as IPv4-mapped IPv6 describes IPv4 clients, whatever their spelling.
+#[tokio::test]
+async fn ipv4_mapped_list_entries_match_ipv4_clients() {
+    let settings = GuardSettings::builder()
+        .deny_list(["::ffff:203.0.113.0/120"])
+        .unwrap_or_else(|error| panic!("{error}"))
+        .build();
+    let registry = Registry::builder()
+        .trusted_proxies(["::ffff:10.0.0.0/104"])
+        .and_then(|builder| builder.build())
+        .unwrap_or_else(|error| panic!("{error}"));
+    let app = Router::new()
+        .route("/", get(first_handler))
+        .layer(Extension(Scope::new(registry).with_settings(settings)));
+    for peer in ["203.0.113.9:1", "[64:ff9b::cb00:7109]:1"] {
+        assert_eq!(
+            send(&app, get_from("/", peer)).await.status(),
+            StatusCode::FORBIDDEN,
+            "{peer}"
+        );
+    }
+    let mut via_proxy = get_from("/", "10.0.0.1:1");
+    via_proxy.headers.push(("x-forwarded-for", "203.0.113.10"));
+    assert_eq!(send(&app, via_proxy).await.status(), StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]

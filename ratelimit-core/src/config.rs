@@ -44,7 +44,10 @@
 //! backend = "redis"                 # default backend: memory | redis | database | multi | a [[backends]] name
 //! key_prefix = "ratelimit:"         # Redis key prefix (default "ratelimit:")
 //! on_backend_error = "allow"        # allow | deny (default allow)
-//! trusted_proxies = ["10.0.0.0/8"]  # CIDRs or addresses whose forwarding headers are believed
+//! trusted_proxies = ["10.0.0.0/8"]  # CIDRs or addresses whose client IP header is believed
+//! client_ip_header = "X-Forwarded-For"  # the one header read from trusted proxies (default); or
+//!                                   # Forwarded, X-Real-IP, CF-Connecting-IP, True-Client-IP,
+//!                                   # Fly-Client-IP (any case)
 //! ipv6_prefix = 64                  # IPv6 clients are grouped by this prefix (0..=128, default 64)
 //! [redis]
 //! url = "redis://127.0.0.1:6379"    # the backend named "redis"
@@ -89,6 +92,7 @@
 //! | `RATELIMIT_KEY_PREFIX` | `key_prefix` |
 //! | `RATELIMIT_ON_BACKEND_ERROR` | `on_backend_error` |
 //! | `RATELIMIT_TRUSTED_PROXIES` | `trusted_proxies`, comma-separated |
+//! | `RATELIMIT_CLIENT_IP_HEADER` | `client_ip_header` |
 //!
 //! A variable that is unset or empty leaves the file's value alone; other `RATELIMIT_*`
 //! variables are not read.
@@ -114,6 +118,7 @@ use ipnet::IpNet;
 
 use crate::algorithm::Algorithm;
 use crate::circuit::CircuitBreakerConfig;
+use crate::client_ip::ClientIpHeader;
 use crate::rate::Rate;
 use crate::registry::{DEFAULT_BACKEND_NAME, DEFAULT_IPV6_PREFIX, OnError};
 
@@ -146,6 +151,7 @@ pub struct Config {
     key_prefix: String,
     on_backend_error: OnError,
     trusted_proxies: Vec<IpNet>,
+    client_ip_header: ClientIpHeader,
     ipv6_prefix: u8,
     /// Built-in and named backends in registry order: memory, redis, database, the
     /// `[[backends]]` entries, multi.
@@ -251,6 +257,7 @@ impl Default for Config {
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             on_backend_error: OnError::default(),
             trusted_proxies: Vec::new(),
+            client_ip_header: ClientIpHeader::default(),
             ipv6_prefix: DEFAULT_IPV6_PREFIX,
             backends: vec![BackendConfig {
                 name: DEFAULT_BACKEND_NAME.to_owned(),
@@ -365,10 +372,16 @@ impl Config {
         self.on_backend_error
     }
 
-    /// Networks whose forwarding headers are believed.
+    /// Networks whose client IP header is believed.
     #[must_use]
     pub fn trusted_proxies(&self) -> &[IpNet] {
         &self.trusted_proxies
+    }
+
+    /// The one header that carries the client address when the peer is a trusted proxy.
+    #[must_use]
+    pub fn client_ip_header(&self) -> ClientIpHeader {
+        self.client_ip_header
     }
 
     /// How many leading bits of an IPv6 address identify one client.

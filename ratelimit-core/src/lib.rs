@@ -10,6 +10,8 @@ pub mod rate;
 pub mod backend;
 #[cfg(feature = "memory")]
 pub mod circuit;
+#[cfg(feature = "memory")]
+pub mod client_ip;
 #[cfg(feature = "config")]
 pub mod config;
 #[cfg(feature = "memory")]
@@ -36,6 +38,8 @@ pub use backend::{RedisBackend, RedisBackendBuilder};
 pub use backend::{SqlBackend, SqlBackendBuilder};
 #[cfg(feature = "memory")]
 pub use circuit::{CircuitBreaker, CircuitBreakerConfig};
+#[cfg(feature = "memory")]
+pub use client_ip::{ClientIpHeader, InvalidNetwork, UnknownClientIpHeader};
 #[cfg(feature = "config")]
 pub use config::{Config, ConfigError};
 #[cfg(feature = "memory")]

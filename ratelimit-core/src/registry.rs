@@ -1,11 +1,12 @@
 //! The backends a program uses, configured once at startup.
 //!
 //! ```
-//! use ratelimit_core::{MemoryBackend, OnError, Registry};
+//! use ratelimit_core::{ClientIpHeader, MemoryBackend, OnError, Registry};
 //! let registry = Registry::builder()
 //!     .backend("memory", MemoryBackend::new())
 //!     .on_backend_error(OnError::Deny)
 //!     .trusted_proxies(["10.0.0.0/8"])?
+//!     .client_ip_header(ClientIpHeader::XForwardedFor)
 //!     .build()?;
 //! assert_eq!(registry.default_backend_name(), "memory");
 //! # Ok::<(), ratelimit_core::RegistryError>(())
@@ -23,6 +24,7 @@ use std::sync::{Arc, OnceLock};
 use ipnet::IpNet;
 
 use crate::backend::{Backend, MemoryBackend};
+use crate::client_ip::{self, ClientIpHeader};
 
 /// The name of the backend in the zero-configuration registry.
 pub const DEFAULT_BACKEND_NAME: &str = "memory";
@@ -84,6 +86,7 @@ pub struct Registry {
     default_index: usize,
     on_error: OnError,
     trusted_proxies: Vec<IpNet>,
+    client_ip_header: ClientIpHeader,
     ipv6_prefix: u8,
 }
 
@@ -94,6 +97,7 @@ impl fmt::Debug for Registry {
             .field("default_backend", &self.default_backend_name())
             .field("on_error", &self.on_error)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("client_ip_header", &self.client_ip_header)
             .field("ipv6_prefix", &self.ipv6_prefix)
             .finish()
     }
@@ -123,6 +127,7 @@ impl Registry {
             default_index: 0,
             on_error: OnError::default(),
             trusted_proxies: Vec::new(),
+            client_ip_header: ClientIpHeader::default(),
             ipv6_prefix: DEFAULT_IPV6_PREFIX,
         }
     }
@@ -187,10 +192,16 @@ impl Registry {
         self.on_error
     }
 
-    /// Networks whose forwarding headers are believed.
+    /// Networks whose forwarding header is believed.
     #[must_use]
     pub fn trusted_proxies(&self) -> &[IpNet] {
         &self.trusted_proxies
+    }
+
+    /// The one header that carries the client address when the peer is a trusted proxy.
+    #[must_use]
+    pub fn client_ip_header(&self) -> ClientIpHeader {
+        self.client_ip_header
     }
 
     /// How many leading bits of an IPv6 address identify one client.
@@ -207,6 +218,7 @@ pub struct RegistryBuilder {
     default_backend: Option<String>,
     on_error: OnError,
     trusted_proxies: Vec<IpNet>,
+    client_ip_header: ClientIpHeader,
     ipv6_prefix: Option<u8>,
 }
 
@@ -255,8 +267,10 @@ impl RegistryBuilder {
         self
     }
 
-    /// Networks (CIDR, or single addresses) whose `X-Forwarded-For`, `Forwarded` and
-    /// `X-Real-IP` headers are believed. Default: none.
+    /// Networks (CIDR, or single addresses) whose [client IP header](Self::client_ip_header)
+    /// is believed; IPv4-mapped entries are IPv4 networks (see
+    /// [`client_ip::parse_network`]). Default: none. An entry covering every address
+    /// (`0.0.0.0/0`, `::/0`) lets any client choose its bucket: `build` warns about it.
     ///
     /// # Errors
     /// An entry that is not an IP network or address.
@@ -266,9 +280,20 @@ impl RegistryBuilder {
         I::Item: AsRef<str>,
     {
         for network in networks {
-            self.trusted_proxies.push(parse_network(network.as_ref())?);
+            let network = client_ip::parse_network(network.as_ref()).map_err(
+                |client_ip::InvalidNetwork(text)| RegistryError::InvalidTrustedProxy(text),
+            )?;
+            self.trusted_proxies.push(network);
         }
         Ok(self)
+    }
+
+    /// The one header that carries the client address when the peer is a trusted proxy
+    /// (default `X-Forwarded-For`). No other header is ever read.
+    #[must_use]
+    pub fn client_ip_header(mut self, header: ClientIpHeader) -> Self {
+        self.client_ip_header = header;
+        self
     }
 
     /// How many leading bits of an IPv6 address identify one client (default 64).
@@ -309,11 +334,20 @@ impl RegistryBuilder {
                     configured: backends.iter().map(|(name, _)| name.clone()).collect(),
                 })?,
         };
+        if let Some(everything) = client_ip::covering_everything(&self.trusted_proxies) {
+            tracing::warn!(
+                trusted_proxy = %everything,
+                header = self.client_ip_header.name(),
+                "a trusted proxy entry covers every address: any client can write the client IP \
+                 header and choose its own rate-limit bucket; list only your proxies' networks"
+            );
+        }
         Ok(Registry {
             backends,
             default_index,
             on_error: self.on_error,
             trusted_proxies: self.trusted_proxies,
+            client_ip_header: self.client_ip_header,
             ipv6_prefix,
         })
     }
@@ -344,13 +378,6 @@ impl RegistryBuilder {
             Err(RegistryError::AlreadyInstalled)
         }
     }
-}
-
-fn parse_network(text: &str) -> Result<IpNet, RegistryError> {
-    let text = text.trim();
-    text.parse::<IpNet>()
-        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
-        .map_err(|_| RegistryError::InvalidTrustedProxy(text.to_owned()))
 }
 
 /// A registry configuration that cannot work.

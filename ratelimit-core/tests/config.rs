@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use ratelimit_core::config::{BackendKind, ConnectPolicy, ENV_VARS};
-use ratelimit_core::{Algorithm, Config, ConfigError, Limit, OnError, Rate, Registry};
+use ratelimit_core::{
+    Algorithm, ClientIpHeader, Config, ConfigError, Limit, OnError, Rate, Registry,
+};
 
 /// The config file of the SPEC, verbatim.
 const SPEC_EXAMPLE: &str = r#"
@@ -177,6 +179,7 @@ fn an_empty_file_is_the_zero_configuration() {
     assert_eq!(config.key_prefix(), "ratelimit:");
     assert_eq!(config.on_backend_error(), OnError::Allow);
     assert!(config.trusted_proxies().is_empty());
+    assert_eq!(config.client_ip_header(), ClientIpHeader::XForwardedFor);
     assert_eq!(config.ipv6_prefix(), 64);
     assert_eq!(config.circuit_breaker(), &Default::default());
     assert!(config.middleware().is_none());
@@ -189,6 +192,7 @@ fn named_backends_of_every_type_and_the_optional_fields() {
         backend = "fallback"
         on_backend_error = "deny"
         trusted_proxies = ["10.0.0.0/8", "192.0.2.1", "2001:db8::/32"]
+        client_ip_header = "CF-Connecting-IP"
         ipv6_prefix = 48
         [database]
         url = "sqlite::memory:"
@@ -212,6 +216,7 @@ fn named_backends_of_every_type_and_the_optional_fields() {
     assert_eq!(config.default_backend(), "fallback");
     assert_eq!(config.on_backend_error(), OnError::Deny);
     assert_eq!(config.trusted_proxies().len(), 3);
+    assert_eq!(config.client_ip_header(), ClientIpHeader::CfConnectingIp);
     assert_eq!(config.ipv6_prefix(), 48);
     assert_eq!(
         names(&config),
@@ -306,6 +311,7 @@ fn every_variable_alone_over_the_defaults() {
             "RATELIMIT_TRUSTED_PROXIES",
             "10.0.0.0/8, 192.0.2.7 ,,fd00::/8",
         ),
+        ("RATELIMIT_CLIENT_IP_HEADER", " fly-client-ip "),
     ])
     .unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(config.default_backend(), "redis");
@@ -336,7 +342,8 @@ fn every_variable_alone_over_the_defaults() {
         .map(ToString::to_string)
         .collect();
     assert_eq!(proxies, ["10.0.0.0/8", "192.0.2.7/32", "fd00::/8"]);
-    assert_eq!(ENV_VARS.len(), 6);
+    assert_eq!(config.client_ip_header(), ClientIpHeader::FlyClientIp);
+    assert_eq!(ENV_VARS.len(), 7);
 }
 
 #[test]
@@ -349,9 +356,11 @@ fn variables_override_the_file() {
             ("RATELIMIT_KEY_PREFIX", "other:"),
             ("RATELIMIT_ON_BACKEND_ERROR", "deny"),
             ("RATELIMIT_TRUSTED_PROXIES", "172.16.0.0/12"),
+            ("RATELIMIT_CLIENT_IP_HEADER", "Forwarded"),
         ])
         .unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(config.default_backend(), "multi");
+    assert_eq!(config.client_ip_header(), ClientIpHeader::Forwarded);
     assert_eq!(
         config.backend("redis").map(|b| b.kind().clone()),
         Some(BackendKind::Redis {
@@ -400,6 +409,7 @@ fn empty_and_unrelated_variables_change_nothing() {
             ("RATELIMIT_BACKEND", ""),
             ("RATELIMIT_REDIS_URL", "  "),
             ("RATELIMIT_TRUSTED_PROXIES", ""),
+            ("RATELIMIT_CLIENT_IP_HEADER", " "),
             ("RATELIMIT_REQUIRE_SERVICES", "1"),
             ("PATH", "/usr/bin"),
         ])
@@ -465,6 +475,30 @@ fn env_on_backend_error_invalid() {
 fn env_trusted_proxies_invalid_entry() {
     let message = env_error("RATELIMIT_TRUSTED_PROXIES", "10.0.0.0/8,not-a-network");
     assert_names(&message, "RATELIMIT_TRUSTED_PROXIES", "not-a-network");
+}
+
+#[test]
+fn env_client_ip_header_unknown_lists_the_valid_headers() {
+    let message = env_error("RATELIMIT_CLIENT_IP_HEADER", "X-Client-IP");
+    assert_names(&message, "RATELIMIT_CLIENT_IP_HEADER", "X-Client-IP");
+    for header in ClientIpHeader::ALL {
+        assert!(message.contains(header.name()), "{message}");
+    }
+}
+
+#[test]
+fn env_trusted_proxies_ipv4_mapped_entries_are_ipv4_networks() {
+    let config = Config::from_env_vars([(
+        "RATELIMIT_TRUSTED_PROXIES",
+        "::ffff:10.0.0.0/104,::ffff:192.0.2.1",
+    )])
+    .unwrap_or_else(|error| panic!("{error}"));
+    let proxies: Vec<String> = config
+        .trusted_proxies()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(proxies, ["10.0.0.0/8", "192.0.2.1/32"]);
 }
 
 #[test]
@@ -571,6 +605,40 @@ fn on_backend_error_invalid() {
 fn trusted_proxies_invalid_entry() {
     let message = error_of("trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]");
     assert_names(&message, "trusted_proxies[1]", "10.0.0.0/33");
+}
+
+#[test]
+fn client_ip_header_names_parse_in_any_case() {
+    for header in ClientIpHeader::ALL {
+        for spelling in [
+            header.name().to_owned(),
+            header.name().to_lowercase(),
+            header.name().to_uppercase(),
+        ] {
+            let config = parse(&format!("client_ip_header = \"{spelling}\""));
+            assert_eq!(config.client_ip_header(), header, "{spelling}");
+        }
+    }
+}
+
+#[test]
+fn client_ip_header_unknown_lists_the_valid_headers() {
+    let message = error_of("client_ip_header = \"X-Client-IP\"");
+    assert_names(&message, "client_ip_header", "X-Client-IP");
+    for header in ClientIpHeader::ALL {
+        assert!(message.contains(header.name()), "{message}");
+    }
+}
+
+#[test]
+fn trusted_proxies_ipv4_mapped_entries_are_ipv4_networks() {
+    let config = parse("trusted_proxies = [\"::ffff:203.0.113.0/120\", \"10.0.0.0/8\"]");
+    let proxies: Vec<String> = config
+        .trusted_proxies()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(proxies, ["203.0.113.0/24", "10.0.0.0/8"]);
 }
 
 #[test]
@@ -860,6 +928,7 @@ fn registry_policies_come_from_the_config() {
         backend = "local"
         on_backend_error = "deny"
         trusted_proxies = ["10.0.0.0/8", "192.0.2.1"]
+        client_ip_header = "x-real-ip"
         ipv6_prefix = 56
         [[backends]]
         name = "local"
@@ -877,6 +946,7 @@ fn registry_policies_come_from_the_config() {
     assert_eq!(registry.default_backend_name(), "local");
     assert_eq!(registry.on_backend_error(), OnError::Deny);
     assert_eq!(registry.trusted_proxies().len(), 2);
+    assert_eq!(registry.client_ip_header(), ClientIpHeader::XRealIp);
     assert_eq!(registry.ipv6_prefix(), 56);
     let multi = registry.backend("multi").map(|b| b.health_status());
     let members: Vec<String> = multi

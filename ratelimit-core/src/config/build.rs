@@ -119,6 +119,7 @@ impl Registry {
             .default_backend(config.default_backend())
             .on_backend_error(config.on_backend_error())
             .ipv6_prefix(config.ipv6_prefix())
+            .client_ip_header(config.client_ip_header())
             .trusted_proxies(config.trusted_proxies().iter().map(ToString::to_string))?;
         for (name, backend) in built {
             registry = registry.shared_backend(name, backend);

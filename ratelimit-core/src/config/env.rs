@@ -17,15 +17,18 @@ pub const KEY_PREFIX: &str = "RATELIMIT_KEY_PREFIX";
 pub const ON_BACKEND_ERROR: &str = "RATELIMIT_ON_BACKEND_ERROR";
 /// `trusted_proxies`, comma-separated.
 pub const TRUSTED_PROXIES: &str = "RATELIMIT_TRUSTED_PROXIES";
+/// `client_ip_header`.
+pub const CLIENT_IP_HEADER: &str = "RATELIMIT_CLIENT_IP_HEADER";
 
 /// Every variable that overrides the config file, in the order they are applied.
-pub const ENV_VARS: [&str; 6] = [
+pub const ENV_VARS: [&str; 7] = [
     BACKEND,
     REDIS_URL,
     DATABASE_URL,
     KEY_PREFIX,
     ON_BACKEND_ERROR,
     TRUSTED_PROXIES,
+    CLIENT_IP_HEADER,
 ];
 
 /// The [`ENV_VARS`] that are set in this process.
@@ -65,6 +68,9 @@ pub(crate) fn apply(config: &mut Config, name: &str, text: &str) -> Result<(), C
                 .filter(|entry| !entry.trim().is_empty())
                 .map(|entry| value::network(TRUSTED_PROXIES, entry.trim()))
                 .collect::<Result<_, _>>()?;
+        }
+        CLIENT_IP_HEADER => {
+            config.client_ip_header = value::client_ip_header(CLIENT_IP_HEADER, text.trim())?;
         }
         _ => {}
     }

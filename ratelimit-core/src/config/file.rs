@@ -18,6 +18,7 @@ pub(crate) struct File {
     pub(crate) key_prefix: Option<String>,
     pub(crate) on_backend_error: Option<String>,
     pub(crate) trusted_proxies: Option<Vec<String>>,
+    pub(crate) client_ip_header: Option<String>,
     pub(crate) ipv6_prefix: Option<WholeNumber>,
     pub(crate) redis: Option<RedisSection>,
     pub(crate) database: Option<DatabaseSection>,

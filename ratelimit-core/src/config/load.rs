@@ -29,6 +29,9 @@ impl Config {
                 .map(|(index, text)| value::network(&format!("trusted_proxies[{index}]"), text))
                 .collect::<Result<_, _>>()?;
         }
+        if let Some(header) = file.client_ip_header {
+            config.client_ip_header = value::client_ip_header("client_ip_header", &header)?;
+        }
         if let Some(bits) = file.ipv6_prefix {
             config.ipv6_prefix =
                 value::bounded("ipv6_prefix", bits.0, 0, 128, "0 to 128, e.g. 64")?;

@@ -1,13 +1,13 @@
 //! Parsers for single configuration values, shared by the file and the environment, so a value
 //! is checked the same way wherever it comes from. Each takes the field's name for its error.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
 
 use super::ConfigError;
 use crate::algorithm::Algorithm;
+use crate::client_ip::{self, CLIENT_IP_HEADER_NAMES, ClientIpHeader};
 use crate::rate::Rate;
 use crate::registry::OnError;
 
@@ -76,16 +76,21 @@ pub(crate) fn on_error(field: &str, text: &str) -> Result<OnError, ConfigError> 
     })
 }
 
-/// A CIDR network or a single address.
+/// A CIDR network or a single address ([`client_ip::parse_network`]).
 pub(crate) fn network(field: &str, text: &str) -> Result<IpNet, ConfigError> {
-    let trimmed = text.trim();
-    trimmed
-        .parse::<IpNet>()
-        .or_else(|_| trimmed.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| ConfigError::InvalidNetwork {
-            field: field.to_owned(),
-            value: text.to_owned(),
-        })
+    client_ip::parse_network(text).map_err(|_| ConfigError::InvalidNetwork {
+        field: field.to_owned(),
+        value: text.to_owned(),
+    })
+}
+
+/// One of the [`ClientIpHeader`] names, in any case.
+pub(crate) fn client_ip_header(field: &str, text: &str) -> Result<ClientIpHeader, ConfigError> {
+    text.parse().map_err(|_| ConfigError::UnknownChoice {
+        field: field.to_owned(),
+        value: text.to_owned(),
+        expected: CLIENT_IP_HEADER_NAMES,
+    })
 }
 
 /// A Redis URL (`redis://`, `rediss://`, `redis+unix://`, `unix://`).
