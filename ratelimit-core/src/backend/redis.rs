@@ -287,7 +287,8 @@ impl RedisBackend {
     }
 
     /// One command on the master of the slot `key` hashes to (on a single server, that
-    /// server), where commands without a key of their own would not be sent.
+    /// server). `CLUSTER …` commands name no key, so the cluster client would otherwise send
+    /// them to any node.
     async fn on_slot_master<T: redis::FromRedisValue>(
         &self,
         key: &str,
