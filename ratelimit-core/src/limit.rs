@@ -191,7 +191,8 @@ impl Limit {
         self.resolved_policies().map(|_| ())
     }
 
-    /// The resolved policy of every quota, in the order the rate lists them.
+    /// The resolved policy of every quota, in the order the rate lists them; a quota the rate
+    /// names twice comes once.
     ///
     /// # Errors
     /// When [`Limit::validate`] fails.
@@ -199,8 +200,8 @@ impl Limit {
         Ok(self.resolved_policies()?.iter().copied())
     }
 
-    /// Each quota's policy with its identity, in the order the rate lists them: a store keeps
-    /// one state per (key, [`PolicyId`]).
+    /// Each quota's policy with its identity, in the order the rate lists them (a quota named
+    /// twice comes once): a store keeps one state per (key, [`PolicyId`]).
     ///
     /// # Errors
     /// When [`Limit::validate`] fails.
@@ -245,18 +246,22 @@ impl Limit {
         let mut resolved = Resolved {
             policies: [unused; MAX_QUOTAS],
             ids: [unused.id(); MAX_QUOTAS],
-            len: quotas.len().min(MAX_QUOTAS),
+            len: 0,
             single_compact: None,
         };
-        for ((slot, id), quota) in resolved
-            .policies
-            .iter_mut()
-            .zip(&mut resolved.ids)
-            .zip(quotas)
-        {
-            *slot = self.policy(*quota);
-            *id = slot.id();
+        // A rate that names one quota twice (`5/m;5/m`) has one state for both, as identical
+        // limits share one: it is kept once, or a store would count each request twice.
+        let mut len = 0;
+        for quota in quotas {
+            let policy = self.policy(*quota);
+            let id = policy.id();
+            if !resolved.ids[..len].contains(&id) {
+                resolved.policies[len] = policy;
+                resolved.ids[len] = id;
+                len += 1;
+            }
         }
+        resolved.len = len;
         if let [policy] = resolved.policies() {
             resolved.single_compact = CompactPolicy::of(policy);
         }

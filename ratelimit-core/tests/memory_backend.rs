@@ -209,6 +209,21 @@ fn limits_that_stores_cannot_keep_exact_are_refused() {
     );
 }
 
+/// A quota named twice has one state, as identical limits do: it counts each request once.
+#[tokio::test]
+async fn a_quota_named_twice_counts_each_request_once() {
+    let backend = MemoryBackend::new();
+    for algorithm in ratelimit_core::Algorithm::ALL {
+        let limit = Limit::new(rate("3/m;3/m"), algorithm);
+        let key = format!("twice:{algorithm}");
+        let mut admitted = 0;
+        for _ in 0..6 {
+            admitted += u32::from(backend.check(&key, &limit).await.is_ok_and(|d| d.allowed));
+        }
+        assert_eq!(admitted, 3, "{algorithm}");
+    }
+}
+
 /// A bucket on a rate of 0 would be spent once and never refill: a "banned" tier must never
 /// get a full bucket back because its state was forgotten, so such a limit is refused.
 #[tokio::test]

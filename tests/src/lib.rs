@@ -4,4 +4,5 @@ pub mod conformance;
 pub mod contention;
 pub mod fault_proxy;
 pub mod redis_cluster;
+pub mod separate_limits;
 pub mod services;

@@ -1,9 +1,10 @@
-//! The conformance suite on the memory backend.
+//! The conformance suite on the memory backend, and the limits that share a key.
 
 use std::sync::Arc;
 
-use ratelimit_core::{Backend, MemoryBackend};
-use ratelimit_tests::conformance;
+use ratelimit_core::{Backend, ManualClock, MemoryBackend};
+use ratelimit_tests::conformance::{self, T0_MS};
+use ratelimit_tests::separate_limits;
 
 #[tokio::test]
 async fn memory_backend_matches_the_conformance_table() {
@@ -20,9 +21,8 @@ async fn memory_backend_matches_the_conformance_table() {
 /// decide differently somewhere.
 #[tokio::test]
 async fn pairings_exercise_both_outcomes_of_each_limit() {
-    use ratelimit_core::ManualClock;
     for (index, pairing) in conformance::pairings().into_iter().enumerate() {
-        let clock = ManualClock::new(conformance::T0_MS);
+        let clock = ManualClock::new(T0_MS);
         let backend = MemoryBackend::with_clock(clock.clone());
         let key = format!("exercise:{index}");
         let (mismatches, alone) = conformance::run_pairing(&backend, &clock, &pairing, &key).await;
@@ -42,4 +42,14 @@ async fn pairings_exercise_both_outcomes_of_each_limit() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn memory_keeps_each_limit_of_a_key_apart_and_resets_them_all() {
+    let clock = ManualClock::new(T0_MS);
+    let backend = MemoryBackend::with_clock(clock.clone());
+    separate_limits::limits_on_one_key_count_apart(&backend, &clock, "user:1", "user:2").await;
+    clock.set_millis(T0_MS);
+    separate_limits::reset_forgets_every_limit_of_one_key_only(&backend, "user:10", &["user:1"])
+        .await;
 }

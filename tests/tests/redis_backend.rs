@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ratelimit_core::{Backend, Limit, ManualClock, Rate, RedisBackend};
-use ratelimit_tests::conformance;
+use ratelimit_core::{Algorithm, Backend, BackendError, Limit, ManualClock, Rate, RedisBackend};
+use ratelimit_tests::conformance::{self, T0_MS};
 use ratelimit_tests::contention::{admitted_per_algorithm, admitted_under_contention};
+use ratelimit_tests::separate_limits;
 use ratelimit_tests::services::{self, unique_prefix};
 
 async fn backend(url: &str, prefix: &str, clock: Option<ManualClock>) -> RedisBackend {
@@ -117,13 +118,10 @@ async fn every_key_written_has_a_ttl_no_longer_than_needed() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let mut seen = 0;
-    for (key, _, longest_ttl_ms) in &cases {
-        let stored: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}{{{key}}}*"))
-            .query_async(&mut connection)
-            .await
+    for (key, limit, longest_ttl_ms) in &cases {
+        let stored = backend
+            .state_keys(key, limit)
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(!stored.is_empty(), "{key}: nothing stored");
         for stored_key in stored {
             let ttl: i64 = redis::cmd("PTTL")
                 .arg(&stored_key)
@@ -140,6 +138,24 @@ async fn every_key_written_has_a_ttl_no_longer_than_needed() {
     }
     // The sliding log keeps a sequence key beside its log; the compound rate one key per quota.
     assert_eq!(seen, cases.len() + 2);
+    // Nothing else under the prefix but the shared hash-tag secret, which is configuration and
+    // has no TTL (the prefix holds no glob characters).
+    let mut everything: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    everything.sort();
+    let mut expected = vec![format!("{prefix}hash-tag-secret")];
+    for (key, limit, _) in &cases {
+        expected.extend(
+            backend
+                .state_keys(key, limit)
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+    }
+    expected.sort();
+    assert_eq!(everything, expected);
 }
 
 #[tokio::test]
@@ -189,4 +205,282 @@ async fn health_pings_and_cleanup_has_nothing_to_do() {
     assert!(status.healthy, "{status:?}");
     assert!(status.latency.is_some());
     assert_eq!(backend.cleanup().await.ok(), Some(0));
+}
+
+/// A plain connection, for looking at (and writing beside) what the backend stored.
+async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+async fn query<T: redis::FromRedisValue>(
+    connection: &mut redis::aio::MultiplexedConnection,
+    command: &redis::Cmd,
+) -> T {
+    command
+        .query_async(connection)
+        .await
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"))
+}
+
+/// The hash tag in a state key: what lies between its first `{` and the next `}`.
+fn tag_of(state_key: &str) -> &str {
+    let open = state_key.find('{').map_or(0, |at| at + 1);
+    let close = state_key[open..].find('}').map_or(open, |at| open + at);
+    &state_key[open..close]
+}
+
+const SECRET: &[u8] = b"a test secret of more than sixteen bytes";
+
+#[tokio::test]
+async fn two_limits_on_one_key_keep_their_own_counts() {
+    let Some(redis) = services::redis().await else {
+        return;
+    };
+    let clock = ManualClock::new(T0_MS);
+    let backend = backend(
+        redis.url(),
+        &unique_prefix("redis-separate-limits"),
+        Some(clock.clone()),
+    )
+    .await;
+    separate_limits::limits_on_one_key_count_apart(&backend, &clock, "user:1", "user:2").await;
+
+    let minute = Limit::fixed_window(rate("5/m"));
+    let hour = Limit::fixed_window(rate("10/h"));
+    let tokens = Limit::token_bucket(rate("5/m"));
+    let names = |limit: &Limit| {
+        backend
+            .state_keys("user:1", limit)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (minute, hour, tokens) = (names(&minute), names(&hour), names(&tokens));
+    assert_ne!(minute, hour);
+    assert_ne!(minute, tokens);
+    assert_eq!(tag_of(&minute[0]), tag_of(&hour[0]), "one key, one slot");
+    assert_eq!(
+        names(&Limit::fixed_window(rate("5/m"))),
+        minute,
+        "equal limits, one state"
+    );
+}
+
+#[tokio::test]
+async fn a_quota_named_twice_in_one_rate_counts_once() {
+    let Some(redis) = services::redis().await else {
+        return;
+    };
+    let clock = ManualClock::new(T0_MS);
+    let backend = backend(redis.url(), &unique_prefix("redis-twice"), Some(clock)).await;
+    for algorithm in Algorithm::ALL {
+        // Both quotas are one policy, hence one state, recorded once per request.
+        let limit = Limit::new(rate("3/m;3/m"), algorithm);
+        let mut admitted = 0;
+        for _ in 0..6 {
+            let decision = backend
+                .check("twice", &limit)
+                .await
+                .unwrap_or_else(|e| panic!("{algorithm}: {e}"));
+            admitted += u32::from(decision.allowed);
+        }
+        assert_eq!(admitted, 3, "{algorithm}");
+        let names = backend
+            .state_keys("twice", &limit)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(names[..names.len() / 2], names[names.len() / 2..]);
+    }
+}
+
+#[tokio::test]
+async fn reset_forgets_every_limit_of_a_key_and_no_other_key() {
+    let Some(redis) = services::redis().await else {
+        return;
+    };
+    let clock = ManualClock::new(T0_MS);
+    // Glob characters in the prefix too: a reset under `…?:` must not reach `…a:`, whose keys
+    // have the same tags (the same secret).
+    let base = unique_prefix("redis-reset");
+    let build = |prefix: String| {
+        RedisBackend::builder(redis.url())
+            .key_prefix(prefix)
+            .hash_tag_secret(SECRET)
+            .clock(clock.clone())
+            .build()
+    };
+    let globbed = build(format!("{base}?*[x]:"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sibling = build(format!("{base}a*[x]:"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let victim = "user:10";
+    let limit = Limit::fixed_window(rate("1/h"));
+    assert!(sibling.check(victim, &limit).await.is_ok_and(|d| d.allowed));
+
+    // A key of another program beside the victim's states, under the same stem.
+    let mut connection = raw(redis.url()).await;
+    let victims_keys = globbed
+        .state_keys(victim, &limit)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let foreign = format!("{}:notes", victims_keys[0]);
+    let _: () = query(
+        &mut connection,
+        redis::cmd("SET")
+            .arg(&foreign)
+            .arg("x")
+            .arg("PX")
+            .arg(60_000),
+    )
+    .await;
+
+    separate_limits::reset_forgets_every_limit_of_one_key_only(&globbed, victim, &["user:1"]).await;
+
+    assert!(
+        sibling
+            .check(victim, &limit)
+            .await
+            .is_ok_and(|d| !d.allowed),
+        "a reset under another prefix spared this one"
+    );
+    let exists: u64 = query(&mut connection, redis::cmd("EXISTS").arg(&foreign)).await;
+    assert_eq!(exists, 1, "a key of another program under the stem stays");
+    globbed
+        .reset(victim)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut states = Vec::new();
+    for limit in separate_limits::several_limits() {
+        states.extend(
+            globbed
+                .state_keys(victim, &limit)
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+    }
+    let left: u64 = query(&mut connection, redis::cmd("EXISTS").arg(&states)).await;
+    assert_eq!(left, 0, "{states:?}");
+    // Resetting a key that was never checked finds nothing and succeeds.
+    assert!(globbed.reset("never-seen").await.is_ok());
+}
+
+#[tokio::test]
+async fn hash_tags_are_keyed_digests_that_every_instance_shares() {
+    let Some(redis) = services::redis().await else {
+        return;
+    };
+    let prefix = unique_prefix("redis-hash-tags");
+    let limit = Limit::fixed_window(rate("1/h"));
+    let with_secret = |secret: &'static [u8]| {
+        RedisBackend::builder(redis.url())
+            .key_prefix(&prefix)
+            .hash_tag_secret(secret)
+            .build()
+    };
+    let one = with_secret(SECRET).await.unwrap_or_else(|e| panic!("{e}"));
+    let same = with_secret(SECRET).await.unwrap_or_else(|e| panic!("{e}"));
+    let other = with_secret(b"another secret, also long enough")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let tag = |backend: &RedisBackend, key: &str| {
+        let names = backend
+            .state_keys(key, &limit)
+            .unwrap_or_else(|e| panic!("{e}"));
+        tag_of(&names[0]).to_owned()
+    };
+    let keys = ["user:1", "user:2", "{user:1}", "{}", "}{", ""];
+    let mut tags: Vec<String> = keys.iter().map(|key| tag(&one, key)).collect();
+    for (key, key_tag) in keys.iter().zip(&tags) {
+        assert_eq!(key_tag.len(), 16, "{key:?}: {key_tag}");
+        assert!(key_tag.bytes().all(|b| b.is_ascii_hexdigit()), "{key_tag}");
+        assert_eq!(*key_tag, tag(&same, key), "{key:?}: the same secret");
+        assert_ne!(*key_tag, tag(&other, key), "{key:?}: another secret");
+        // A key's braces never become the hash tag: the tag comes first.
+        let names = one
+            .state_keys(key, &limit)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            names[0].starts_with(&format!("{prefix}{{{key_tag}}}:{key}:")),
+            "{}",
+            names[0]
+        );
+    }
+    tags.sort();
+    tags.dedup();
+    assert_eq!(tags.len(), keys.len(), "every key its own tag");
+
+    // Without a configured secret, the first instance stores one and the next reuse it.
+    let shared_prefix = unique_prefix("redis-shared-secret");
+    let unset = || {
+        RedisBackend::builder(redis.url())
+            .key_prefix(&shared_prefix)
+            .build()
+    };
+    let first = unset().await.unwrap_or_else(|e| panic!("{e}"));
+    let second = unset().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut connection = raw(redis.url()).await;
+    let secret_key = format!("{shared_prefix}hash-tag-secret");
+    let stored: String = query(&mut connection, redis::cmd("GET").arg(&secret_key)).await;
+    assert_eq!(stored.len(), 64, "32 random bytes in hex");
+    let ttl: i64 = query(&mut connection, redis::cmd("PTTL").arg(&secret_key)).await;
+    assert_eq!(ttl, -1, "configuration, kept");
+    let configured = RedisBackend::builder(redis.url())
+        .key_prefix(&shared_prefix)
+        .hash_tag_secret(stored.clone())
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for key in keys {
+        assert_eq!(tag(&first, key), tag(&second, key), "{key:?}");
+        assert_eq!(tag(&first, key), tag(&configured, key), "{key:?}");
+    }
+    assert!(first.check("shared", &limit).await.is_ok_and(|d| d.allowed));
+    assert!(
+        second
+            .check("shared", &limit)
+            .await
+            .is_ok_and(|d| !d.allowed)
+    );
+    for shown in [
+        format!("{first:?}"),
+        format!("{configured:?}"),
+        format!(
+            "{:?}",
+            RedisBackend::builder(redis.url()).hash_tag_secret(stored.clone())
+        ),
+    ] {
+        assert!(!shown.contains(&stored), "{shown}");
+    }
+
+    // Too short a secret, set or found stored, is refused (and not shown).
+    let refused = RedisBackend::builder(redis.url())
+        .key_prefix(&prefix)
+        .hash_tag_secret("hunter2")
+        .build()
+        .await;
+    match refused {
+        Err(error @ BackendError::WeakHashTagSecret { len: 7, .. }) => {
+            assert!(!error.to_string().contains("hunter2"), "{error}");
+        }
+        other => panic!("a 7-byte secret: {other:?}"),
+    }
+    let weak_prefix = unique_prefix("redis-weak-secret");
+    let _: () = query(
+        &mut connection,
+        redis::cmd("SET")
+            .arg(format!("{weak_prefix}hash-tag-secret"))
+            .arg("short")
+            .arg("PX")
+            .arg(60_000),
+    )
+    .await;
+    let refused = RedisBackend::builder(redis.url())
+        .key_prefix(&weak_prefix)
+        .build()
+        .await;
+    assert!(
+        matches!(refused, Err(BackendError::WeakHashTagSecret { len: 5, .. })),
+        "{refused:?}"
+    );
 }

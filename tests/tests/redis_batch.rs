@@ -344,10 +344,19 @@ async fn a_key_holding_something_else_fails_only_its_own_check() {
         .get_multiplexed_async_connection()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    // Written by some other program under our prefix: a string of the wrong shape, and a
+    let fixed = Limit::fixed_window(rate("5/m"));
+    let tokens = Limit::token_bucket(rate("5/m"));
+    let state_key = |key: &str, limit: &Limit| {
+        let names = backend
+            .state_keys(key, limit)
+            .unwrap_or_else(|e| panic!("{e}"));
+        names[0].clone()
+    };
+    let (garbled, hashed) = (state_key("garbled", &fixed), state_key("hashed", &tokens));
+    // Written by some other program where our states go: a string of the wrong shape, and a
     // hash (GET on it is a WRONGTYPE error inside the script).
     let _: () = redis::cmd("SET")
-        .arg(format!("{prefix}{{garbled}}:f:0"))
+        .arg(&garbled)
         .arg("not a state")
         .arg("PX")
         .arg(60_000)
@@ -355,21 +364,19 @@ async fn a_key_holding_something_else_fails_only_its_own_check() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let _: () = redis::cmd("HSET")
-        .arg(format!("{prefix}{{hashed}}:t:0"))
+        .arg(&hashed)
         .arg("l")
         .arg("1")
         .query_async(&mut connection)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let _: () = redis::cmd("PEXPIRE")
-        .arg(format!("{prefix}{{hashed}}:t:0"))
+        .arg(&hashed)
         .arg(60_000)
         .query_async(&mut connection)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 
-    let fixed = Limit::fixed_window(rate("5/m"));
-    let tokens = Limit::token_bucket(rate("5/m"));
     let checks = [
         ("good-1", fixed.clone(), true),
         ("garbled", fixed.clone(), false),

@@ -10,6 +10,7 @@ use ratelimit_core::{Algorithm, Backend, Limit, ManualClock, Rate, RedisBackend}
 use ratelimit_tests::conformance::{self, T0_MS};
 use ratelimit_tests::contention::admitted_per_algorithm;
 use ratelimit_tests::redis_cluster::LocalCluster;
+use ratelimit_tests::separate_limits;
 use ratelimit_tests::services::{self, unique_prefix};
 
 /// A cluster of this test's own, or `None` (after a warning) when `redis-server` is missing.
@@ -147,7 +148,15 @@ async fn compound_quotas_share_a_slot_and_keys_spread_over_every_master() {
     // Compound keys: one slot per user key, the slot of its hash tag, on one node.
     let mut any = node(&urls[0]).await;
     for algorithm in Algorithm::ALL {
-        let tag = format!("{{compound:{algorithm}}}");
+        let key = format!("compound:{algorithm}");
+        let names = frozen
+            .state_keys(&key, &Limit::new(compound.clone(), algorithm))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let tag = names[0][prefix.len()..]
+            .split_inclusive('}')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         let stored: Vec<&String> = node_of_key.keys().filter(|k| k.contains(&tag)).collect();
         // One key per quota; the sliding log keeps a sequence key beside each log.
         let expected = if algorithm == Algorithm::SlidingWindow {
@@ -156,6 +165,9 @@ async fn compound_quotas_share_a_slot_and_keys_spread_over_every_master() {
             2
         };
         assert_eq!(stored.len(), expected, "{algorithm}: {stored:?}");
+        let mut names: Vec<&String> = names.iter().collect();
+        names.sort();
+        assert_eq!(stored, names, "{algorithm}");
         let tag_slot = key_slot(&mut any, &tag).await;
         let mut slots = BTreeSet::new();
         let mut nodes = BTreeSet::new();
@@ -168,11 +180,12 @@ async fn compound_quotas_share_a_slot_and_keys_spread_over_every_master() {
     }
 
     // 300 keys hash to random slots: ~100 per master; fewer than 50 on one would be a bug
-    // (a chance below 1e-9 otherwise).
+    // (a chance below 1e-9 otherwise). Beside them, the hash-tag secret both backends share.
     let compound_keys = 12;
+    let secret_keys = 1;
     assert_eq!(
         keys_per_node.iter().sum::<usize>(),
-        spread_keys + compound_keys,
+        spread_keys + compound_keys + secret_keys,
         "{keys_per_node:?}"
     );
     for (url, count) in urls.iter().zip(&keys_per_node) {
@@ -201,4 +214,73 @@ async fn several_cluster_connections_admit_exactly_the_limit() {
             "{algorithm}: 320 attempts on a limit of 50 over 4 cluster connections"
         );
     }
+}
+
+#[tokio::test]
+async fn each_limit_of_a_key_keeps_its_own_state_in_the_keys_slot() {
+    let Some(cluster) = start_cluster().await else {
+        return;
+    };
+    let urls = cluster.urls();
+    let prefix = unique_prefix("cluster-policies");
+    let clock = ManualClock::new(T0_MS);
+    // No secret configured: the first backend stores one, the others (entering through
+    // other nodes) read it back.
+    let first = backend(&urls, &prefix, Some(clock.clone())).await;
+    let through_second_node = backend(&urls[1..], &prefix, Some(clock.clone())).await;
+    let through_third_node = backend(&urls[2..], &prefix, Some(clock.clone())).await;
+
+    separate_limits::limits_on_one_key_count_apart(&first, &clock, "user:1", "user:2").await;
+    clock.set_millis(T0_MS);
+    separate_limits::reset_forgets_every_limit_of_one_key_only(
+        &through_second_node,
+        "user:10",
+        &["user:1", "user:2"],
+    )
+    .await;
+
+    let limit = Limit::fixed_window(rate("1/h"));
+    let keys = ["shared", "{victim}", "{victim}:1", "{victim}:2", "}{", ""];
+    for key in keys {
+        let names = first
+            .state_keys(key, &limit)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for other in [&through_second_node, &through_third_node] {
+            let same = other
+                .state_keys(key, &limit)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(names, same, "{key:?}: one secret, one name");
+        }
+    }
+    assert!(first.check("shared", &limit).await.is_ok_and(|d| d.allowed));
+    assert!(
+        through_third_node
+            .check("shared", &limit)
+            .await
+            .is_ok_and(|d| !d.allowed)
+    );
+
+    // Under a fixed secret (so that no run meets a chance collision of slots), a key's braces
+    // choose nothing: keys that all hold `{victim}` spread over slots.
+    let pinned = RedisBackend::cluster_builder(&urls)
+        .key_prefix(&prefix)
+        .hash_tag_secret("a fixed secret for the slot assertions")
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut any = node(&urls[0]).await;
+    let mut slots = BTreeSet::new();
+    for key in keys {
+        let names = pinned
+            .state_keys(key, &limit)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let slot = key_slot(&mut any, &names[0]).await;
+        assert_ne!(
+            slot,
+            key_slot(&mut any, key).await,
+            "{key:?}: the key's own braces chose the slot"
+        );
+        slots.insert(slot);
+    }
+    assert_eq!(slots.len(), keys.len(), "{slots:?}");
 }

@@ -105,6 +105,17 @@ pub enum BackendError {
     #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
     #[error("{what} = {value} does not fit a SQL BIGINT")]
     SqlValueOutOfRange { what: &'static str, value: u64 },
+    /// The Redis hash-tag secret is shorter than 16 bytes (its length is shown, never the
+    /// secret).
+    #[cfg(feature = "redis")]
+    #[error(
+        "the Redis hash-tag secret {origin} has {len} bytes; it needs at least 16 (e.g. 32 random bytes)"
+    )]
+    WeakHashTagSecret { origin: &'static str, len: usize },
+    /// The OS gave no random bytes for a new Redis hash-tag secret.
+    #[cfg(feature = "redis")]
+    #[error("no random bytes for a new Redis hash-tag secret: {reason}")]
+    NoRandomness { reason: String },
     /// A call took longer than the backend's timeout.
     #[error("{backend} did not answer within {after:?}")]
     Timeout {

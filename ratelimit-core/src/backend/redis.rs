@@ -9,14 +9,34 @@
 //! whose clock runs a few seconds off neither grants extra requests nor locks clients out. A
 //! clock injected with [`RedisBackendBuilder::clock`] (tests) overrides it.
 //!
-//! Keys: `<prefix>{<key>}:<algorithm>:<quota>` (and `…:seq` for the sliding log), `<algorithm>`
-//! being `f`, `sw`, `c`, `t` or `l`. The `{..}` hash tag puts every quota of one key in one
-//! Cluster slot, so a compound rate is still one atomic script call. Values: the sliding log is
-//! a sorted set plus a counter; every other state is one string of packed doubles written with
-//! `SET … PX`, so a check costs the server at most one `GET` and one `SET` per quota, and a
-//! key checked several times in one batch is read and written once (see `redis/prelude.lua`).
+//! Keys: `<prefix>{<tag>}:<key>:<algorithm>:<policy>` (and `…:seq` beside a sliding log),
+//! `<algorithm>` being `f`, `sw`, `c`, `t` or `l` and `<policy>` the 16 hex digits of the
+//! quota's [`PolicyId`](crate::PolicyId), a digest of the algorithm and every parameter. So
+//! each policy of a key has its own state: `5/m` and `10/h` on one key, or a token bucket and a
+//! fixed window of one rate, never count in each other's state, while identical limits (a
+//! shared `group`) share theirs. `<tag>` is 16 hex digits of a keyed SipHash-1-3 of the key
+//! (`redis/hash_tag.rs`): as the `{..}` hash tag it puts every state of one key in one Cluster
+//! slot, so a compound rate is still one atomic script call, and because it is keyed a client
+//! cannot pick the slot by picking its key. Every instance sharing the Redis must agree on the
+//! secret: set it with [`RedisBackendBuilder::hash_tag_secret`], or let the first instance
+//! create one at random under `<prefix>hash-tag-secret` for the others to read. The key itself
+//! follows in clear, for operators and so that two keys are never taken for one.
+//!
+//! Values: the sliding log is a sorted set plus a counter; every other state is one string of
+//! packed doubles written with `SET … PX`, so a check costs the server at most one `GET` and
+//! one `SET` per quota, and a key checked several times in one batch is read and written once
+//! (see `redis/prelude.lua`).
+//!
+//! [`Backend::reset`] cannot list a key's states by name (any limit has a policy id), so it
+//! searches: on a single server `SCAN … MATCH <prefix>{<tag>}:<key>:*`, which walks the whole
+//! keyspace in steps of [`RESET_SCAN_COUNT`] keys, one round trip each; on a Cluster,
+//! `CLUSTER GETKEYSINSLOT` on the master of the key's slot, which lists that one slot's keys.
+//! Both then delete the matches in one `DEL`. A reset is an operator's action (the CLI's
+//! `reset`, a support tool), not something to run per request.
 
 mod batch;
+mod hash_tag;
+mod keys;
 mod scripts;
 
 use std::fmt;
@@ -27,14 +47,15 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 
 use super::{Backend, BackendError};
 use crate::clock::Clock;
 use crate::decision::Decision;
 use crate::health::{HealthStatus, HealthTracker};
 use crate::limit::{Limit, LimitError};
-use crate::rate::MAX_QUOTAS;
 use batch::Batcher;
+use hash_tag::{HashTagger, Secret};
 use scripts::ScriptCall;
 
 /// The default key prefix.
@@ -43,12 +64,19 @@ pub const DEFAULT_KEY_PREFIX: &str = "ratelimit:";
 /// The default time a call may take, connection included, before it fails.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// How many keys each `SCAN` step of a reset on a single server walks. Larger steps mean fewer
+/// round trips and longer single commands; a thousand keys take the server well under a
+/// millisecond.
+pub const RESET_SCAN_COUNT: u32 = 1_000;
+
 /// A rate-limit store in Redis or Redis Cluster.
 pub struct RedisBackend {
     connection: Connection,
     /// Checks and peeks on a single server go through here, in batches; `None` on a Cluster.
     batcher: Option<Arc<Batcher>>,
     key_prefix: String,
+    /// Keyed by the shared secret; never shown by `Debug`.
+    hash_tags: HashTagger,
     clock: Option<Arc<dyn Clock>>,
     timeout: Duration,
     health: Arc<HealthTracker>,
@@ -119,9 +147,26 @@ impl RedisBackend {
         RedisBackendBuilder::new(Target::Single(url.to_owned()))
     }
 
-    /// The key of one quota's state: `<prefix>{<key>}:<algorithm>:<quota>`.
-    fn state_key(&self, key: &str, tag: &str, quota: usize) -> String {
-        format!("{}{{{key}}}:{tag}:{quota}", self.key_prefix)
+    /// The Redis keys that hold `key`'s state under `limit`, one per quota (two for a sliding
+    /// log: the log, then its sequence counter), in the order of the rate's quotas. For
+    /// operators looking at the server, and for tests.
+    ///
+    /// # Errors
+    /// When [`Limit::validate`] fails.
+    pub fn state_keys(&self, key: &str, limit: &Limit) -> Result<Vec<String>, BackendError> {
+        let stem = self.stem(key);
+        let mut names = Vec::new();
+        for (_, id) in limit.policies_with_ids()? {
+            let (state, sequence) = keys::state_keys(&stem, limit.algorithm(), id);
+            names.push(state);
+            names.extend(sequence);
+        }
+        Ok(names)
+    }
+
+    /// `<prefix>{<tag>}:<key>:`, the start of every state key of `key`.
+    fn stem(&self, key: &str) -> String {
+        keys::stem(&self.key_prefix, &self.hash_tags.tag(key), key)
     }
 
     async fn decide(
@@ -134,18 +179,16 @@ impl RedisBackend {
         if cost == 0 {
             return Err(LimitError::ZeroCost.into());
         }
-        let policies = limit.policies()?;
         let algorithm = limit.algorithm();
-        let tag = scripts::key_tag(algorithm);
-        let quotas = limit.rate().quotas().len();
+        let policies: Vec<_> = limit.policies_with_ids()?.collect();
+        let quotas = policies.len();
+        let stem = self.stem(key);
         let mut call = ScriptCall::new(algorithm, cost, record, quotas);
-        for (index, policy) in policies.clone().enumerate() {
-            let state_key = self.state_key(key, tag, index);
-            let sequence_key =
-                scripts::has_sequence_key(algorithm).then(|| format!("{state_key}:seq"));
+        for (policy, id) in &policies {
+            let (state_key, sequence_key) = keys::state_keys(&stem, algorithm, *id);
             call.keys.push(state_key);
             call.keys.extend(sequence_key);
-            call.push_policy(&policy);
+            call.push_policy(policy);
         }
         let reply = match &self.batcher {
             Some(batcher) => batcher.run(call).await?,
@@ -162,8 +205,9 @@ impl RedisBackend {
             }
         };
         let verdicts = policies
+            .iter()
             .zip(reply.chunks(scripts::REPLY_PER_QUOTA))
-            .map(|(policy, chunk)| scripts::verdict(&policy, chunk))
+            .map(|((policy, _), chunk)| scripts::verdict(policy, chunk))
             .collect::<Option<Vec<_>>>()
             .filter(|verdicts| verdicts.len() == quotas)
             .ok_or(BackendError::UnexpectedReply { backend: "redis" })?;
@@ -175,6 +219,84 @@ impl RedisBackend {
             "redis decision"
         );
         Ok(decision)
+    }
+
+    /// Every state key of `stem` on a single server: `SCAN` over the whole keyspace with a
+    /// `MATCH` on the stem (its glob characters escaped), each name then checked exactly.
+    async fn find_states_single(&self, stem: &str) -> Result<Vec<Vec<u8>>, BackendError> {
+        let pattern = keys::scan_pattern(stem);
+        let mut found = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(RESET_SCAN_COUNT);
+            let (next, names): (u64, Vec<Vec<u8>>) = self
+                .call(|mut connection| async move {
+                    match &mut connection {
+                        Connection::Single(manager) => scan.query_async(manager).await,
+                        Connection::Cluster(cluster) => scan.query_async(cluster).await,
+                    }
+                })
+                .await?;
+            found.extend(
+                names
+                    .into_iter()
+                    .filter(|name| keys::is_state_of(name, stem)),
+            );
+            if next == 0 {
+                return Ok(found);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Every state key of `stem` on a Cluster: they all share the stem's slot, so the master
+    /// of that slot lists the slot's keys (`CLUSTER COUNTKEYSINSLOT`, then `GETKEYSINSLOT` for
+    /// that many), and each name is checked exactly. Costs three round trips and a reply as
+    /// long as the slot's key count (a 16384th of the keyspace, on average).
+    async fn find_states_cluster(&self, stem: &str) -> Result<Vec<Vec<u8>>, BackendError> {
+        let mut keyslot = redis::cmd("CLUSTER");
+        keyslot.arg("KEYSLOT").arg(stem);
+        let slot: u16 = self.on_slot_master(stem, keyslot).await?;
+        let mut count = redis::cmd("CLUSTER");
+        count.arg("COUNTKEYSINSLOT").arg(slot);
+        let keys_in_slot: u64 = self.on_slot_master(stem, count).await?;
+        if keys_in_slot == 0 {
+            return Ok(Vec::new());
+        }
+        // The count bounds the reply: servers before Redis 7 allocate for as many keys as asked.
+        let mut list = redis::cmd("CLUSTER");
+        list.arg("GETKEYSINSLOT").arg(slot).arg(keys_in_slot);
+        let names: Vec<Vec<u8>> = self.on_slot_master(stem, list).await?;
+        Ok(names
+            .into_iter()
+            .filter(|name| keys::is_state_of(name, stem))
+            .collect())
+    }
+
+    /// One command on the master of the slot `key` hashes to (on a single server, that
+    /// server). `CLUSTER …` commands name no key, so the cluster client would otherwise send
+    /// them to any node.
+    async fn on_slot_master<T: redis::FromRedisValue>(
+        &self,
+        key: &str,
+        command: redis::Cmd,
+    ) -> Result<T, BackendError> {
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+            Route::with_key(key, SlotAddr::Master),
+        ));
+        self.call(|connection| async move {
+            let value = match connection {
+                Connection::Cluster(mut cluster) => cluster.route_command(command, routing).await?,
+                Connection::Single(mut manager) => command.query_async(&mut manager).await?,
+            };
+            Ok(redis::from_redis_value(value)?)
+        })
+        .await
     }
 
     /// Runs one round trip under the timeout, recording health.
@@ -216,23 +338,26 @@ impl Backend for RedisBackend {
         self.decide(key, limit, cost, false).await
     }
 
+    /// Searches for the key's states, then deletes them (see the module docs for the cost).
+    /// A check racing with the reset may write a state after the search; like a request
+    /// arriving just after the reset, it counts.
     async fn reset(&self, key: &str) -> Result<(), BackendError> {
-        let mut command = redis::cmd("DEL");
-        for algorithm in crate::Algorithm::ALL {
-            let tag = scripts::key_tag(algorithm);
-            for quota in 0..MAX_QUOTAS {
-                let state_key = self.state_key(key, tag, quota);
-                if scripts::has_sequence_key(algorithm) {
-                    command.arg(format!("{state_key}:seq"));
-                }
-                command.arg(state_key);
-            }
+        let stem = self.stem(key);
+        let found = match &self.connection {
+            Connection::Single(_) => self.find_states_single(&stem).await?,
+            Connection::Cluster(_) => self.find_states_cluster(&stem).await?,
+        };
+        tracing::debug!(states = found.len(), "redis reset");
+        if found.is_empty() {
+            return Ok(());
         }
+        let mut delete = redis::cmd("DEL");
+        delete.arg(found);
         let _: i64 = self
             .call(|mut connection| async move {
                 match &mut connection {
-                    Connection::Single(manager) => command.query_async(manager).await,
-                    Connection::Cluster(cluster) => command.query_async(cluster).await,
+                    Connection::Single(manager) => delete.query_async(manager).await,
+                    Connection::Cluster(cluster) => delete.query_async(cluster).await,
                 }
             })
             .await?;
@@ -271,6 +396,7 @@ enum Target {
 pub struct RedisBackendBuilder {
     target: Target,
     key_prefix: String,
+    hash_tag_secret: Option<Secret>,
     clock: Option<Arc<dyn Clock>>,
     timeout: Duration,
 }
@@ -279,6 +405,13 @@ impl fmt::Debug for RedisBackendBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBackendBuilder")
             .field("key_prefix", &self.key_prefix)
+            .field(
+                "hash_tag_secret",
+                &match self.hash_tag_secret {
+                    Some(_) => "set",
+                    None => "shared through redis",
+                },
+            )
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -289,6 +422,7 @@ impl RedisBackendBuilder {
         Self {
             target,
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            hash_tag_secret: None,
             clock: None,
             timeout: DEFAULT_TIMEOUT,
         }
@@ -298,6 +432,21 @@ impl RedisBackendBuilder {
     #[must_use]
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
+        self
+    }
+
+    /// The secret that keys the hash tag of every key (at least 16 bytes; 32 random bytes is
+    /// plenty). Every instance sharing the Redis must use the same one, or a client's count
+    /// would split between two keys.
+    ///
+    /// Without it, [`RedisBackendBuilder::build`] uses the secret stored in Redis under
+    /// `<prefix>hash-tag-secret`, creating it at random if none is there yet: instances agree
+    /// without configuration. Set it here to keep it out of Redis's keyspace, or under an
+    /// `allkeys-*` eviction policy, which may evict the stored one (that key has no TTL).
+    /// Never logged, and not shown by `Debug`.
+    #[must_use]
+    pub fn hash_tag_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.hash_tag_secret = Some(Secret::new(secret.into()));
         self
     }
 
@@ -315,11 +464,13 @@ impl RedisBackendBuilder {
         self
     }
 
-    /// Connects.
+    /// Connects, and without a [`RedisBackendBuilder::hash_tag_secret`] reads (or creates)
+    /// the shared one: one more round trip, under the timeout too.
     ///
     /// # Errors
-    /// Invalid URLs, or no answer within the timeout.
+    /// Invalid URLs, no answer within the timeout, or a hash-tag secret shorter than 16 bytes.
     pub async fn build(self) -> Result<RedisBackend, BackendError> {
+        let configured_secret = self.hash_tag_secret.map(hash_tag::configured).transpose()?;
         let connecting = async {
             match &self.target {
                 Target::Single(url) => {
@@ -340,12 +491,16 @@ impl RedisBackendBuilder {
                 }
             }
         };
-        let connection = tokio::time::timeout(self.timeout, connecting)
+        let mut connection = tokio::time::timeout(self.timeout, connecting)
             .await
             .map_err(|_| BackendError::Timeout {
                 backend: "redis",
                 after: self.timeout,
             })??;
+        let secret = match configured_secret {
+            Some(secret) => secret,
+            None => hash_tag::load_shared(&mut connection, &self.key_prefix, self.timeout).await?,
+        };
         let health = Arc::new(HealthTracker::new("redis"));
         let batcher = match &connection {
             Connection::Single(manager) => Some(Arc::new(Batcher::new(
@@ -360,6 +515,7 @@ impl RedisBackendBuilder {
             connection,
             batcher,
             key_prefix: self.key_prefix,
+            hash_tags: HashTagger::new(&secret),
             clock: self.clock,
             timeout: self.timeout,
             health,

@@ -55,25 +55,6 @@ fn code(algorithm: Algorithm) -> u64 {
     }
 }
 
-/// Short names keep keys small; each algorithm has its own keys, so switching a limit's
-/// algorithm never meets a state of the wrong shape. The string-valued states are named
-/// apart from the hashes earlier versions wrote (`fw`, `swc`, `tb`, `lb`), so a server
-/// still holding those never returns a value of the wrong type; they expire by their TTL.
-pub(super) fn key_tag(algorithm: Algorithm) -> &'static str {
-    match algorithm {
-        Algorithm::FixedWindow => "f",
-        Algorithm::SlidingWindow => "sw",
-        Algorithm::SlidingWindowCounter => "c",
-        Algorithm::TokenBucket => "t",
-        Algorithm::LeakyBucket => "l",
-    }
-}
-
-/// Whether the algorithm keeps a second key (the sliding log's sequence counter) per quota.
-pub(super) fn has_sequence_key(algorithm: Algorithm) -> bool {
-    algorithm == Algorithm::SlidingWindow
-}
-
 /// One check as the script reads it: its keys, and one argument packing its numbers as
 /// little-endian doubles (algorithm code, cost, record, number of quotas, then each quota's
 /// parameters).
