@@ -739,6 +739,34 @@ mod tests {
     }
 
     #[test]
+    fn quotas_go_once_each_in_id_order_and_come_back_in_rate_order() {
+        let rate =
+            |text: &str| -> crate::Rate { text.parse().unwrap_or_else(|error| panic!("{error}")) };
+        let limit = Limit::fixed_window(rate("10/h;5/m;10/h"));
+        let quotas = Quotas::of(&limit).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(quotas.policies.len(), 2);
+        assert!(quotas.ids.is_sorted() && quotas.ids[0] != quotas.ids[1]);
+        // One verdict per distinct policy (in id order); each quota gets its policy's.
+        let verdict = |limit: u64| Verdict {
+            allowed: true,
+            limit,
+            remaining: limit - 1,
+            reset_after_ms: 0,
+            retry_after_ms: None,
+            window_ms: 0,
+        };
+        let verdicts: Vec<Verdict> = quotas
+            .policies
+            .iter()
+            .map(|policy| verdict(policy.limit()))
+            .collect();
+        let spread = quotas.per_quota(&verdicts).unwrap_or_default();
+        let limits: Vec<u64> = spread.iter().map(|verdict| verdict.limit).collect();
+        assert_eq!(limits, [10, 5, 10]);
+        assert!(quotas.per_quota(&verdicts[..1]).is_none());
+    }
+
+    #[test]
     fn unknown_schemes_are_refused_without_echoing_the_url() {
         let error = EngineKind::of("oracle://scott:tiger@db/x").err();
         let message = error.map(|error| error.to_string()).unwrap_or_default();
