@@ -153,6 +153,11 @@ impl fmt::Debug for SqlBackend {
 /// One check or peek, as the engines receive it.
 pub(crate) struct Request<'a> {
     key: &'a str,
+    /// Which routine decides (PostgreSQL, MySQL); SQLite needs only the policies.
+    #[cfg_attr(
+        not(any(feature = "postgres", feature = "mysql")),
+        expect(dead_code, reason = "read by the PostgreSQL and MySQL engines only")
+    )]
     algorithm: Algorithm,
     /// The limit's distinct policies, in id order (see [`Quotas`]).
     policies: &'a [Policy],
