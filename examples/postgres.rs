@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo run --example postgres` (database from `DATABASE_URL`, default
 //! postgres://postgres@127.0.0.1:5432/test; address from `POSTGRES_ADDR`, default
-//! 127.0.0.1:3000). The tables `ratelimit_state` and `ratelimit_log` and their functions are
+//! 127.0.0.1:3000). The tables `ratelimit_state_v2` and `ratelimit_log_v2` and their functions are
 //! created on connect. Then `curl -i http://127.0.0.1:3000/api/orders` six times: five 200s,
 //! then a 429 with `Retry-After`; `curl -i -X POST http://127.0.0.1:3000/cleanup` deletes the
 //! expired rows and says how many.

@@ -92,6 +92,50 @@ async fn checks_of_one_key_in_one_batch_each_see_the_one_before() {
     assert_eq!(remaining, (0..10).collect::<Vec<u64>>());
 }
 
+/// Limits of different rates and algorithms on one key, checked by many tasks at once through
+/// one connection, so every batch mixes them on a repeated key: each admits exactly its own
+/// count, and the two that are one policy (`5/m` listed alone and twice) share theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn limits_sharing_a_key_in_batches_count_apart() {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let Some(backend) = backend("batch_policies", 1, Some(clock)).await else {
+        return;
+    };
+    let backend = Arc::new(backend);
+    let limits = [
+        Limit::fixed_window(rate("5/m")),
+        Limit::fixed_window(rate("10/h")),
+        Limit::fixed_window(rate("4/m;9/h")),
+        Limit::token_bucket(rate("5/m")),
+        Limit::token_bucket(rate("7/h")),
+        Limit::sliding_window(rate("6/m")),
+        Limit::sliding_window_counter(rate("3/m")),
+        Limit::leaky_bucket(rate("4/m")),
+    ];
+    let handles: Vec<_> = (0..16)
+        .flat_map(|_| limits.iter().cloned().enumerate())
+        .map(|(index, limit)| {
+            let backend = Arc::clone(&backend);
+            tokio::spawn(async move { (index, backend.check("shared", &limit).await) })
+        })
+        .collect();
+    let mut admitted = vec![0_u64; limits.len()];
+    for handle in handles {
+        let (index, decision) = handle.await.unwrap_or_else(|error| panic!("{error}"));
+        let decision = decision.unwrap_or_else(|error| panic!("{error}"));
+        admitted[index] += u64::from(decision.allowed);
+    }
+    let twice = Limit::fixed_window(rate("5/m;5/m"));
+    let peeked = backend.peek("shared", &twice).await;
+    drop_tables(&backend).await;
+    assert_eq!(
+        admitted,
+        [5, 10, 4, 5, 7, 6, 3, 4],
+        "16 attempts on each limit"
+    );
+    assert!(peeked.is_ok_and(|decision| !decision.allowed));
+}
+
 /// Each task owns one (key, algorithm, rate, cost) and checks it in turn, all tasks at once, so
 /// batches mix keys and algorithms; each task's decisions must be the memory backend's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -17,13 +17,13 @@
 //!
 //! How each engine decides:
 //!
-//! - **PostgreSQL**: `<prefix><algorithm>_check_v1(..)`, a PL/pgSQL port of the Redis Lua
+//! - **PostgreSQL**: `<prefix><algorithm>_check_v2(..)`, a PL/pgSQL port of the Redis Lua
 //!   scripts with the same integer maths (in `NUMERIC`, so nothing overflows). Checks of one key
 //!   queue on a transaction-scoped advisory lock taken from the key's hash, so a key seen for the
 //!   first time is never inserted twice. A single-quota check decides inside one
 //!   `INSERT .. ON CONFLICT DO UPDATE .. WHERE <fits>` when it can. Checks are batched: those
 //!   that concurrent tasks make through one backend while earlier ones are at the database go
-//!   together as one call of `<prefix>check_batch_v2(..)`, one round trip and one transaction
+//!   together as one call of `<prefix>check_batch_v3(..)`, one round trip and one transaction
 //!   (so one commit and one WAL flush) for the batch. It locks the batch's keys in key order
 //!   (two batches never deadlock), decides the single-quota fixed-window and token-bucket checks
 //!   of distinct keys in one `UPDATE`/`INSERT` statement for the lot, runs the rest one after
@@ -33,20 +33,33 @@
 //!   checks come, and more, up to the pool size, when a full batch waits or a check has waited
 //!   5 ms (a batch held up on a lock or a stalled disk). A failed batch fails each of its
 //!   callers with the same error. Peeks, resets and cleanups are not batched.
-//! - **MySQL/MariaDB**: one round trip per check, `CALL <prefix>check_v1(..)`, a stored procedure
+//! - **MySQL/MariaDB**: one round trip per check, `CALL <prefix>check_v2(..)`, a stored procedure
 //!   that locks the key's rows (inserting a placeholder row first, so a new key has a row to
 //!   lock) in a `READ COMMITTED` transaction. Not batched: a procedure cannot take arrays, and
 //!   building one multi-statement call per batch would cost the parsing batching saves.
 //! - **SQLite**: a `BEGIN IMMEDIATE` transaction (one writer at a time) that loads the state and
 //!   applies the Rust algorithms themselves. Not batched: there is no round trip to share.
 //!
-//! Tables (prefix `ratelimit_` by default): `<prefix>state`, one row per key, algorithm and
-//! quota, and `<prefix>log`, the sliding log's entries. Every row stores `expires_at_ms`, the
-//! instant after which it means the same as no row ([`crate::Policy::expires_at`]); a row past
-//! it is ignored by checks and deleted by [`Backend::cleanup`] in batches, through an index
-//! (on PostgreSQL over `expires_at_ms` rounded up to 10 s, so bucket updates stay HOT).
-//! PostgreSQL and MySQL store the SHA-256 of the key, so keys of any length and any bytes fit
-//! one index entry.
+//! Tables (prefix `ratelimit_` by default): `<prefix>state_v2`, one row per key and policy, and
+//! `<prefix>log_v2`, the sliding log's entries, per key and policy. The policy column holds the
+//! [`PolicyId`] of the quota (its algorithm and every parameter, as a signed 64-bit integer), so
+//! two limits on one key (`5/m` and `10/h`, or a fixed window and a token bucket of one rate)
+//! never share a row, and identical limits do; [`Backend::reset`] deletes every row of the key,
+//! whatever its policy. A rate that lists one policy twice (`5/m;5/m`) counts a request once.
+//!
+//! The tables of earlier versions, `<prefix>state` and `<prefix>log`, were keyed by the quota's
+//! position in its rate, which does not say which policy a row counted, so their rows cannot be
+//! carried over: the `_v2` tables are created empty beside them, and every count starts afresh
+//! once, at the upgrade. The old tables and routines are left in place and never read, so
+//! processes of the previous version still running during a rolling upgrade keep working (each
+//! version counting on its own) until they are replaced; [`SqlBackend::drop_tables`] drops them
+//! with the rest, and so can a `DROP TABLE` once no such process is left.
+//!
+//! Every row stores `expires_at_ms`, the instant after which it means the same as no row
+//! ([`crate::Policy::expires_at`]); a row past it is ignored by checks and deleted by
+//! [`Backend::cleanup`] in batches, through an index (on PostgreSQL over `expires_at_ms` rounded
+//! up to 10 s, so bucket updates stay HOT). PostgreSQL and MySQL store the SHA-256 of the key,
+//! so keys of any length and any bytes fit one index entry.
 //!
 //! Time comes from the database server, read after the key's lock is taken (so a check that
 //! waited decides on the time it runs); a clock injected with [`SqlBackendBuilder::clock`]
@@ -77,13 +90,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{Backend, BackendError};
-use crate::algorithm::{Algorithm, Policy, Verdict};
+use crate::algorithm::{Algorithm, Policy, PolicyId, Verdict};
 use crate::clock::Clock;
 use crate::decision::Decision;
 use crate::health::{HealthStatus, HealthTracker};
 use crate::limit::{Limit, LimitError};
 
-/// The default table prefix: tables `ratelimit_state` and `ratelimit_log`.
+/// The default table prefix: tables `ratelimit_state_v2` and `ratelimit_log_v2`.
 pub const DEFAULT_TABLE_PREFIX: &str = "ratelimit_";
 
 /// The default time a call may take, waiting for a pooled connection and retries included.
@@ -106,7 +119,8 @@ pub const DEFAULT_CLEANUP_BATCH: NonZeroU64 = match NonZeroU64::new(1_000) {
     None => NonZeroU64::MIN,
 };
 
-/// Longest table prefix: `<prefix>state_expires_at` must stay within PostgreSQL's 63-byte names.
+/// Longest table prefix: `<prefix>state_v2_cleanup_at` must stay within PostgreSQL's 63-byte
+/// names.
 const MAX_TABLE_PREFIX_LEN: usize = 40;
 
 /// Attempts per call when the database rolls a transaction back for a deadlock, a
@@ -139,8 +153,16 @@ impl fmt::Debug for SqlBackend {
 /// One check or peek, as the engines receive it.
 pub(crate) struct Request<'a> {
     key: &'a str,
+    /// Which routine decides (PostgreSQL, MySQL); SQLite needs only the policies.
+    #[cfg_attr(
+        not(any(feature = "postgres", feature = "mysql")),
+        expect(dead_code, reason = "read by the PostgreSQL and MySQL engines only")
+    )]
     algorithm: Algorithm,
+    /// The limit's distinct policies, in id order (see [`Quotas`]).
     policies: &'a [Policy],
+    /// Each policy's identity, which keys its rows.
+    ids: &'a [PolicyId],
     /// The injected clock's time; `None` to use the database's.
     now_ms: Option<u64>,
     cost: u64,
@@ -161,10 +183,10 @@ trait Engine: Send + Sync {
     /// `postgres`, `mysql` or `sqlite`.
     fn name(&self) -> &'static str;
 
-    /// One attempt at a check or peek: one verdict per quota, in order.
+    /// One attempt at a check or peek: one verdict per policy of the request, in order.
     async fn decide(&self, request: &Request<'_>) -> Result<Vec<Verdict>, BackendError>;
 
-    /// Deletes every state of `key`.
+    /// Deletes every state and log entry of `key`, of every policy.
     async fn reset(&self, key: &str) -> Result<(), BackendError>;
 
     /// A trivial round trip.
@@ -241,8 +263,9 @@ impl SqlBackend {
         self.call(|| self.engine.count_expired(self.now_ms())).await
     }
 
-    /// Drops this backend's tables and routines (tests, uninstalling). Other backends with the
-    /// same prefix fail until one of them connects again.
+    /// Drops this backend's tables and routines (tests, uninstalling), and those of earlier
+    /// versions under the same prefix. Other backends with the same prefix fail until one of
+    /// them connects again.
     ///
     /// # Errors
     /// When the database fails or does not answer within the timeout.
@@ -264,23 +287,30 @@ impl SqlBackend {
         if cost == 0 {
             return Err(LimitError::ZeroCost.into());
         }
-        let policies: Vec<Policy> = limit.policies()?.collect();
-        let quotas = policies.len();
+        let quotas = Quotas::of(limit)?;
         #[cfg(feature = "postgres")]
         if let (Some(batcher), true) = (&self.batcher, record) {
             let started = Instant::now();
-            let check = batch::Check::new(key, limit.algorithm(), policies, self.now_ms(), cost)?;
+            let check = batch::Check::new(
+                key,
+                limit.algorithm(),
+                quotas.policies.clone(),
+                &quotas.ids,
+                self.now_ms(),
+                cost,
+            )?;
             let verdicts = batcher.decide(check).await;
             self.health
                 .record(verdicts.as_ref().err(), started.elapsed());
-            return self.combine(quotas, verdicts?);
+            return self.combine(&quotas, verdicts?);
         }
         let verdicts = self
             .call(|| async {
                 let request = Request {
                     key,
                     algorithm: limit.algorithm(),
-                    policies: &policies,
+                    policies: &quotas.policies,
+                    ids: &quotas.ids,
                     now_ms: self.now_ms(),
                     cost,
                     record,
@@ -288,17 +318,15 @@ impl SqlBackend {
                 self.engine.decide(&request).await
             })
             .await?;
-        self.combine(quotas, verdicts)
+        self.combine(&quotas, verdicts)
     }
 
-    /// The decision of a check of `quotas` quotas from their verdicts.
-    fn combine(&self, quotas: usize, verdicts: Vec<Verdict>) -> Result<Decision, BackendError> {
+    /// The decision of a check from its verdicts, one per distinct policy of `quotas`.
+    fn combine(&self, quotas: &Quotas, verdicts: Vec<Verdict>) -> Result<Decision, BackendError> {
         let unexpected = || BackendError::UnexpectedReply {
             backend: self.engine.name(),
         };
-        if verdicts.len() != quotas {
-            return Err(unexpected());
-        }
+        let verdicts = quotas.per_quota(&verdicts).ok_or_else(unexpected)?;
         let decision = Decision::combine(verdicts).ok_or_else(unexpected)?;
         tracing::trace!(
             engine = self.engine.name(),
@@ -319,6 +347,55 @@ impl SqlBackend {
         let result = with_retries(&*self.engine, self.timeout, attempt).await;
         self.health.record(result.as_ref().err(), started.elapsed());
         result
+    }
+}
+
+/// A limit's quotas as the engines see them: each distinct policy once, in id order.
+///
+/// Each policy's rows are keyed by its id, so two quotas of one rate that are the same policy
+/// (`5/m;5/m`) share a row, and a request counts once in it, not once per quota. The id order
+/// makes every check lock a key's rows in one order (MySQL), whatever order a rate lists its
+/// quotas in, so two limits with the same quotas never wait on each other in a cycle.
+struct Quotas {
+    policies: Vec<Policy>,
+    ids: Vec<PolicyId>,
+    /// For each quota of the rate, in the rate's order, the index of its policy above.
+    of_quota: Vec<usize>,
+}
+
+impl Quotas {
+    fn of(limit: &Limit) -> Result<Self, LimitError> {
+        let in_rate_order: Vec<(Policy, PolicyId)> = limit.policies_with_ids()?.collect();
+        let mut distinct = in_rate_order.clone();
+        distinct.sort_unstable_by_key(|&(_, id)| id);
+        distinct.dedup_by_key(|&mut (_, id)| id);
+        let of_quota = in_rate_order
+            .iter()
+            // Always found: `distinct` holds every id of `in_rate_order`.
+            .map(|(_, id)| {
+                distinct
+                    .binary_search_by_key(id, |&(_, id)| id)
+                    .unwrap_or_else(|at| at)
+            })
+            .collect();
+        let (policies, ids) = distinct.into_iter().unzip();
+        Ok(Self {
+            policies,
+            ids,
+            of_quota,
+        })
+    }
+
+    /// Each quota's verdict, in the rate's order, from one verdict per distinct policy; `None`
+    /// when there are not as many verdicts as policies.
+    fn per_quota(&self, verdicts: &[Verdict]) -> Option<Vec<Verdict>> {
+        if verdicts.len() != self.policies.len() {
+            return None;
+        }
+        self.of_quota
+            .iter()
+            .map(|&index| verdicts.get(index).copied())
+            .collect()
     }
 }
 
@@ -664,6 +741,34 @@ mod tests {
         ] {
             assert!(check_table_prefix(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn quotas_go_once_each_in_id_order_and_come_back_in_rate_order() {
+        let rate =
+            |text: &str| -> crate::Rate { text.parse().unwrap_or_else(|error| panic!("{error}")) };
+        let limit = Limit::fixed_window(rate("10/h;5/m;10/h"));
+        let quotas = Quotas::of(&limit).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(quotas.policies.len(), 2);
+        assert!(quotas.ids.is_sorted() && quotas.ids[0] != quotas.ids[1]);
+        // One verdict per distinct policy (in id order); each quota gets its policy's.
+        let verdict = |limit: u64| Verdict {
+            allowed: true,
+            limit,
+            remaining: limit - 1,
+            reset_after_ms: 0,
+            retry_after_ms: None,
+            window_ms: 0,
+        };
+        let verdicts: Vec<Verdict> = quotas
+            .policies
+            .iter()
+            .map(|policy| verdict(policy.limit()))
+            .collect();
+        let spread = quotas.per_quota(&verdicts).unwrap_or_default();
+        let limits: Vec<u64> = spread.iter().map(|verdict| verdict.limit).collect();
+        assert_eq!(limits, [10, 5, 10]);
+        assert!(quotas.per_quota(&verdicts[..1]).is_none());
     }
 
     #[test]

@@ -23,7 +23,7 @@ const DATABASE_SCHEMES: &[&str] = &[
     "sqlite:",
 ];
 
-/// The longest SQL table prefix: `<prefix>state_expires_at` must stay within PostgreSQL's
+/// The longest SQL table prefix: `<prefix>state_v2_cleanup_at` must stay within PostgreSQL's
 /// 63-byte identifiers.
 const MAX_TABLE_PREFIX_LEN: usize = 40;
 

@@ -1,21 +1,20 @@
 //! The translation between a limit's policies and the SQL routines' arguments and replies, shared
 //! by the engines that decide in the database (PostgreSQL and MySQL).
 //!
-//! Each quota is sent as the same integers, in the same order, as the Redis scripts read them,
-//! and answered with four integers: allowed (1/0), remaining, reset_after_ms and retry_after_ms
+//! Each quota is sent as its policy id (the key of its rows) and the same integers, in the same
+//! order, as the Redis scripts read them, and answered with four integers: allowed (1/0), remaining, reset_after_ms and retry_after_ms
 //! (-1: never).
 
-use crate::algorithm::Algorithm;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-use crate::algorithm::{Policy, Verdict};
+use crate::algorithm::{Algorithm, Policy, PolicyId, Verdict};
 use crate::backend::BackendError;
 
 /// Integers the reply carries per quota.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(super) const REPLY_PER_QUOTA: usize = 4;
 
-/// Short names keep rows small; each algorithm has its own rows, so switching a limit's
-/// algorithm never meets a state of the wrong shape. The same tags as the Redis keys.
+/// The routines' names for the algorithms, the same tags as the Redis keys.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(super) fn algorithm_tag(algorithm: Algorithm) -> &'static str {
     match algorithm {
         Algorithm::FixedWindow => "fw",
@@ -24,6 +23,12 @@ pub(super) fn algorithm_tag(algorithm: Algorithm) -> &'static str {
         Algorithm::TokenBucket => "tb",
         Algorithm::LeakyBucket => "lb",
     }
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+/// Each quota's policy id, as a SQL `BIGINT` (the same bits, signed).
+pub(super) fn policy_ids(ids: &[PolicyId]) -> Vec<i64> {
+    ids.iter().map(|id| id.as_i64()).collect()
 }
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]

@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 use super::args;
 use super::copy_error::copy;
 use super::{Engine, with_retries};
-use crate::algorithm::{Algorithm, Policy, Verdict};
+use crate::algorithm::{Algorithm, Policy, PolicyId, Verdict};
 use crate::backend::BackendError;
 
 /// An engine that can decide many checks in one statement.
@@ -52,7 +52,10 @@ pub(super) trait BatchEngine: Engine {
 pub(super) struct Check {
     pub(super) key: String,
     pub(super) algorithm: Algorithm,
+    /// The limit's distinct policies, in id order (see `Quotas` in sql.rs).
     pub(super) policies: Vec<Policy>,
+    /// Each policy's id, as [`args::policy_ids`] gives them.
+    pub(super) ids: Vec<i64>,
     /// Each quota's parameters, as [`args::policy_args`] lays them out.
     pub(super) params: Vec<i64>,
     /// The injected clock's time, read when the check was made; `None` for the database's.
@@ -67,12 +70,14 @@ impl Check {
         key: &str,
         algorithm: Algorithm,
         policies: Vec<Policy>,
+        ids: &[PolicyId],
         now_ms: Option<u64>,
         cost: u64,
     ) -> Result<Self, BackendError> {
         Ok(Self {
             key: key.to_owned(),
             algorithm,
+            ids: args::policy_ids(ids),
             params: args::policy_args(&policies)?,
             policies,
             now_ms: now_ms.map(|now| args::to_sql_int("now", now)).transpose()?,

@@ -1,4 +1,4 @@
-//! MySQL and MariaDB: every check is one `CALL <prefix>check_v1(..)` of the stored procedure in
+//! MySQL and MariaDB: every check is one `CALL <prefix>check_v2(..)` of the stored procedure in
 //! `mysql.sql`, so one round trip, atomic per key under row locks.
 
 use std::fmt::Write as _;
@@ -19,25 +19,31 @@ const SCHEMA: &str = include_str!("mysql.sql");
 /// The line between two statements of `mysql.sql`.
 const SEPARATOR: &str = "\n-- //\n";
 
-/// Every routine `mysql.sql` creates, for dropping them.
+/// The procedures `mysql.sql` creates, without their version, for dropping them.
 const PROCEDURES: &[&str] = &[
-    "check_v1",
-    "reset_v1",
-    "load_v1",
-    "store_v1",
-    "fw_evaluate_v1",
-    "fw_admit_v1",
-    "sw_evaluate_v1",
-    "sw_admit_v1",
-    "swc_evaluate_v1",
-    "swc_admit_v1",
-    "tb_evaluate_v1",
-    "tb_store_v1",
-    "tb_admit_v1",
-    "tb_first_rejection_v1",
-    "lb_evaluate_v1",
-    "lb_admit_v1",
+    "check",
+    "reset",
+    "load",
+    "store",
+    "fw_evaluate",
+    "fw_admit",
+    "sw_evaluate",
+    "sw_admit",
+    "swc_evaluate",
+    "swc_admit",
+    "tb_evaluate",
+    "tb_store",
+    "tb_admit",
+    "tb_first_rejection",
+    "lb_evaluate",
+    "lb_admit",
 ];
+
+/// The versions of [`PROCEDURES`] to drop: this one's, and the earlier one's (state per quota
+/// index, in `<prefix>state` and `<prefix>log`), left for its processes.
+const PROCEDURE_VERSIONS: &[&str] = &["_v2", "_v1"];
+
+/// The functions `mysql.sql` creates, for dropping them.
 const FUNCTIONS: &[&str] = &[
     "param_v1",
     "millis_for_v1",
@@ -76,19 +82,19 @@ impl MysqlEngine {
         Ok(Self {
             pool,
             prefix: prefix.to_owned(),
-            check: sql("CALL {prefix}check_v1(?, ?, ?, ?, ?, ?, ?)"),
-            reset: sql("CALL {prefix}reset_v1(?)"),
+            check: sql("CALL {prefix}check_v2(?, ?, ?, ?, ?, ?, ?, ?)"),
+            reset: sql("CALL {prefix}reset_v2(?)"),
             // Under READ COMMITTED InnoDB checks the condition again on the row it locks, so a
             // row a check has just renewed is not deleted.
             cleanup_state: sql(&format!(
-                "DELETE FROM {{prefix}}state WHERE expires_at_ms <= {NOW} LIMIT ?"
+                "DELETE FROM {{prefix}}state_v2 WHERE expires_at_ms <= {NOW} LIMIT ?"
             )),
             cleanup_log: sql(&format!(
-                "DELETE FROM {{prefix}}log WHERE expires_at_ms <= {NOW} LIMIT ?"
+                "DELETE FROM {{prefix}}log_v2 WHERE expires_at_ms <= {NOW} LIMIT ?"
             )),
             count_expired: sql(&format!(
-                "SELECT (SELECT COUNT(*) FROM {{prefix}}state WHERE expires_at_ms <= {NOW}) \
-                 + (SELECT COUNT(*) FROM {{prefix}}log WHERE expires_at_ms <= {NOW})"
+                "SELECT (SELECT COUNT(*) FROM {{prefix}}state_v2 WHERE expires_at_ms <= {NOW}) \
+                 + (SELECT COUNT(*) FROM {{prefix}}log_v2 WHERE expires_at_ms <= {NOW})"
             )),
         })
     }
@@ -148,14 +154,14 @@ fn optional_int(what: &'static str, value: Option<u64>) -> Result<Option<i64>, B
     value.map(|value| args::to_sql_int(what, value)).transpose()
 }
 
-/// The procedure's parameters as one comma-separated list (procedures take no arrays).
-fn params_list(request: &Request<'_>) -> Result<String, BackendError> {
+/// Integers as one comma-separated list, for the procedure (procedures take no arrays).
+fn comma_separated(values: &[i64]) -> String {
     let mut list = String::new();
-    for (index, value) in args::policy_args(request.policies)?.into_iter().enumerate() {
+    for (index, value) in values.iter().enumerate() {
         let separator = if index == 0 { "" } else { "," };
         let _ = write!(list, "{separator}{value}");
     }
-    Ok(list)
+    list
 }
 
 fn parse_reply(reply: &str) -> Option<Vec<i64>> {
@@ -178,7 +184,8 @@ impl Engine for MysqlEngine {
             .bind(args::cost_arg(request.cost))
             .bind(request.record)
             .bind(quotas)
-            .bind(params_list(request)?)
+            .bind(comma_separated(&args::policy_ids(request.ids)))
+            .bind(comma_separated(&args::policy_args(request.policies)?))
             .fetch_all(&self.pool)
             .await?;
         let reply = replies
@@ -226,13 +233,19 @@ impl Engine for MysqlEngine {
 
     async fn drop_schema(&self) -> Result<(), BackendError> {
         let mut sql = String::new();
-        for procedure in PROCEDURES {
-            sql.push_str(&format!("DROP PROCEDURE IF EXISTS {{prefix}}{procedure};"));
+        for version in PROCEDURE_VERSIONS {
+            for procedure in PROCEDURES {
+                sql.push_str(&format!(
+                    "DROP PROCEDURE IF EXISTS {{prefix}}{procedure}{version};"
+                ));
+            }
         }
         for function in FUNCTIONS {
             sql.push_str(&format!("DROP FUNCTION IF EXISTS {{prefix}}{function};"));
         }
-        sql.push_str("DROP TABLE IF EXISTS {prefix}state, {prefix}log;");
+        sql.push_str(
+            "DROP TABLE IF EXISTS {prefix}state_v2, {prefix}log_v2, {prefix}state, {prefix}log;",
+        );
         sqlx::raw_sql(&with_prefix(&sql, &self.prefix))
             .execute(&self.pool)
             .await?;

@@ -4,20 +4,24 @@
 -- DELIMITER needed: the server reads a routine body whole). Run on every connect: every
 -- statement is idempotent.
 --
--- Every routine ends in `_v1`: a change to one gets a new name (they are created only if
--- missing), so processes of two versions sharing a database each call their own.
+-- Every routine and table ends in a version: a change to one gets a new name (they are created
+-- only if missing), so processes of two versions sharing a database each call their own. The
+-- `_v2` tables and routines key state by policy id instead of by algorithm and the quota's
+-- position in its rate; the `_v1` procedures and the tables `{prefix}state` and `{prefix}log`
+-- of earlier versions are left for processes of that version and never read (see sql.rs,
+-- "Tables"). The pure functions did not change and keep their `_v1` names.
 --
 -- Arithmetic on request values is done in DECIMAL(65,0) (exact), so a huge cost or period
 -- cannot overflow; stored values are BIGINT. floor(a / b) is `a DIV b` and ceil(a / b) is
 -- `(a + b - 1) DIV b`, for a >= 0 and b > 0 (never `/`, which rounds to a few decimals).
 
-CREATE TABLE IF NOT EXISTS {prefix}state (
+CREATE TABLE IF NOT EXISTS {prefix}state_v2 (
     -- SHA-256 of the key: keys of any length and any bytes fit one index entry.
     key_hash BINARY(32) NOT NULL,
-    -- fw, sw, swc, tb or lb: each algorithm has its own rows.
-    algorithm VARCHAR(3) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
-    -- The quota's position in a compound rate.
-    quota SMALLINT NOT NULL,
+    -- The policy's identity (PolicyId: the algorithm and every parameter, signed): each limit
+    -- on a key has its own row, so `5/m` and `10/h` never reset each other, and identical
+    -- limits share one.
+    policy BIGINT NOT NULL,
     -- Window or bucket start (fw, swc), newest entry (sw), last update (tb, lb).
     since_ms BIGINT NOT NULL,
     -- Count (fw), current bucket (swc), entry sequence (sw), scaled level (tb, lb).
@@ -27,22 +31,22 @@ CREATE TABLE IF NOT EXISTS {prefix}state (
     -- After this instant the row means the same as no row (Policy::expires_at); 0 for the
     -- placeholder a check inserts to have a row to lock.
     expires_at_ms BIGINT NOT NULL,
-    PRIMARY KEY (key_hash, algorithm, quota),
-    KEY {prefix}state_expires_at (expires_at_ms)
+    PRIMARY KEY (key_hash, policy),
+    KEY {prefix}state_v2_expires_at (expires_at_ms)
 ) ENGINE = InnoDB
 -- //
--- The sliding log: one row per admitted request.
-CREATE TABLE IF NOT EXISTS {prefix}log (
+-- The sliding log: one row per admitted request, per policy.
+CREATE TABLE IF NOT EXISTS {prefix}log_v2 (
     key_hash BINARY(32) NOT NULL,
-    quota SMALLINT NOT NULL,
+    policy BIGINT NOT NULL,
     at_ms BIGINT NOT NULL,
     -- Keeps two requests of one millisecond apart, and their order.
     seq BIGINT NOT NULL,
     cost BIGINT NOT NULL,
     -- at_ms + window: when the request stops counting.
     expires_at_ms BIGINT NOT NULL,
-    PRIMARY KEY (key_hash, quota, at_ms, seq),
-    KEY {prefix}log_expires_at (expires_at_ms)
+    PRIMARY KEY (key_hash, policy, at_ms, seq),
+    KEY {prefix}log_v2_expires_at (expires_at_ms)
 ) ENGINE = InnoDB
 -- //
 -- The n-th (1-based) integer of a comma-separated list.
@@ -61,16 +65,16 @@ END
 -- //
 -- Writes one state row (a check has locked it, so it exists); the expiry is at least 1 ms away
 -- (as Policy::expires_at).
-CREATE PROCEDURE IF NOT EXISTS {prefix}store_v1(
-    IN p_hash BINARY(32), IN p_algorithm VARCHAR(3), IN p_quota INT,
+CREATE PROCEDURE IF NOT EXISTS {prefix}store_v2(
+    IN p_hash BINARY(32), IN p_policy BIGINT,
     IN p_since DECIMAL(65, 0), IN p_amount DECIMAL(65, 0), IN p_previous DECIMAL(65, 0),
     IN p_expires_at DECIMAL(65, 0), IN p_now BIGINT)
 MODIFIES SQL DATA
-UPDATE {prefix}state
+UPDATE {prefix}state_v2
 SET since_ms = p_since, amount = p_amount, previous = p_previous,
     expires_at_ms = LEAST(GREATEST(p_expires_at, CAST(p_now AS DECIMAL(65, 0)) + 1),
                           9223372036854775807)
-WHERE key_hash = p_hash AND algorithm = p_algorithm AND quota = p_quota
+WHERE key_hash = p_hash AND policy = p_policy
 -- //
 -- Every algorithm has an `evaluate` giving allowed, remaining, reset_after_ms and
 -- retry_after_ms (-1: never), and an `admit` that writes the state after an admitted request.
@@ -78,10 +82,10 @@ WHERE key_hash = p_hash AND algorithm = p_algorithm AND quota = p_quota
 -- state from p_found, s_since, s_amount, s_previous (p_found false: no state).
 --
 -- Fixed window. params: limit, window; state: since = window start, amount = count.
-CREATE PROCEDURE IF NOT EXISTS {prefix}fw_evaluate_v1(
+CREATE PROCEDURE IF NOT EXISTS {prefix}fw_evaluate_v2(
     IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
     IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
-    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0),
+    IN p_hash BINARY(32), IN p_policy BIGINT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0),
     OUT o_allowed BOOLEAN, OUT o_remaining BIGINT, OUT o_reset BIGINT, OUT o_retry BIGINT)
 READS SQL DATA
 BEGIN
@@ -96,25 +100,25 @@ BEGIN
     SET o_retry = IF(NOT o_allowed AND p_cost <= v_limit, o_reset, -1);
 END
 -- //
-CREATE PROCEDURE IF NOT EXISTS {prefix}fw_admit_v1(
+CREATE PROCEDURE IF NOT EXISTS {prefix}fw_admit_v2(
     IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
     IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
-    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0))
+    IN p_hash BINARY(32), IN p_policy BIGINT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0))
 MODIFIES SQL DATA
 BEGIN
     DECLARE v_window DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 2);
     DECLARE v_start DECIMAL(65, 0) DEFAULT p_now - MOD(p_now, v_window);
     DECLARE v_used DECIMAL(65, 0) DEFAULT IF(p_found AND s_since = v_start, s_amount, 0);
-    CALL {prefix}store_v1(p_hash, 'fw', p_quota, v_start, v_used + p_cost, 0,
+    CALL {prefix}store_v2(p_hash, p_policy, v_start, v_used + p_cost, 0,
                           v_start + v_window, p_now);
 END
 -- //
--- Sliding log. params: limit, window; entries in {prefix}log, counted while
+-- Sliding log. params: limit, window; entries in {prefix}log_v2, counted while
 -- at_ms + window > now; state: since = newest entry, amount = entry sequence.
-CREATE PROCEDURE IF NOT EXISTS {prefix}sw_evaluate_v1(
+CREATE PROCEDURE IF NOT EXISTS {prefix}sw_evaluate_v2(
     IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
     IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
-    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0),
+    IN p_hash BINARY(32), IN p_policy BIGINT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0),
     OUT o_allowed BOOLEAN, OUT o_remaining BIGINT, OUT o_reset BIGINT, OUT o_retry BIGINT)
 READS SQL DATA
 BEGIN
@@ -125,8 +129,8 @@ BEGIN
     DECLARE v_oldest DECIMAL(65, 0);
     DECLARE v_freed_at DECIMAL(65, 0);
     SELECT COALESCE(SUM(cost), 0), MIN(at_ms) INTO v_used, v_oldest
-    FROM {prefix}log
-    WHERE key_hash = p_hash AND quota = p_quota AND at_ms > v_counted_after;
+    FROM {prefix}log_v2
+    WHERE key_hash = p_hash AND policy = p_policy AND at_ms > v_counted_after;
     SET o_allowed = v_used + p_cost <= v_limit;
     SET o_retry = -1;
     IF o_allowed THEN
@@ -140,8 +144,8 @@ BEGIN
                 SELECT e.at_ms
                 FROM (
                     SELECT at_ms, seq, SUM(cost) OVER (ORDER BY at_ms, seq) AS freed
-                    FROM {prefix}log
-                    WHERE key_hash = p_hash AND quota = p_quota AND at_ms > v_counted_after
+                    FROM {prefix}log_v2
+                    WHERE key_hash = p_hash AND policy = p_policy AND at_ms > v_counted_after
                 ) e
                 WHERE e.freed >= v_used + p_cost - v_limit
                 ORDER BY e.at_ms, e.seq
@@ -152,26 +156,27 @@ BEGIN
     SET o_reset = IF(v_oldest IS NULL, 0, v_oldest + v_window - p_now);
 END
 -- //
-CREATE PROCEDURE IF NOT EXISTS {prefix}sw_admit_v1(
+CREATE PROCEDURE IF NOT EXISTS {prefix}sw_admit_v2(
     IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
     IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
-    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0))
+    IN p_hash BINARY(32), IN p_policy BIGINT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0))
 MODIFIES SQL DATA
 BEGIN
     DECLARE v_window DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 2);
     DECLARE v_seq BIGINT;
     DECLARE v_newest BIGINT;
-    DELETE FROM {prefix}log
-    WHERE key_hash = p_hash AND quota = p_quota AND at_ms <= p_now - v_window;
+    DELETE FROM {prefix}log_v2
+    WHERE key_hash = p_hash AND policy = p_policy AND at_ms <= p_now - v_window;
     -- The sequence survives the row's expiry (p_found is false then), so it never repeats.
     SET v_seq = COALESCE((
-        SELECT amount FROM {prefix}state
-        WHERE key_hash = p_hash AND algorithm = 'sw' AND quota = p_quota), 0) + 1;
-    INSERT INTO {prefix}log (key_hash, quota, at_ms, seq, cost, expires_at_ms)
-    VALUES (p_hash, p_quota, p_now, v_seq, p_cost,
+        SELECT amount FROM {prefix}state_v2
+        WHERE key_hash = p_hash AND policy = p_policy), 0) + 1;
+    INSERT INTO {prefix}log_v2 (key_hash, policy, at_ms, seq, cost, expires_at_ms)
+    VALUES (p_hash, p_policy, p_now, v_seq, p_cost,
             LEAST(p_now + v_window, 9223372036854775807));
-    SET v_newest = (SELECT MAX(at_ms) FROM {prefix}log WHERE key_hash = p_hash AND quota = p_quota);
-    CALL {prefix}store_v1(p_hash, 'sw', p_quota, v_newest, v_seq, 0, v_newest + v_window, p_now);
+    SET v_newest = (SELECT MAX(at_ms) FROM {prefix}log_v2
+                    WHERE key_hash = p_hash AND policy = p_policy);
+    CALL {prefix}store_v2(p_hash, p_policy, v_newest, v_seq, 0, v_newest + v_window, p_now);
 END
 -- //
 -- Sliding window counter. params: limit, window; state: since = current bucket start,
@@ -183,10 +188,10 @@ CREATE FUNCTION IF NOT EXISTS {prefix}first_fitting_elapsed_v1(
 RETURNS DECIMAL(65, 0) DETERMINISTIC NO SQL
 RETURN IF(p_previous = 0, 0, GREATEST(p_window - (p_room * p_window) DIV p_previous, 0))
 -- //
-CREATE PROCEDURE IF NOT EXISTS {prefix}swc_evaluate_v1(
+CREATE PROCEDURE IF NOT EXISTS {prefix}swc_evaluate_v2(
     IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
     IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
-    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0),
+    IN p_hash BINARY(32), IN p_policy BIGINT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0),
     OUT o_allowed BOOLEAN, OUT o_remaining BIGINT, OUT o_reset BIGINT, OUT o_retry BIGINT)
 READS SQL DATA
 BEGIN
@@ -218,10 +223,10 @@ BEGIN
     END IF;
 END
 -- //
-CREATE PROCEDURE IF NOT EXISTS {prefix}swc_admit_v1(
+CREATE PROCEDURE IF NOT EXISTS {prefix}swc_admit_v2(
     IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
     IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
-    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0))
+    IN p_hash BINARY(32), IN p_policy BIGINT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0))
 MODIFIES SQL DATA
 BEGIN
     DECLARE v_window DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 2);
@@ -231,7 +236,7 @@ BEGIN
         WHEN p_found AND s_since + v_window = v_start THEN s_amount
         ELSE 0 END;
     DECLARE v_current DECIMAL(65, 0) DEFAULT IF(p_found AND s_since = v_start, s_amount, 0);
-    CALL {prefix}store_v1(p_hash, 'swc', p_quota, v_start, v_current + p_cost, v_previous,
+    CALL {prefix}store_v2(p_hash, p_policy, v_start, v_current + p_cost, v_previous,
                           v_start + 2 * v_window, p_now);
 END
 -- //
@@ -257,10 +262,10 @@ BEGIN
         v_capacity);
 END
 -- //
-CREATE PROCEDURE IF NOT EXISTS {prefix}tb_evaluate_v1(
+CREATE PROCEDURE IF NOT EXISTS {prefix}tb_evaluate_v2(
     IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
     IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
-    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0),
+    IN p_hash BINARY(32), IN p_policy BIGINT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0),
     OUT o_allowed BOOLEAN, OUT o_remaining BIGINT, OUT o_reset BIGINT, OUT o_retry BIGINT)
 READS SQL DATA
 BEGIN
@@ -283,8 +288,8 @@ END
 -- //
 -- A bucket full again means the same as a new one only when new buckets start full; one that
 -- starts lower is kept a window longer.
-CREATE PROCEDURE IF NOT EXISTS {prefix}tb_store_v1(
-    IN p_params TEXT, IN p_offset INT, IN p_hash BINARY(32), IN p_quota INT,
+CREATE PROCEDURE IF NOT EXISTS {prefix}tb_store_v2(
+    IN p_params TEXT, IN p_offset INT, IN p_hash BINARY(32), IN p_policy BIGINT,
     IN p_level DECIMAL(65, 0), IN p_last DECIMAL(65, 0), IN p_now BIGINT)
 MODIFIES SQL DATA
 BEGIN
@@ -293,33 +298,33 @@ BEGIN
     DECLARE v_unit DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 3);
     DECLARE v_initial DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 4);
     DECLARE v_window DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 5);
-    CALL {prefix}store_v1(p_hash, 'tb', p_quota, p_last, p_level, 0,
+    CALL {prefix}store_v2(p_hash, p_policy, p_last, p_level, 0,
         p_now
             + COALESCE({prefix}millis_for_v1(v_size * v_unit - p_level, v_amount), 0)
             + IF(v_initial < v_size, v_window, 0),
         p_now);
 END
 -- //
-CREATE PROCEDURE IF NOT EXISTS {prefix}tb_admit_v1(
+CREATE PROCEDURE IF NOT EXISTS {prefix}tb_admit_v2(
     IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
     IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
-    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0))
+    IN p_hash BINARY(32), IN p_policy BIGINT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0))
 MODIFIES SQL DATA
-CALL {prefix}tb_store_v1(p_params, p_offset, p_hash, p_quota,
+CALL {prefix}tb_store_v2(p_params, p_offset, p_hash, p_policy,
     {prefix}tb_tokens_v1(p_params, p_offset, p_found, s_since, s_amount, p_now)
         - p_cost * {prefix}param_v1(p_params, p_offset + 3),
     IF(p_found, GREATEST(s_since, p_now), p_now),
     p_now)
 -- //
 -- The refill clock starts at the first request even when it does not fit.
-CREATE PROCEDURE IF NOT EXISTS {prefix}tb_first_rejection_v1(
-    IN p_params TEXT, IN p_offset INT, IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT)
+CREATE PROCEDURE IF NOT EXISTS {prefix}tb_first_rejection_v2(
+    IN p_params TEXT, IN p_offset INT, IN p_hash BINARY(32), IN p_policy BIGINT, IN p_now BIGINT)
 MODIFIES SQL DATA
 BEGIN
     DECLARE v_size DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 1);
     DECLARE v_initial DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 4);
     IF v_initial < v_size THEN
-        CALL {prefix}tb_store_v1(p_params, p_offset, p_hash, p_quota,
+        CALL {prefix}tb_store_v2(p_params, p_offset, p_hash, p_policy,
             v_initial * {prefix}param_v1(p_params, p_offset + 3), p_now, p_now);
     END IF;
 END
@@ -334,10 +339,10 @@ RETURN IF(p_found,
                          * {prefix}param_v1(p_params, p_offset + 2), s_amount),
     0)
 -- //
-CREATE PROCEDURE IF NOT EXISTS {prefix}lb_evaluate_v1(
+CREATE PROCEDURE IF NOT EXISTS {prefix}lb_evaluate_v2(
     IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
     IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
-    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0),
+    IN p_hash BINARY(32), IN p_policy BIGINT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0),
     OUT o_allowed BOOLEAN, OUT o_remaining BIGINT, OUT o_reset BIGINT, OUT o_retry BIGINT)
 READS SQL DATA
 BEGIN
@@ -360,45 +365,47 @@ BEGIN
     END IF;
 END
 -- //
-CREATE PROCEDURE IF NOT EXISTS {prefix}lb_admit_v1(
+CREATE PROCEDURE IF NOT EXISTS {prefix}lb_admit_v2(
     IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
     IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
-    IN p_hash BINARY(32), IN p_quota INT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0))
+    IN p_hash BINARY(32), IN p_policy BIGINT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0))
 MODIFIES SQL DATA
 BEGIN
     DECLARE v_level DECIMAL(65, 0) DEFAULT
         {prefix}lb_level_v1(p_params, p_offset, p_found, s_since, s_amount, p_now)
         + p_cost * {prefix}param_v1(p_params, p_offset + 3);
-    CALL {prefix}store_v1(p_hash, 'lb', p_quota, IF(p_found, GREATEST(s_since, p_now), p_now),
+    CALL {prefix}store_v2(p_hash, p_policy, IF(p_found, GREATEST(s_since, p_now), p_now),
         v_level, 0,
         p_now + COALESCE({prefix}millis_for_v1(v_level, {prefix}param_v1(p_params, p_offset + 2)), 0),
         p_now);
 END
 -- //
 -- One quota's state row, if it has not expired (an expired row means the same as none).
-CREATE PROCEDURE IF NOT EXISTS {prefix}load_v1(
-    IN p_hash BINARY(32), IN p_algorithm VARCHAR(3), IN p_quota INT, IN p_now BIGINT,
+CREATE PROCEDURE IF NOT EXISTS {prefix}load_v2(
+    IN p_hash BINARY(32), IN p_policy BIGINT, IN p_now BIGINT,
     OUT o_found BOOLEAN, OUT o_since BIGINT, OUT o_amount BIGINT, OUT o_previous BIGINT)
 READS SQL DATA
 -- Aggregates always give one row, so a missing state is NULLs rather than a "no data" warning.
 SELECT COUNT(*) > 0, MAX(since_ms), MAX(amount), MAX(previous)
 INTO o_found, o_since, o_amount, o_previous
-FROM {prefix}state
-WHERE key_hash = p_hash AND algorithm = p_algorithm AND quota = p_quota
-  AND expires_at_ms > p_now
+FROM {prefix}state_v2
+WHERE key_hash = p_hash AND policy = p_policy AND expires_at_ms > p_now
 -- //
 -- Evaluates every quota, then records in all of them only if all allow (a rejected request is
 -- never counted). Answers one row: 4 comma-separated integers per quota, as the Lua scripts
 -- return. p_now NULL: the database's clock. p_record false: a peek, which writes nothing.
-CREATE PROCEDURE IF NOT EXISTS {prefix}check_v1(
+-- p_policies: each quota's policy id (its rows' key), comma-separated, distinct and in id
+-- order (see sql.rs); p_params: each quota's parameters, in the same order.
+CREATE PROCEDURE IF NOT EXISTS {prefix}check_v2(
     IN p_key LONGBLOB, IN p_algorithm VARCHAR(3), IN p_now BIGINT, IN p_cost BIGINT,
-    IN p_record BOOLEAN, IN p_quotas INT, IN p_params TEXT)
+    IN p_record BOOLEAN, IN p_quotas INT, IN p_policies TEXT, IN p_params TEXT)
 MODIFIES SQL DATA
 BEGIN
     DECLARE v_hash BINARY(32) DEFAULT UNHEX(SHA2(p_key, 256));
     DECLARE v_width INT DEFAULT CASE p_algorithm WHEN 'tb' THEN 5 WHEN 'lb' THEN 4 ELSE 2 END;
     DECLARE v_now BIGINT;
     DECLARE v_quota INT DEFAULT 0;
+    DECLARE v_policy BIGINT;
     DECLARE v_offset INT;
     DECLARE v_all_allowed BOOLEAN DEFAULT TRUE;
     DECLARE v_found BOOLEAN;
@@ -419,13 +426,14 @@ BEGIN
         -- READ COMMITTED: no gap locks, so checks of different keys never wait on each other.
         SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
         START TRANSACTION;
-        -- Lock every quota's row, in quota order (so two checks cannot deadlock). A key seen for
-        -- the first time gets a placeholder row (expired: it means no state) to lock; a second
-        -- check inserting the same key waits for the first and then finds it.
+        -- Lock every quota's row, in policy id order (so two checks, even of limits listing
+        -- the same quotas in another order, cannot deadlock). A key seen for the first time
+        -- gets a placeholder row (expired: it means no state) to lock; a second check
+        -- inserting the same key waits for the first and then finds it.
         WHILE v_quota < p_quotas DO
-            INSERT INTO {prefix}state
-                (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
-            VALUES (v_hash, p_algorithm, v_quota, 0, 0, 0, 0)
+            INSERT INTO {prefix}state_v2
+                (key_hash, policy, since_ms, amount, previous, expires_at_ms)
+            VALUES (v_hash, {prefix}param_v1(p_policies, v_quota + 1), 0, 0, 0, 0)
             ON DUPLICATE KEY UPDATE expires_at_ms = expires_at_ms;
             SET v_quota = v_quota + 1;
         END WHILE;
@@ -441,23 +449,23 @@ BEGIN
     SET v_quota = 0;
     WHILE v_quota < p_quotas DO
         SET v_offset = v_quota * v_width;
-        CALL {prefix}load_v1(v_hash, p_algorithm, v_quota, v_now,
-                             v_found, v_since, v_amount, v_previous);
+        SET v_policy = {prefix}param_v1(p_policies, v_quota + 1);
+        CALL {prefix}load_v2(v_hash, v_policy, v_now, v_found, v_since, v_amount, v_previous);
         CASE p_algorithm
-            WHEN 'fw' THEN CALL {prefix}fw_evaluate_v1(p_params, v_offset, v_found, v_since,
-                v_amount, v_previous, v_hash, v_quota, v_now, p_cost,
+            WHEN 'fw' THEN CALL {prefix}fw_evaluate_v2(p_params, v_offset, v_found, v_since,
+                v_amount, v_previous, v_hash, v_policy, v_now, p_cost,
                 v_allowed, v_remaining, v_reset, v_retry);
-            WHEN 'sw' THEN CALL {prefix}sw_evaluate_v1(p_params, v_offset, v_found, v_since,
-                v_amount, v_previous, v_hash, v_quota, v_now, p_cost,
+            WHEN 'sw' THEN CALL {prefix}sw_evaluate_v2(p_params, v_offset, v_found, v_since,
+                v_amount, v_previous, v_hash, v_policy, v_now, p_cost,
                 v_allowed, v_remaining, v_reset, v_retry);
-            WHEN 'swc' THEN CALL {prefix}swc_evaluate_v1(p_params, v_offset, v_found, v_since,
-                v_amount, v_previous, v_hash, v_quota, v_now, p_cost,
+            WHEN 'swc' THEN CALL {prefix}swc_evaluate_v2(p_params, v_offset, v_found, v_since,
+                v_amount, v_previous, v_hash, v_policy, v_now, p_cost,
                 v_allowed, v_remaining, v_reset, v_retry);
-            WHEN 'tb' THEN CALL {prefix}tb_evaluate_v1(p_params, v_offset, v_found, v_since,
-                v_amount, v_previous, v_hash, v_quota, v_now, p_cost,
+            WHEN 'tb' THEN CALL {prefix}tb_evaluate_v2(p_params, v_offset, v_found, v_since,
+                v_amount, v_previous, v_hash, v_policy, v_now, p_cost,
                 v_allowed, v_remaining, v_reset, v_retry);
-            ELSE CALL {prefix}lb_evaluate_v1(p_params, v_offset, v_found, v_since,
-                v_amount, v_previous, v_hash, v_quota, v_now, p_cost,
+            ELSE CALL {prefix}lb_evaluate_v2(p_params, v_offset, v_found, v_since,
+                v_amount, v_previous, v_hash, v_policy, v_now, p_cost,
                 v_allowed, v_remaining, v_reset, v_retry);
         END CASE;
         SET v_all_allowed = v_all_allowed AND v_allowed;
@@ -470,39 +478,40 @@ BEGIN
         SET v_quota = 0;
         WHILE v_quota < p_quotas DO
             SET v_offset = v_quota * v_width;
+            SET v_policy = {prefix}param_v1(p_policies, v_quota + 1);
             -- The rows are locked: they are what the first pass read.
-            CALL {prefix}load_v1(v_hash, p_algorithm, v_quota, v_now,
-                                 v_found, v_since, v_amount, v_previous);
+            CALL {prefix}load_v2(v_hash, v_policy, v_now, v_found, v_since, v_amount, v_previous);
             IF v_all_allowed THEN
                 CASE p_algorithm
-                    WHEN 'fw' THEN CALL {prefix}fw_admit_v1(p_params, v_offset, v_found,
-                        v_since, v_amount, v_previous, v_hash, v_quota, v_now, p_cost);
-                    WHEN 'sw' THEN CALL {prefix}sw_admit_v1(p_params, v_offset, v_found,
-                        v_since, v_amount, v_previous, v_hash, v_quota, v_now, p_cost);
-                    WHEN 'swc' THEN CALL {prefix}swc_admit_v1(p_params, v_offset, v_found,
-                        v_since, v_amount, v_previous, v_hash, v_quota, v_now, p_cost);
-                    WHEN 'tb' THEN CALL {prefix}tb_admit_v1(p_params, v_offset, v_found,
-                        v_since, v_amount, v_previous, v_hash, v_quota, v_now, p_cost);
-                    ELSE CALL {prefix}lb_admit_v1(p_params, v_offset, v_found,
-                        v_since, v_amount, v_previous, v_hash, v_quota, v_now, p_cost);
+                    WHEN 'fw' THEN CALL {prefix}fw_admit_v2(p_params, v_offset, v_found,
+                        v_since, v_amount, v_previous, v_hash, v_policy, v_now, p_cost);
+                    WHEN 'sw' THEN CALL {prefix}sw_admit_v2(p_params, v_offset, v_found,
+                        v_since, v_amount, v_previous, v_hash, v_policy, v_now, p_cost);
+                    WHEN 'swc' THEN CALL {prefix}swc_admit_v2(p_params, v_offset, v_found,
+                        v_since, v_amount, v_previous, v_hash, v_policy, v_now, p_cost);
+                    WHEN 'tb' THEN CALL {prefix}tb_admit_v2(p_params, v_offset, v_found,
+                        v_since, v_amount, v_previous, v_hash, v_policy, v_now, p_cost);
+                    ELSE CALL {prefix}lb_admit_v2(p_params, v_offset, v_found,
+                        v_since, v_amount, v_previous, v_hash, v_policy, v_now, p_cost);
                 END CASE;
             ELSEIF p_algorithm = 'tb' AND NOT v_found THEN
-                CALL {prefix}tb_first_rejection_v1(p_params, v_offset, v_hash, v_quota, v_now);
+                CALL {prefix}tb_first_rejection_v2(p_params, v_offset, v_hash, v_policy, v_now);
+            END IF;
+            -- A rejection stores nothing: remove the placeholder it did not replace (by its
+            -- whole primary key, so no other policy's row of the key is waited on).
+            IF NOT v_all_allowed THEN
+                DELETE FROM {prefix}state_v2
+                WHERE key_hash = v_hash AND policy = v_policy AND expires_at_ms = 0;
             END IF;
             SET v_quota = v_quota + 1;
         END WHILE;
-        -- A rejection stores nothing: remove the placeholders it did not replace.
-        IF NOT v_all_allowed THEN
-            DELETE FROM {prefix}state
-            WHERE key_hash = v_hash AND algorithm = p_algorithm AND expires_at_ms = 0;
-        END IF;
     END IF;
     COMMIT;
     SELECT v_reply AS reply;
 END
 -- //
--- Forgets every state of a key, every algorithm and quota.
-CREATE PROCEDURE IF NOT EXISTS {prefix}reset_v1(IN p_key LONGBLOB)
+-- Forgets every state and log entry of a key, of every policy.
+CREATE PROCEDURE IF NOT EXISTS {prefix}reset_v2(IN p_key LONGBLOB)
 MODIFIES SQL DATA
 BEGIN
     DECLARE v_hash BINARY(32) DEFAULT UNHEX(SHA2(p_key, 256));
@@ -513,7 +522,7 @@ BEGIN
     END;
     SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
     START TRANSACTION;
-    DELETE FROM {prefix}state WHERE key_hash = v_hash;
-    DELETE FROM {prefix}log WHERE key_hash = v_hash;
+    DELETE FROM {prefix}state_v2 WHERE key_hash = v_hash;
+    DELETE FROM {prefix}log_v2 WHERE key_hash = v_hash;
     COMMIT;
 END

@@ -1,6 +1,6 @@
 //! PostgreSQL: every check is one call of the algorithm's PL/pgSQL function
-//! `<prefix><tag>_check_v1` (see `postgres.sql`), atomic per key under an advisory lock. Checks
-//! made concurrently go together in one call of `<prefix>check_batch_v2` (see `batch.rs` and
+//! `<prefix><tag>_check_v2` (see `postgres.sql`), atomic per key under an advisory lock. Checks
+//! made concurrently go together in one call of `<prefix>check_batch_v3` (see `batch.rs` and
 //! `postgres_batch.sql`): one round trip and one transaction for the whole batch, and one
 //! statement for its single-quota fixed-window and token-bucket checks.
 
@@ -25,19 +25,30 @@ const SCHEMA: &str = concat!(
 
 /// Every routine `postgres.sql` creates, with its argument types, for dropping them.
 const ROUTINES: &[&str] = &[
+    "fw_check_v2(bytea, bigint, bigint, boolean, bigint[], bigint[])",
+    "sw_check_v2(bytea, bigint, bigint, boolean, bigint[], bigint[])",
+    "swc_check_v2(bytea, bigint, bigint, boolean, bigint[], bigint[])",
+    "tb_check_v2(bytea, bigint, bigint, boolean, bigint[], bigint[])",
+    "lb_check_v2(bytea, bigint, bigint, boolean, bigint[], bigint[])",
+    "check_batch_v3(bytea[], bigint[], bigint[], text[], integer[], bigint[], integer[], bigint[])",
+    "reset_v2(bytea)",
+    "lock_id_v1(bytea)",
+    "first_fitting_elapsed_v1(numeric, numeric, numeric)",
+    "millis_for_v1(numeric, numeric)",
+    // Created by earlier versions (state per quota index, in `<prefix>state` and `<prefix>log`);
+    // left for their processes, dropped with the rest.
     "fw_check_v1(bytea, bigint, bigint, boolean, bigint[])",
     "sw_check_v1(bytea, bigint, bigint, boolean, bigint[])",
     "swc_check_v1(bytea, bigint, bigint, boolean, bigint[])",
     "tb_check_v1(bytea, bigint, bigint, boolean, bigint[])",
     "lb_check_v1(bytea, bigint, bigint, boolean, bigint[])",
     "check_batch_v2(bytea[], bigint[], bigint[], text[], integer[], bigint[])",
-    // Created by earlier versions; dropped with the rest.
     "check_batch_v1(bytea[], bigint[], bigint[], text[], integer[], bigint[])",
     "reset_v1(bytea)",
-    "lock_id_v1(bytea)",
-    "first_fitting_elapsed_v1(numeric, numeric, numeric)",
-    "millis_for_v1(numeric, numeric)",
 ];
+
+/// Every table, this version's and the earlier versions' (see [`ROUTINES`]), for dropping them.
+const TABLES: &str = "{prefix}state_v2, {prefix}log_v2, {prefix}state, {prefix}log";
 
 /// The granule `cleanup_at_ms` is rounded up to (postgres.sql).
 const CLEANUP_GRANULE_MS: u64 = 10_000;
@@ -49,7 +60,7 @@ const NOW: &str =
 pub(super) struct PostgresEngine {
     pool: PgPool,
     prefix: String,
-    /// `SELECT <prefix><tag>_check_v1(..)`, in the order of [`Algorithm::ALL`].
+    /// `SELECT <prefix><tag>_check_v2(..)`, in the order of [`Algorithm::ALL`].
     checks: [String; 5],
     check_batch: String,
     reset: String,
@@ -75,31 +86,31 @@ impl PostgresEngine {
             checks: Algorithm::ALL.map(|algorithm| {
                 let tag = algorithm_tag(algorithm);
                 sql(&format!(
-                    "SELECT {{prefix}}{tag}_check_v1($1, $2, $3, $4, $5)"
+                    "SELECT {{prefix}}{tag}_check_v2($1, $2, $3, $4, $5, $6)"
                 ))
             }),
-            check_batch: sql("SELECT {prefix}check_batch_v2($1, $2, $3, $4, $5, $6)"),
-            reset: sql("SELECT {prefix}reset_v1($1)"),
+            check_batch: sql("SELECT {prefix}check_batch_v3($1, $2, $3, $4, $5, $6, $7, $8)"),
+            reset: sql("SELECT {prefix}reset_v2($1)"),
             // The outer condition is checked again on the row as it is when locked, so a row a
             // check has just renewed is not deleted. Rows a check holds are skipped (it is
             // renewing them): a cleanup never waits on a row, so it can never be half of a
             // deadlock with a batch of checks that holds several keys. The state table is
             // searched through its coarse `cleanup_at_ms` index (see postgres.sql).
             cleanup_state: sql(&format!(
-                "DELETE FROM {{prefix}}state WHERE expires_at_ms <= {NOW} \
-                 AND (key_hash, algorithm, quota) IN (SELECT key_hash, algorithm, quota \
-                 FROM {{prefix}}state WHERE cleanup_at_ms <= {NOW} + {CLEANUP_GRANULE_MS} \
+                "DELETE FROM {{prefix}}state_v2 WHERE expires_at_ms <= {NOW} \
+                 AND (key_hash, policy) IN (SELECT key_hash, policy \
+                 FROM {{prefix}}state_v2 WHERE cleanup_at_ms <= {NOW} + {CLEANUP_GRANULE_MS} \
                  AND expires_at_ms <= {NOW} LIMIT $2 FOR UPDATE SKIP LOCKED)"
             )),
             cleanup_log: sql(&format!(
-                "DELETE FROM {{prefix}}log WHERE expires_at_ms <= {NOW} \
-                 AND (key_hash, quota, at_ms, seq) IN (SELECT key_hash, quota, at_ms, seq \
-                 FROM {{prefix}}log WHERE expires_at_ms <= {NOW} LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                "DELETE FROM {{prefix}}log_v2 WHERE expires_at_ms <= {NOW} \
+                 AND (key_hash, policy, at_ms, seq) IN (SELECT key_hash, policy, at_ms, seq \
+                 FROM {{prefix}}log_v2 WHERE expires_at_ms <= {NOW} LIMIT $2 FOR UPDATE SKIP LOCKED)"
             )),
             count_expired: sql(&format!(
-                "SELECT (SELECT count(*) FROM {{prefix}}state \
+                "SELECT (SELECT count(*) FROM {{prefix}}state_v2 \
                  WHERE cleanup_at_ms <= {NOW} + {CLEANUP_GRANULE_MS} AND expires_at_ms <= {NOW}) \
-                 + (SELECT count(*) FROM {{prefix}}log WHERE expires_at_ms <= {NOW})"
+                 + (SELECT count(*) FROM {{prefix}}log_v2 WHERE expires_at_ms <= {NOW})"
             )),
         })
     }
@@ -133,25 +144,32 @@ impl BatchEngine for PostgresEngine {
         let mut now = Vec::with_capacity(checks.len());
         let mut costs = Vec::with_capacity(checks.len());
         let mut algorithms = Vec::with_capacity(checks.len());
-        // Where each check's parameters start in `params` (1-based, as SQL arrays), and where
-        // they end.
+        // Where each check's policy ids start in `ids`, and its parameters in `params` (1-based,
+        // as SQL arrays), and where they end.
+        let mut id_bounds = Vec::with_capacity(checks.len() + 1);
+        let mut ids = Vec::new();
         let mut param_bounds = Vec::with_capacity(checks.len() + 1);
         let mut params = Vec::new();
-        let bound = |params: &Vec<i64>| i32::try_from(params.len() + 1).map_err(|_| unexpected());
+        let bound = |list: &Vec<i64>| i32::try_from(list.len() + 1).map_err(|_| unexpected());
         for check in checks {
             keys.push(check.key.as_bytes());
             now.push(check.now_ms);
             costs.push(check.cost);
             algorithms.push(algorithm_tag(check.algorithm));
+            id_bounds.push(bound(&ids)?);
+            ids.extend_from_slice(&check.ids);
             param_bounds.push(bound(&params)?);
             params.extend_from_slice(&check.params);
         }
+        id_bounds.push(bound(&ids)?);
         param_bounds.push(bound(&params)?);
         let reply: Vec<i64> = sqlx::query_scalar(&self.check_batch)
             .bind(keys)
             .bind(now)
             .bind(costs)
             .bind(algorithms)
+            .bind(id_bounds)
+            .bind(ids)
             .bind(param_bounds)
             .bind(params)
             .fetch_one(&self.pool)
@@ -198,6 +216,7 @@ impl Engine for PostgresEngine {
             .bind(optional_int("now", request.now_ms)?)
             .bind(args::cost_arg(request.cost))
             .bind(request.record)
+            .bind(args::policy_ids(request.ids))
             .bind(args::policy_args(request.policies)?)
             .fetch_one(&self.pool)
             .await?;
@@ -253,7 +272,7 @@ impl Engine for PostgresEngine {
             .iter()
             .map(|routine| format!("DROP FUNCTION IF EXISTS {{prefix}}{routine};"))
             .collect();
-        statements.push("DROP TABLE IF EXISTS {prefix}state, {prefix}log;".to_owned());
+        statements.push(format!("DROP TABLE IF EXISTS {TABLES};"));
         let sql = with_prefix(&statements.concat(), &self.prefix);
         sqlx::raw_sql(&sql).execute(&self.pool).await?;
         Ok(())

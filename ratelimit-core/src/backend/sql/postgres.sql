@@ -2,27 +2,35 @@
 -- (backend/redis/*.lua), with the same integer maths. `{prefix}` is the checked table prefix.
 -- Run on every connect, under an advisory lock: every statement is idempotent.
 --
--- One function per algorithm, `<prefix><tag>_check_v1`, does a whole check: lock, read, decide,
+-- One function per algorithm, `<prefix><tag>_check_v2`, does a whole check: lock, read, decide,
 -- write. Each is written out in full rather than split into helpers, because every PL/pgSQL call
 -- and every composite value passed costs more than the arithmetic (a check of the fixed window
 -- ran in about half the server time once inlined). The IMMUTABLE SQL helpers below are inlined
 -- by the planner where they are used, so they cost nothing.
 --
--- Every routine ends in a version (`_v1`; the batch function of postgres_batch.sql is `_v2`): a
--- change to one gets a new name, so processes of two versions sharing a database each keep
--- calling the routines they were written for.
+-- Every routine and table ends in a version (the batch function of postgres_batch.sql is
+-- `_v3`): a change to one gets a new name, so processes of two versions sharing a database each
+-- keep calling the routines, and using the tables, they were written for.
+--
+-- Upgrading from the tables `<prefix>state` and `<prefix>log` (rows keyed by algorithm and the
+-- quota's position in its rate, so two limits on one key shared a row): their rows cannot be
+-- moved over, since a position does not say which policy it counted, so the `_v2` tables start
+-- empty beside them (every count starts afresh once). The old tables and the `_v1` check
+-- functions are left as they are, so processes of the previous version still running keep
+-- working (each version counting on its own) until they are replaced; nothing of this version
+-- reads them, and `SqlBackend::drop_tables` drops them with the rest.
 --
 -- Arithmetic on request values is done in NUMERIC (exact, unbounded), so a huge cost or period
 -- cannot overflow; stored values are BIGINT. floor(a / b) is div(a, b) and ceil(a / b) is
 -- div(a + b - 1, b), for a >= 0 and b > 0.
 
-CREATE TABLE IF NOT EXISTS {prefix}state (
+CREATE TABLE IF NOT EXISTS {prefix}state_v2 (
     -- SHA-256 of the key: keys of any length and any bytes fit one index entry.
     key_hash bytea NOT NULL,
-    -- fw, sw, swc, tb or lb: each algorithm has its own rows.
-    algorithm text NOT NULL,
-    -- The quota's position in a compound rate.
-    quota smallint NOT NULL,
+    -- The policy's identity (PolicyId: the algorithm and every parameter, signed): each limit
+    -- on a key has its own row, so `5/m` and `10/h` never reset each other, and identical
+    -- limits share one. The algorithm is part of the identity, so it needs no column.
+    policy bigint NOT NULL,
     -- Window or bucket start (fw, swc), newest entry (sw), last update (tb, lb).
     since_ms bigint NOT NULL,
     -- Count (fw), current bucket (swc), entry sequence (sw), scaled level (tb, lb).
@@ -38,23 +46,23 @@ CREATE TABLE IF NOT EXISTS {prefix}state (
     cleanup_at_ms bigint GENERATED ALWAYS AS (
         CASE WHEN expires_at_ms > 9223372036854765807 THEN 9223372036854775807
              ELSE (expires_at_ms / 10000 + 1) * 10000 END) STORED,
-    PRIMARY KEY (key_hash, algorithm, quota)
+    PRIMARY KEY (key_hash, policy)
 ) WITH (fillfactor = 90);
-CREATE INDEX IF NOT EXISTS {prefix}state_cleanup_at ON {prefix}state (cleanup_at_ms);
+CREATE INDEX IF NOT EXISTS {prefix}state_v2_cleanup_at ON {prefix}state_v2 (cleanup_at_ms);
 
--- The sliding log: one row per admitted request.
-CREATE TABLE IF NOT EXISTS {prefix}log (
+-- The sliding log: one row per admitted request, per policy.
+CREATE TABLE IF NOT EXISTS {prefix}log_v2 (
     key_hash bytea NOT NULL,
-    quota smallint NOT NULL,
+    policy bigint NOT NULL,
     at_ms bigint NOT NULL,
     -- Keeps two requests of one millisecond apart, and their order.
     seq bigint NOT NULL,
     cost bigint NOT NULL,
     -- at_ms + window: when the request stops counting.
     expires_at_ms bigint NOT NULL,
-    PRIMARY KEY (key_hash, quota, at_ms, seq)
+    PRIMARY KEY (key_hash, policy, at_ms, seq)
 );
-CREATE INDEX IF NOT EXISTS {prefix}log_expires_at ON {prefix}log (expires_at_ms);
+CREATE INDEX IF NOT EXISTS {prefix}log_v2_expires_at ON {prefix}log_v2 (expires_at_ms);
 
 -- Milliseconds until `units` scaled units have flowed at `amount` per ms; NULL when nothing flows.
 -- PL/pgSQL, not SQL: the fast paths pass it whole expressions over the stored row, and the
@@ -89,7 +97,8 @@ $$;
 
 -- Every check function takes the key, the injected time (NULL: the database's clock), the
 -- cost, whether to record (false: a peek, which writes nothing and only waits for a check in
--- progress) and each quota's parameters one after the other (as the Lua `params`). It evaluates
+-- progress), each quota's policy id (its rows' key; distinct, in id order, see sql.rs) and each
+-- quota's parameters one after the other (as the Lua `params`), in the same order. It evaluates
 -- every quota, then records in all of them only if all allow (a rejected request is never
 -- counted), and returns 4 integers per quota as the Lua scripts do: allowed (1/0), remaining,
 -- reset_after_ms, retry_after_ms (-1: never). The time is read after the lock: a check that
@@ -108,12 +117,14 @@ $$;
 -- more index probe per rejection.
 
 -- Fixed window. params: limit, window; row: since_ms = window start, amount = count.
-CREATE OR REPLACE FUNCTION {prefix}fw_check_v1(
-    p_key bytea, p_now bigint, p_cost bigint, p_record boolean, p bigint[])
+CREATE OR REPLACE FUNCTION {prefix}fw_check_v2(
+    p_key bytea, p_now bigint, p_cost bigint, p_record boolean, p_policies bigint[],
+    p bigint[])
 RETURNS bigint[] LANGUAGE plpgsql AS $$
 DECLARE
     v_hash bytea := sha256(p_key);
     v_quotas int := coalesce(cardinality(p), 0) / 2;
+    v_policy bigint;
     v_now bigint;
     v_reply bigint[] := '{}';
     v_all_allowed boolean := true;
@@ -132,14 +143,15 @@ BEGIN
     END IF;
     v_now := coalesce(p_now, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint);
     IF p_record AND v_quotas = 1 AND p_cost <= p[1] THEN
+        v_policy := p_policies[1];
         v_limit := p[1];
         v_window := p[2];
         v_start := v_now - v_now % v_window;
-        INSERT INTO {prefix}state AS s
-            (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
-        VALUES (v_hash, 'fw', 0, v_start, p_cost, 0,
+        INSERT INTO {prefix}state_v2 AS s
+            (key_hash, policy, since_ms, amount, previous, expires_at_ms)
+        VALUES (v_hash, v_policy, v_start, p_cost, 0,
                 least(greatest(v_start + v_window, v_now::numeric + 1), 9223372036854775807))
-        ON CONFLICT (key_hash, algorithm, quota) DO UPDATE
+        ON CONFLICT (key_hash, policy) DO UPDATE
         SET amount = CASE WHEN s.expires_at_ms > v_now AND s.since_ms = v_start
                           THEN s.amount ELSE 0 END + p_cost,
             since_ms = excluded.since_ms, previous = 0, expires_at_ms = excluded.expires_at_ms
@@ -151,12 +163,13 @@ BEGIN
         END IF;
     END IF;
     FOR i IN 1..v_quotas LOOP
+        v_policy := p_policies[i];
         v_limit := p[2 * i - 1];
         v_window := p[2 * i];
         v_start := v_now - v_now % v_window;
         -- A count of an older window is gone.
-        SELECT amount INTO v_count FROM {prefix}state
-        WHERE key_hash = v_hash AND algorithm = 'fw' AND quota = i - 1
+        SELECT amount INTO v_count FROM {prefix}state_v2
+        WHERE key_hash = v_hash AND policy = v_policy
           AND expires_at_ms > v_now AND since_ms = v_start;
         v_count := coalesce(v_count, 0);
         v_used := v_used || v_count;
@@ -173,13 +186,14 @@ BEGIN
     END LOOP;
     IF p_record AND v_all_allowed THEN
         FOR i IN 1..v_quotas LOOP
+            v_policy := p_policies[i];
             v_window := p[2 * i];
             v_start := v_now - v_now % v_window;
-            INSERT INTO {prefix}state AS s
-                (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
-            VALUES (v_hash, 'fw', i - 1, v_start, v_used[i] + p_cost, 0,
+            INSERT INTO {prefix}state_v2 AS s
+                (key_hash, policy, since_ms, amount, previous, expires_at_ms)
+            VALUES (v_hash, v_policy, v_start, v_used[i] + p_cost, 0,
                     least(greatest(v_start + v_window, v_now::numeric + 1), 9223372036854775807))
-            ON CONFLICT (key_hash, algorithm, quota) DO UPDATE
+            ON CONFLICT (key_hash, policy) DO UPDATE
             SET since_ms = excluded.since_ms, amount = excluded.amount,
                 previous = excluded.previous, expires_at_ms = excluded.expires_at_ms;
         END LOOP;
@@ -189,12 +203,14 @@ END $$;
 
 -- Sliding log. params: limit, window; entries in {prefix}log, counted while
 -- at_ms + window > now; row: since_ms = newest entry, amount = entry sequence.
-CREATE OR REPLACE FUNCTION {prefix}sw_check_v1(
-    p_key bytea, p_now bigint, p_cost bigint, p_record boolean, p bigint[])
+CREATE OR REPLACE FUNCTION {prefix}sw_check_v2(
+    p_key bytea, p_now bigint, p_cost bigint, p_record boolean, p_policies bigint[],
+    p bigint[])
 RETURNS bigint[] LANGUAGE plpgsql AS $$
 DECLARE
     v_hash bytea := sha256(p_key);
     v_quotas int := coalesce(cardinality(p), 0) / 2;
+    v_policy bigint;
     v_now bigint;
     v_reply bigint[] := '{}';
     v_all_allowed boolean := true;
@@ -216,12 +232,13 @@ BEGIN
     END IF;
     v_now := coalesce(p_now, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint);
     FOR i IN 1..v_quotas LOOP
+        v_policy := p_policies[i];
         v_limit := p[2 * i - 1];
         v_window := p[2 * i];
         v_counted_after := v_now - p[2 * i];
         SELECT coalesce(sum(cost), 0), min(at_ms) INTO v_used, v_oldest
-        FROM {prefix}log
-        WHERE key_hash = v_hash AND quota = i - 1 AND at_ms > v_counted_after;
+        FROM {prefix}log_v2
+        WHERE key_hash = v_hash AND policy = v_policy AND at_ms > v_counted_after;
         v_allowed := v_used + p_cost <= v_limit;
         v_all_allowed := v_all_allowed AND v_allowed;
         v_retry := -1;
@@ -232,8 +249,8 @@ BEGIN
             SELECT e.at_ms INTO v_freed_at
             FROM (
                 SELECT at_ms, seq, sum(cost) OVER (ORDER BY at_ms, seq) AS freed
-                FROM {prefix}log
-                WHERE key_hash = v_hash AND quota = i - 1 AND at_ms > v_counted_after
+                FROM {prefix}log_v2
+                WHERE key_hash = v_hash AND policy = v_policy AND at_ms > v_counted_after
             ) e
             WHERE e.freed >= v_used + p_cost - v_limit
             ORDER BY e.at_ms, e.seq
@@ -250,24 +267,25 @@ BEGIN
     END LOOP;
     IF p_record AND v_all_allowed THEN
         FOR i IN 1..v_quotas LOOP
+            v_policy := p_policies[i];
             v_window := p[2 * i];
             v_counted_after := v_now - p[2 * i];
-            DELETE FROM {prefix}log
-            WHERE key_hash = v_hash AND quota = i - 1 AND at_ms <= v_counted_after;
+            DELETE FROM {prefix}log_v2
+            WHERE key_hash = v_hash AND policy = v_policy AND at_ms <= v_counted_after;
             -- The sequence survives the row's expiry, so it never repeats.
-            SELECT amount INTO v_seq FROM {prefix}state
-            WHERE key_hash = v_hash AND algorithm = 'sw' AND quota = i - 1;
+            SELECT amount INTO v_seq FROM {prefix}state_v2
+            WHERE key_hash = v_hash AND policy = v_policy;
             v_seq := coalesce(v_seq, 0) + 1;
-            INSERT INTO {prefix}log (key_hash, quota, at_ms, seq, cost, expires_at_ms)
-            VALUES (v_hash, i - 1, v_now, v_seq, p_cost,
+            INSERT INTO {prefix}log_v2 (key_hash, policy, at_ms, seq, cost, expires_at_ms)
+            VALUES (v_hash, v_policy, v_now, v_seq, p_cost,
                     least(v_now + v_window, 9223372036854775807));
-            SELECT max(at_ms) INTO v_newest FROM {prefix}log
-            WHERE key_hash = v_hash AND quota = i - 1;
-            INSERT INTO {prefix}state AS s
-                (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
-            VALUES (v_hash, 'sw', i - 1, v_newest, v_seq, 0,
+            SELECT max(at_ms) INTO v_newest FROM {prefix}log_v2
+            WHERE key_hash = v_hash AND policy = v_policy;
+            INSERT INTO {prefix}state_v2 AS s
+                (key_hash, policy, since_ms, amount, previous, expires_at_ms)
+            VALUES (v_hash, v_policy, v_newest, v_seq, 0,
                     least(greatest(v_newest + v_window, v_now::numeric + 1), 9223372036854775807))
-            ON CONFLICT (key_hash, algorithm, quota) DO UPDATE
+            ON CONFLICT (key_hash, policy) DO UPDATE
             SET since_ms = excluded.since_ms, amount = excluded.amount,
                 previous = excluded.previous, expires_at_ms = excluded.expires_at_ms;
         END LOOP;
@@ -277,12 +295,14 @@ END $$;
 
 -- Sliding window counter. params: limit, window; row: since_ms = current bucket start,
 -- amount = current, previous. Compared exactly, scaled by the window.
-CREATE OR REPLACE FUNCTION {prefix}swc_check_v1(
-    p_key bytea, p_now bigint, p_cost bigint, p_record boolean, p bigint[])
+CREATE OR REPLACE FUNCTION {prefix}swc_check_v2(
+    p_key bytea, p_now bigint, p_cost bigint, p_record boolean, p_policies bigint[],
+    p bigint[])
 RETURNS bigint[] LANGUAGE plpgsql AS $$
 DECLARE
     v_hash bytea := sha256(p_key);
     v_quotas int := coalesce(cardinality(p), 0) / 2;
+    v_policy bigint;
     v_now bigint;
     v_reply bigint[] := '{}';
     v_all_allowed boolean := true;
@@ -310,17 +330,18 @@ BEGIN
     END IF;
     v_now := coalesce(p_now, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint);
     IF p_record AND v_quotas = 1 AND p_cost <= p[1] THEN
+        v_policy := p_policies[1];
         v_limit := p[1];
         v_window := p[2];
         v_start := v_now - v_now % v_window;
         v_elapsed := v_now - v_start;
         -- previous and current as seen from the bucket holding now (every SET expression
         -- reads the row as it was).
-        INSERT INTO {prefix}state AS s
-            (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
-        VALUES (v_hash, 'swc', 0, v_start, p_cost, 0,
+        INSERT INTO {prefix}state_v2 AS s
+            (key_hash, policy, since_ms, amount, previous, expires_at_ms)
+        VALUES (v_hash, v_policy, v_start, p_cost, 0,
                 least(greatest(v_start + 2 * v_window, v_now::numeric + 1), 9223372036854775807))
-        ON CONFLICT (key_hash, algorithm, quota) DO UPDATE
+        ON CONFLICT (key_hash, policy) DO UPDATE
         SET previous = CASE WHEN s.expires_at_ms <= v_now THEN 0
                             WHEN s.since_ms = v_start THEN s.previous
                             WHEN s.since_ms + v_window = v_start THEN s.amount
@@ -347,14 +368,15 @@ BEGIN
         END IF;
     END IF;
     FOR i IN 1..v_quotas LOOP
+        v_policy := p_policies[i];
         v_limit := p[2 * i - 1];
         v_window := p[2 * i];
         v_start := v_now - v_now % v_window;
         v_elapsed := v_now - v_start;
         v_since := NULL;
         SELECT since_ms, amount, previous INTO v_since, v_amount, v_stored_previous
-        FROM {prefix}state
-        WHERE key_hash = v_hash AND algorithm = 'swc' AND quota = i - 1
+        FROM {prefix}state_v2
+        WHERE key_hash = v_hash AND policy = v_policy
           AND expires_at_ms > v_now;
         -- previous, current as seen from the bucket holding now.
         v_previous := CASE WHEN v_since = v_start THEN v_stored_previous
@@ -390,14 +412,15 @@ BEGIN
     END LOOP;
     IF p_record AND v_all_allowed THEN
         FOR i IN 1..v_quotas LOOP
+            v_policy := p_policies[i];
             v_window := p[2 * i];
             v_start := v_now - v_now % v_window;
-            INSERT INTO {prefix}state AS s
-                (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
-            VALUES (v_hash, 'swc', i - 1, v_start, v_current_of[i] + p_cost, v_previous_of[i],
+            INSERT INTO {prefix}state_v2 AS s
+                (key_hash, policy, since_ms, amount, previous, expires_at_ms)
+            VALUES (v_hash, v_policy, v_start, v_current_of[i] + p_cost, v_previous_of[i],
                     least(greatest(v_start + 2 * v_window, v_now::numeric + 1),
                           9223372036854775807))
-            ON CONFLICT (key_hash, algorithm, quota) DO UPDATE
+            ON CONFLICT (key_hash, policy) DO UPDATE
             SET since_ms = excluded.since_ms, amount = excluded.amount,
                 previous = excluded.previous, expires_at_ms = excluded.expires_at_ms;
         END LOOP;
@@ -407,12 +430,14 @@ END $$;
 
 -- Token bucket. params: bucket_size, refill amount, refill per_ms, initial_tokens, window;
 -- row: since_ms = last update, amount = tokens in scaled units (one token = per_ms units).
-CREATE OR REPLACE FUNCTION {prefix}tb_check_v1(
-    p_key bytea, p_now bigint, p_cost bigint, p_record boolean, p bigint[])
+CREATE OR REPLACE FUNCTION {prefix}tb_check_v2(
+    p_key bytea, p_now bigint, p_cost bigint, p_record boolean, p_policies bigint[],
+    p bigint[])
 RETURNS bigint[] LANGUAGE plpgsql AS $$
 DECLARE
     v_hash bytea := sha256(p_key);
     v_quotas int := coalesce(cardinality(p), 0) / 5;
+    v_policy bigint;
     v_now bigint;
     v_reply bigint[] := '{}';
     v_all_allowed boolean := true;
@@ -441,6 +466,7 @@ BEGIN
     END IF;
     v_now := coalesce(p_now, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint);
     IF p_record AND v_quotas = 1 AND p_cost <= least(p[4], p[1]) THEN
+        v_policy := p_policies[1];
         -- Scalars only in the statement: an array parameter is copied for every reference.
         v_size := p[1];
         v_amount := p[2];
@@ -451,7 +477,7 @@ BEGIN
         v_grace := CASE WHEN p[4] < p[1] THEN p[5] ELSE 0 END;
         -- Tokens now: refilled since the last update (a clock that steps back refills
         -- nothing), or the initial tokens of a new bucket.
-        UPDATE {prefix}state AS s
+        UPDATE {prefix}state_v2 AS s
         SET amount = CASE WHEN s.expires_at_ms > v_now
                           THEN least(least(s.amount, v_capacity)
                                      + least(greatest(v_now - s.since_ms, 0) * v_amount,
@@ -469,7 +495,7 @@ BEGIN
                          ELSE v_initial END - v_needed), v_amount),
                     0) + v_grace,
                 v_now::numeric + 1), 9223372036854775807)
-        WHERE s.key_hash = v_hash AND s.algorithm = 'tb' AND s.quota = 0
+        WHERE s.key_hash = v_hash AND s.policy = v_policy
           AND CASE WHEN s.expires_at_ms > v_now
                        THEN least(least(s.amount, v_capacity)
                                   + least(greatest(v_now - s.since_ms, 0) * v_amount, v_capacity),
@@ -477,14 +503,14 @@ BEGIN
                        ELSE v_initial END >= v_needed
         RETURNING amount INTO v_after;
         IF NOT FOUND THEN
-            INSERT INTO {prefix}state AS s
-                (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
-            VALUES (v_hash, 'tb', 0, v_now, v_initial - v_needed, 0,
+            INSERT INTO {prefix}state_v2 AS s
+                (key_hash, policy, since_ms, amount, previous, expires_at_ms)
+            VALUES (v_hash, v_policy, v_now, v_initial - v_needed, 0,
                     least(greatest(
                         v_now + coalesce({prefix}millis_for_v1(
                             v_capacity - (v_initial - v_needed), v_amount), 0) + v_grace,
                         v_now::numeric + 1), 9223372036854775807))
-            ON CONFLICT (key_hash, algorithm, quota) DO NOTHING
+            ON CONFLICT (key_hash, policy) DO NOTHING
             RETURNING amount INTO v_after;
         END IF;
         IF FOUND THEN
@@ -497,12 +523,13 @@ BEGIN
         END IF;
     END IF;
     FOR i IN 1..v_quotas LOOP
+        v_policy := p_policies[i];
         v_size := p[5 * i - 4];
         v_amount := p[5 * i - 3];
         v_unit := p[5 * i - 2];
         v_capacity := v_size * v_unit;
-        SELECT amount, since_ms INTO v_level, v_last FROM {prefix}state
-        WHERE key_hash = v_hash AND algorithm = 'tb' AND quota = i - 1
+        SELECT amount, since_ms INTO v_level, v_last FROM {prefix}state_v2
+        WHERE key_hash = v_hash AND policy = v_policy
           AND expires_at_ms > v_now;
         v_found := FOUND;
         IF v_found THEN
@@ -538,6 +565,7 @@ BEGIN
         RETURN v_reply;
     END IF;
     FOR i IN 1..v_quotas LOOP
+        v_policy := p_policies[i];
         v_unit := p[5 * i - 2];
         IF v_all_allowed THEN
             v_level := v_tokens_of[i] - p_cost * v_unit;
@@ -554,14 +582,14 @@ BEGIN
         v_grace := CASE WHEN p[5 * i - 1] < p[5 * i - 4] THEN p[5 * i] ELSE 0 END;
         v_capacity := p[5 * i - 4]::numeric * v_unit;
         v_amount := p[5 * i - 3];
-        INSERT INTO {prefix}state AS s
-            (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
-        VALUES (v_hash, 'tb', i - 1, v_last, v_level, 0,
+        INSERT INTO {prefix}state_v2 AS s
+            (key_hash, policy, since_ms, amount, previous, expires_at_ms)
+        VALUES (v_hash, v_policy, v_last, v_level, 0,
                 least(greatest(
                     v_now + coalesce({prefix}millis_for_v1(v_capacity - v_level, v_amount), 0)
                         + v_grace,
                     v_now::numeric + 1), 9223372036854775807))
-        ON CONFLICT (key_hash, algorithm, quota) DO UPDATE
+        ON CONFLICT (key_hash, policy) DO UPDATE
         SET since_ms = excluded.since_ms, amount = excluded.amount,
             previous = excluded.previous, expires_at_ms = excluded.expires_at_ms;
     END LOOP;
@@ -570,12 +598,14 @@ END $$;
 
 -- Leaky bucket (meter). params: capacity, leak amount, leak per_ms, window;
 -- row: since_ms = last update, amount = level in scaled units.
-CREATE OR REPLACE FUNCTION {prefix}lb_check_v1(
-    p_key bytea, p_now bigint, p_cost bigint, p_record boolean, p bigint[])
+CREATE OR REPLACE FUNCTION {prefix}lb_check_v2(
+    p_key bytea, p_now bigint, p_cost bigint, p_record boolean, p_policies bigint[],
+    p bigint[])
 RETURNS bigint[] LANGUAGE plpgsql AS $$
 DECLARE
     v_hash bytea := sha256(p_key);
     v_quotas int := coalesce(cardinality(p), 0) / 4;
+    v_policy bigint;
     v_now bigint;
     v_reply bigint[] := '{}';
     v_all_allowed boolean := true;
@@ -600,6 +630,7 @@ BEGIN
     END IF;
     v_now := coalesce(p_now, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint);
     IF p_record AND v_quotas = 1 AND p_cost <= p[1] THEN
+        v_policy := p_policies[1];
         v_capacity := p[1];
         v_amount := p[2];
         v_unit := p[3];
@@ -607,7 +638,7 @@ BEGIN
         v_added := p_cost * v_unit;
         -- The level now: drained since the last update (a clock that steps back drains
         -- nothing), or 0 for a new key.
-        UPDATE {prefix}state AS s
+        UPDATE {prefix}state_v2 AS s
         SET amount = CASE WHEN s.expires_at_ms > v_now
                           THEN s.amount - least(greatest(v_now - s.since_ms, 0) * v_amount,
                                                 s.amount)
@@ -622,18 +653,18 @@ BEGIN
                                                s.amount)
                          ELSE 0 END + v_added, v_amount), 0),
                 v_now::numeric + 1), 9223372036854775807)
-        WHERE s.key_hash = v_hash AND s.algorithm = 'lb' AND s.quota = 0
+        WHERE s.key_hash = v_hash AND s.policy = v_policy
           AND CASE WHEN s.expires_at_ms > v_now
                        THEN s.amount - least(greatest(v_now - s.since_ms, 0) * v_amount, s.amount)
                        ELSE 0 END + v_added <= v_scaled_capacity
         RETURNING amount INTO v_after;
         IF NOT FOUND THEN
-            INSERT INTO {prefix}state AS s
-                (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
-            VALUES (v_hash, 'lb', 0, v_now, v_added, 0,
+            INSERT INTO {prefix}state_v2 AS s
+                (key_hash, policy, since_ms, amount, previous, expires_at_ms)
+            VALUES (v_hash, v_policy, v_now, v_added, 0,
                     least(greatest(v_now + coalesce({prefix}millis_for_v1(v_added, v_amount), 0),
                                    v_now::numeric + 1), 9223372036854775807))
-            ON CONFLICT (key_hash, algorithm, quota) DO NOTHING
+            ON CONFLICT (key_hash, policy) DO NOTHING
             RETURNING amount INTO v_after;
         END IF;
         IF FOUND THEN
@@ -646,13 +677,14 @@ BEGIN
         END IF;
     END IF;
     FOR i IN 1..v_quotas LOOP
+        v_policy := p_policies[i];
         v_capacity := p[4 * i - 3];
         v_amount := p[4 * i - 2];
         v_unit := p[4 * i - 1];
         v_scaled_capacity := v_capacity * v_unit;
         v_last := NULL;
-        SELECT amount, since_ms INTO v_stored, v_last FROM {prefix}state
-        WHERE key_hash = v_hash AND algorithm = 'lb' AND quota = i - 1
+        SELECT amount, since_ms INTO v_stored, v_last FROM {prefix}state_v2
+        WHERE key_hash = v_hash AND policy = v_policy
           AND expires_at_ms > v_now;
         -- Drained since the last update; a clock that steps back drains nothing.
         v_level := CASE WHEN v_last IS NULL THEN 0
@@ -678,15 +710,16 @@ BEGIN
     END LOOP;
     IF p_record AND v_all_allowed THEN
         FOR i IN 1..v_quotas LOOP
+            v_policy := p_policies[i];
             v_level := v_level_of[i] + p_cost * p[4 * i - 1];
             v_amount := p[4 * i - 2];
             v_last := greatest(coalesce(v_last_of[i], v_now), v_now);
-            INSERT INTO {prefix}state AS s
-                (key_hash, algorithm, quota, since_ms, amount, previous, expires_at_ms)
-            VALUES (v_hash, 'lb', i - 1, v_last, v_level, 0,
+            INSERT INTO {prefix}state_v2 AS s
+                (key_hash, policy, since_ms, amount, previous, expires_at_ms)
+            VALUES (v_hash, v_policy, v_last, v_level, 0,
                     least(greatest(v_now + coalesce({prefix}millis_for_v1(v_level, v_amount), 0),
                                    v_now::numeric + 1), 9223372036854775807))
-            ON CONFLICT (key_hash, algorithm, quota) DO UPDATE
+            ON CONFLICT (key_hash, policy) DO UPDATE
             SET since_ms = excluded.since_ms, amount = excluded.amount,
                 previous = excluded.previous, expires_at_ms = excluded.expires_at_ms;
         END LOOP;
@@ -694,13 +727,13 @@ BEGIN
     RETURN v_reply;
 END $$;
 
--- Forgets every state of a key, every algorithm and quota.
-CREATE OR REPLACE FUNCTION {prefix}reset_v1(p_key bytea)
+-- Forgets every state and log entry of a key, of every policy.
+CREATE OR REPLACE FUNCTION {prefix}reset_v2(p_key bytea)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     v_hash bytea := sha256(p_key);
 BEGIN
     PERFORM pg_advisory_xact_lock({prefix}lock_id_v1(v_hash));
-    DELETE FROM {prefix}state WHERE key_hash = v_hash;
-    DELETE FROM {prefix}log WHERE key_hash = v_hash;
+    DELETE FROM {prefix}state_v2 WHERE key_hash = v_hash;
+    DELETE FROM {prefix}log_v2 WHERE key_hash = v_hash;
 END $$;

@@ -12,7 +12,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqliteSynchronous,
 };
 
-use super::args::{algorithm_tag, to_sql_int};
+use super::args::to_sql_int;
 use super::{Deleted, Engine, Request, Settings, with_prefix};
 use crate::algorithm::{
     BucketState, CounterState, LogEntry, LogState, Policy, State, Verdict, WindowState,
@@ -55,44 +55,46 @@ impl Statements {
         let sql = |text: &str| with_prefix(text, prefix);
         let now_or = format!("COALESCE(?1, {DATABASE_NOW})");
         Self {
-            load_state: sql("SELECT since_ms, amount, previous FROM {prefix}state \
-                 WHERE key = ?1 AND algorithm = ?2 AND quota = ?3 AND expires_at_ms > ?4"),
-            load_log: sql("SELECT at_ms, cost FROM {prefix}log \
-                 WHERE key = ?1 AND quota = ?2 AND at_ms > ?3 ORDER BY at_ms, seq"),
-            store_state: sql("INSERT INTO {prefix}state \
-                 (key, algorithm, quota, since_ms, amount, previous, expires_at_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                 ON CONFLICT (key, algorithm, quota) DO UPDATE SET since_ms = excluded.since_ms, \
+            load_state: sql("SELECT since_ms, amount, previous FROM {prefix}state_v2 \
+                 WHERE key = ?1 AND policy = ?2 AND expires_at_ms > ?3"),
+            load_log: sql("SELECT at_ms, cost FROM {prefix}log_v2 \
+                 WHERE key = ?1 AND policy = ?2 AND at_ms > ?3 ORDER BY at_ms, seq"),
+            store_state: sql("INSERT INTO {prefix}state_v2 \
+                 (key, policy, since_ms, amount, previous, expires_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (key, policy) DO UPDATE SET since_ms = excluded.since_ms, \
                  amount = excluded.amount, previous = excluded.previous, \
                  expires_at_ms = excluded.expires_at_ms"),
-            next_seq: sql("SELECT COALESCE(MAX(amount), 0) + 1 FROM {prefix}state \
-                 WHERE key = ?1 AND algorithm = 'sw' AND quota = ?2"),
+            next_seq: sql("SELECT COALESCE(MAX(amount), 0) + 1 FROM {prefix}state_v2 \
+                 WHERE key = ?1 AND policy = ?2"),
             delete_uncounted: sql(
-                "DELETE FROM {prefix}log WHERE key = ?1 AND quota = ?2 AND at_ms <= ?3",
+                "DELETE FROM {prefix}log_v2 WHERE key = ?1 AND policy = ?2 AND at_ms <= ?3",
             ),
             insert_entry: sql(
-                "INSERT INTO {prefix}log (key, quota, at_ms, seq, cost, expires_at_ms) \
+                "INSERT INTO {prefix}log_v2 (key, policy, at_ms, seq, cost, expires_at_ms) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             ),
-            reset_state: sql("DELETE FROM {prefix}state WHERE key = ?1"),
-            reset_log: sql("DELETE FROM {prefix}log WHERE key = ?1"),
+            reset_state: sql("DELETE FROM {prefix}state_v2 WHERE key = ?1"),
+            reset_log: sql("DELETE FROM {prefix}log_v2 WHERE key = ?1"),
             cleanup_state: sql(&format!(
-                "DELETE FROM {{prefix}}state WHERE (key, algorithm, quota) IN \
-                 (SELECT key, algorithm, quota FROM {{prefix}}state \
+                "DELETE FROM {{prefix}}state_v2 WHERE (key, policy) IN \
+                 (SELECT key, policy FROM {{prefix}}state_v2 \
                  WHERE expires_at_ms <= {now_or} LIMIT ?2)"
             )),
             cleanup_log: sql(&format!(
-                "DELETE FROM {{prefix}}log WHERE (key, quota, at_ms, seq) IN \
-                 (SELECT key, quota, at_ms, seq FROM {{prefix}}log \
+                "DELETE FROM {{prefix}}log_v2 WHERE (key, policy, at_ms, seq) IN \
+                 (SELECT key, policy, at_ms, seq FROM {{prefix}}log_v2 \
                  WHERE expires_at_ms <= {now_or} LIMIT ?2)"
             )),
             count_expired: sql(&format!(
-                "SELECT (SELECT COUNT(*) FROM {{prefix}}state WHERE expires_at_ms <= {now_or}) \
-                 + (SELECT COUNT(*) FROM {{prefix}}log WHERE expires_at_ms <= {now_or})"
+                "SELECT (SELECT COUNT(*) FROM {{prefix}}state_v2 \
+                 WHERE expires_at_ms <= {now_or}) \
+                 + (SELECT COUNT(*) FROM {{prefix}}log_v2 WHERE expires_at_ms <= {now_or})"
             )),
-            drop_tables: sql(
-                "DROP TABLE IF EXISTS {prefix}state; DROP TABLE IF EXISTS {prefix}log;",
-            ),
+            // The earlier versions' tables too (see sqlite.sql).
+            drop_tables: sql("DROP TABLE IF EXISTS {prefix}state_v2; \
+                 DROP TABLE IF EXISTS {prefix}log_v2; DROP TABLE IF EXISTS {prefix}state; \
+                 DROP TABLE IF EXISTS {prefix}log;"),
         }
     }
 }
@@ -142,7 +144,7 @@ impl SqliteEngine {
         if let Policy::SlidingWindow { window_ms, .. } = *quota.policy {
             let rows: Vec<(i64, i64)> = sqlx::query_as(&self.sql.load_log)
                 .bind(quota.key)
-                .bind(quota.index)
+                .bind(quota.policy_id)
                 .bind(counted_after(now, window_ms))
                 .fetch_all(connection)
                 .await?;
@@ -163,8 +165,7 @@ impl SqliteEngine {
         }
         let row: Option<(i64, i64, i64)> = sqlx::query_as(&self.sql.load_state)
             .bind(quota.key)
-            .bind(quota.tag)
-            .bind(quota.index)
+            .bind(quota.policy_id)
             .bind(to_sql_int("now", now)?)
             .fetch_optional(connection)
             .await?;
@@ -216,8 +217,7 @@ impl SqliteEngine {
         };
         sqlx::query(&self.sql.store_state)
             .bind(quota.key)
-            .bind(quota.tag)
-            .bind(quota.index)
+            .bind(quota.policy_id)
             .bind(to_sql_int("state", since)?)
             .bind(to_sql_int("state", amount)?)
             .bind(to_sql_int("state", previous)?)
@@ -239,19 +239,19 @@ impl SqliteEngine {
         let window_ms = quota.policy.window_ms();
         sqlx::query(&self.sql.delete_uncounted)
             .bind(quota.key)
-            .bind(quota.index)
+            .bind(quota.policy_id)
             .bind(counted_after(now, window_ms))
             .execute(&mut *connection)
             .await?;
         // The sequence survives the state row's expiry, so it never repeats.
         let seq: i64 = sqlx::query_scalar(&self.sql.next_seq)
             .bind(quota.key)
-            .bind(quota.index)
+            .bind(quota.policy_id)
             .fetch_one(&mut *connection)
             .await?;
         sqlx::query(&self.sql.insert_entry)
             .bind(quota.key)
-            .bind(quota.index)
+            .bind(quota.policy_id)
             .bind(to_sql_int("now", now)?)
             .bind(seq)
             .bind(to_sql_int("cost", cost)?)
@@ -262,11 +262,10 @@ impl SqliteEngine {
     }
 }
 
-/// Where one quota's rows are: the key, the algorithm's tag and the quota's position.
+/// Where one quota's rows are: the key and the policy's id.
 struct QuotaRow<'a> {
     key: &'a [u8],
-    tag: &'static str,
-    index: i64,
+    policy_id: i64,
     policy: &'a Policy,
 }
 
@@ -313,13 +312,13 @@ impl Engine for SqliteEngine {
                 u64::try_from(now).map_err(|_| unexpected())?
             }
         };
-        let tag = algorithm_tag(request.algorithm);
-        let quotas: Vec<QuotaRow<'_>> = (0_i64..)
+        let quotas: Vec<QuotaRow<'_>> = request
+            .ids
+            .iter()
             .zip(request.policies)
-            .map(|(index, policy)| QuotaRow {
+            .map(|(id, policy)| QuotaRow {
                 key,
-                tag,
-                index,
+                policy_id: id.as_i64(),
                 policy,
             })
             .collect();

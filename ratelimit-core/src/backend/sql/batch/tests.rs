@@ -123,7 +123,8 @@ fn check(key: &str, cost: u64) -> Check {
         limit: 100,
         window_ms: 1_000,
     }];
-    Check::new(key, Algorithm::FixedWindow, policies, None, cost)
+    let ids = [policies[0].id()];
+    Check::new(key, Algorithm::FixedWindow, policies, &ids, None, cost)
         .unwrap_or_else(|error| panic!("{error}"))
 }
 
