@@ -350,12 +350,12 @@ impl SqlBackend {
     }
 }
 
-/// A limit's quotas as the engines see them: each distinct policy once, in id order.
+/// A limit's quotas as the engines see them: each policy (distinct, as [`Limit`] keeps them) in
+/// id order.
 ///
-/// Each policy's rows are keyed by its id, so two quotas of one rate that are the same policy
-/// (`5/m;5/m`) share a row, and a request counts once in it, not once per quota. The id order
-/// makes every check lock a key's rows in one order (MySQL), whatever order a rate lists its
-/// quotas in, so two limits with the same quotas never wait on each other in a cycle.
+/// The id order makes every check lock a key's rows in one order (MySQL), whatever order a
+/// rate lists its quotas in, so two limits with the same quotas never wait on each other in a
+/// cycle. The verdicts go back to the rate's order, which decides ties between quotas.
 struct Quotas {
     policies: Vec<Policy>,
     ids: Vec<PolicyId>,
@@ -366,19 +366,18 @@ struct Quotas {
 impl Quotas {
     fn of(limit: &Limit) -> Result<Self, LimitError> {
         let in_rate_order: Vec<(Policy, PolicyId)> = limit.policies_with_ids()?.collect();
-        let mut distinct = in_rate_order.clone();
-        distinct.sort_unstable_by_key(|&(_, id)| id);
-        distinct.dedup_by_key(|&mut (_, id)| id);
+        let mut by_id = in_rate_order.clone();
+        by_id.sort_unstable_by_key(|&(_, id)| id);
         let of_quota = in_rate_order
             .iter()
-            // Always found: `distinct` holds every id of `in_rate_order`.
+            // Always found: `by_id` holds every id of `in_rate_order`.
             .map(|(_, id)| {
-                distinct
+                by_id
                     .binary_search_by_key(id, |&(_, id)| id)
                     .unwrap_or_else(|at| at)
             })
             .collect();
-        let (policies, ids) = distinct.into_iter().unzip();
+        let (policies, ids) = by_id.into_iter().unzip();
         Ok(Self {
             policies,
             ids,
@@ -386,8 +385,8 @@ impl Quotas {
         })
     }
 
-    /// Each quota's verdict, in the rate's order, from one verdict per distinct policy; `None`
-    /// when there are not as many verdicts as policies.
+    /// Each quota's verdict, in the rate's order, from one verdict per policy in id order;
+    /// `None` when there are not as many verdicts as policies.
     fn per_quota(&self, verdicts: &[Verdict]) -> Option<Vec<Verdict>> {
         if verdicts.len() != self.policies.len() {
             return None;
@@ -747,11 +746,11 @@ mod tests {
     fn quotas_go_once_each_in_id_order_and_come_back_in_rate_order() {
         let rate =
             |text: &str| -> crate::Rate { text.parse().unwrap_or_else(|error| panic!("{error}")) };
-        let limit = Limit::fixed_window(rate("10/h;5/m;10/h"));
+        let limit = Limit::fixed_window(rate("10/h;5/m;10/h;1/s"));
         let quotas = Quotas::of(&limit).unwrap_or_else(|error| panic!("{error}"));
-        assert_eq!(quotas.policies.len(), 2);
-        assert!(quotas.ids.is_sorted() && quotas.ids[0] != quotas.ids[1]);
-        // One verdict per distinct policy (in id order); each quota gets its policy's.
+        assert_eq!(quotas.policies.len(), 3, "10/h named twice is one policy");
+        assert!(quotas.ids.is_sorted() && quotas.ids.windows(2).all(|pair| pair[0] != pair[1]));
+        // One verdict per policy (in id order); each quota gets its policy's.
         let verdict = |limit: u64| Verdict {
             allowed: true,
             limit,
@@ -767,7 +766,7 @@ mod tests {
             .collect();
         let spread = quotas.per_quota(&verdicts).unwrap_or_default();
         let limits: Vec<u64> = spread.iter().map(|verdict| verdict.limit).collect();
-        assert_eq!(limits, [10, 5, 10]);
+        assert_eq!(limits, [10, 5, 1]);
         assert!(quotas.per_quota(&verdicts[..1]).is_none());
     }
 
