@@ -148,7 +148,8 @@ impl RedisBackend {
     }
 
     /// The Redis keys that hold `key`'s state under `limit`, one per quota (two for a sliding
-    /// log: the log, then its sequence counter), in the order of the rate's quotas. For
+    /// log: the log, then its sequence counter; a quota the rate names twice once), in the
+    /// order of the rate's quotas. For
     /// operators looking at the server, and for tests.
     ///
     /// # Errors
