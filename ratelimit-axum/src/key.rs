@@ -215,7 +215,7 @@ fn readable(value: &[u8], after_name: bool) -> Option<&str> {
     plain.then_some(text)
 }
 
-/// Control characters (`Cc`, with U+0085), format characters (`Cf`, Unicode 16: soft hyphen,
+/// Control characters (`Cc`, with U+0085), format characters (`Cf` as of Unicode 15: soft hyphen,
 /// zero-width characters, bidirectional controls, the byte order mark, tags, ...) and the line
 /// and paragraph separators U+2028 / U+2029: characters that move, hide or break text in logs
 /// and terminals.
@@ -252,6 +252,16 @@ fn write_digest(out: &mut String, value: &[u8]) {
     for byte in Sha256::digest(value) {
         let _ = write!(out, "{byte:02x}");
     }
+}
+
+/// A short digest of a key, for log lines: enough to tell keys apart while reading, without
+/// the client's value.
+pub(crate) fn log_digest(key: &str) -> String {
+    let mut digest = String::with_capacity(12);
+    for byte in &Sha256::digest(key.as_bytes())[..6] {
+        let _ = write!(digest, "{byte:02x}");
+    }
+    digest
 }
 
 thread_local! {
@@ -582,5 +592,13 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn log_digests_are_short_and_differ_per_key() {
+        let first = log_digest("g:user:ann");
+        assert_eq!(first.len(), 12);
+        assert!(first.bytes().all(|byte| byte.is_ascii_hexdigit()));
+        assert_ne!(first, log_digest("g:user:bob"));
     }
 }
