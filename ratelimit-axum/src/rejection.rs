@@ -9,7 +9,7 @@ use ratelimit_core::log_throttle::{LOG_INTERVAL, LogThrottle};
 use serde_json::json;
 
 use crate::headers;
-use crate::settings::HeaderFields;
+use crate::settings::{GuardSettings, HeaderFields};
 
 /// A misconfigured server answers every request with the same error: one line every few
 /// seconds says so, with the count of those held back.
@@ -65,6 +65,14 @@ impl RateLimited {
         };
         let body = json!({ "error": "rate_limited", "detail": detail, "retry_after": retry_after });
         (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response()
+    }
+
+    /// The 429 the guard sends under `settings`: their blocked response (or the default one)
+    /// with the rate-limit headers and `Retry-After`. For a limit checked in a handler (e.g.
+    /// on a value from the body), so that its rejection looks like the guard's.
+    #[must_use]
+    pub fn to_response(&self, settings: &GuardSettings) -> Response {
+        self.response_with(settings.blocked_response, settings.header_fields)
     }
 
     fn response_with(&self, blocked: Option<BlockedResponse>, fields: HeaderFields) -> Response {

@@ -1,5 +1,6 @@
-//! Bucket keys through real axum routing: different inputs never share a bucket, and what the
-//! store and the logs see of a key. Every test has its own registry (a `Scope`).
+//! Bucket keys through real axum routing: different inputs never share a bucket, what the
+//! store sees of a key, and a limit checked by hand on the guard's key. Every test has its
+//! own registry (a `Scope`).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -333,4 +334,78 @@ async fn header_values_reach_the_store_only_as_digests_and_so_do_invisible_chara
         assert!(key.is_ascii(), "{key:?}");
     }
     assert!(keys[6].ends_with(":query:name:ann"), "{}", keys[6]);
+}
+
+#[rate_limit(rate = "2/m", key = "user", group = "by-hand")]
+async fn guarded_by_user() -> &'static str {
+    "ok"
+}
+
+/// A limit checked in the handler, on the same bucket as `guarded_by_user`.
+#[rate_limit(rate = "100/m", key = "ip")]
+async fn checked_by_hand(
+    Extension(scope): Extension<Scope>,
+    Extension(UserId(user)): Extension<UserId>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let limit = Limit::fixed_window(ratelimit_axum::core::Rate::from_quota(
+        ratelimit_axum::core::Quota::new(2, std::num::NonZeroU64::MIN.saturating_add(59_999)),
+    ));
+    let key = ratelimit_axum::bucket_key("by-hand", ratelimit_axum::KeyKind::User, &user);
+    match scope.registry().default_backend().check(&key, &limit).await {
+        Ok(decision) if decision.allowed => "ok".into_response(),
+        Ok(decision) => ratelimit_axum::RateLimited {
+            decision,
+            handler: "checked_by_hand".to_owned(),
+            rate: limit.rate().to_string(),
+        }
+        .to_response(&ratelimit_axum::GuardSettings::default()),
+        Err(error) => panic!("{error}"),
+    }
+}
+
+#[tokio::test]
+async fn a_limit_checked_by_hand_shares_the_guards_bucket_and_keeps_its_429() {
+    let app = scoped(
+        Router::new()
+            .route("/guarded", get(guarded_by_user))
+            .route("/by-hand", get(checked_by_hand)),
+        registry(),
+    );
+    let peer = "192.0.2.8:1";
+    assert_eq!(
+        status_of(&app, "/guarded", peer, &[], Some("ann")).await,
+        OK
+    );
+    assert_eq!(
+        status_of(&app, "/by-hand", peer, &[], Some("ann")).await,
+        OK
+    );
+    assert_eq!(
+        status_of(&app, "/guarded", peer, &[], Some("ann")).await,
+        LIMITED
+    );
+
+    let mut request = Request::builder()
+        .uri("/by-hand")
+        .body(Body::empty())
+        .unwrap_or_else(|error| panic!("{error}"));
+    let peer: SocketAddr = peer.parse().unwrap_or_else(|error| panic!("{error}"));
+    request.extensions_mut().insert(ConnectInfo(peer));
+    request.extensions_mut().insert(UserId("ann".to_owned()));
+    let response = app
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|never| match never {});
+    assert_eq!(response.status(), LIMITED);
+    // The rejecting limit's fields, not those of the guard's admitted `100/m`.
+    let field = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value: &HeaderValue| value.to_str().ok())
+    };
+    assert_eq!(field("x-ratelimit-limit"), Some("2"));
+    assert_eq!(field("x-ratelimit-remaining"), Some("0"));
+    assert!(field("retry-after").is_some());
 }
