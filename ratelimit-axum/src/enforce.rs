@@ -15,15 +15,24 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::request::Parts;
+use ratelimit_core::log_throttle::{LOG_INTERVAL, LogThrottle};
 use ratelimit_core::metrics::{self, Outcome};
 use ratelimit_core::{Backend, BackendError, Decision, Limit, OnError};
 
 use crate::client_ip;
+use crate::key::log_digest;
 use crate::key_source::{ClientIp, key_for};
 use crate::rejection::{BackendUnavailable, GuardRejection, RateLimited};
 use crate::settings::{GuardSettings, Scope};
 use crate::spec::{CostSource, LimitSpec, RateSource};
 use crate::status::RateLimitStatus;
+
+/// Shadow hits and store failures come with every request while they last: each logs one line
+/// per handler, group (and error kind) every few seconds, with the count of those held back,
+/// and names the key by a short digest only (it holds a client's value).
+static SHADOW_HIT: LogThrottle = LogThrottle::new(LOG_INTERVAL);
+static FAILED_ALLOWING: LogThrottle = LogThrottle::new(LOG_INTERVAL);
+static FAILED_DENYING: LogThrottle = LogThrottle::new(LOG_INTERVAL);
 
 /// What the limits decided for a request that may proceed.
 #[derive(Clone, Copy, Debug, Default)]
@@ -128,6 +137,7 @@ pub(crate) enum Progress<'s, 'c> {
 /// One limit, ready for its store.
 pub(crate) struct Check<'s, 'c> {
     spec: &'s LimitSpec,
+    group: &'s str,
     key: crate::key::Key,
     limit: LimitRef<'s>,
     cost: u64,
@@ -159,6 +169,7 @@ impl<'s> Check<'s, '_> {
     pub(crate) fn into_owned(self) -> Check<'s, 'static> {
         Check {
             spec: self.spec,
+            group: self.group,
             key: self.key,
             limit: self.limit,
             cost: self.cost,
@@ -306,6 +317,7 @@ impl Enforcement {
         let (backend_name, backend) = resolve_backend(view.backend(), context)?;
         Ok(Some(Check {
             spec,
+            group: view.group(),
             key,
             limit,
             cost: cost(spec, parts),
@@ -328,7 +340,7 @@ impl Enforcement {
         let decision = match checked {
             Ok(decision) => decision,
             Err(error) => {
-                apply_failure_policy(&error, spec, context, handler, key)?;
+                apply_failure_policy(&error, check, context, handler)?;
                 self.outcome = self.outcome.max(Some(Outcome::ErrorAllowed));
                 return Ok(Step::Next);
             }
@@ -342,7 +354,16 @@ impl Enforcement {
         );
         if spec.shadow {
             if !decision.allowed {
-                tracing::warn!(handler, key, limit = %check.limit.rate(), "shadow rate limit would block this request");
+                if let Some(suppressed) = SHADOW_HIT.admit(&(handler, check.group)) {
+                    tracing::warn!(
+                        handler,
+                        group = check.group,
+                        key_digest = log_digest(key),
+                        limit = %check.limit.rate(),
+                        suppressed,
+                        "shadow rate limit would block this request"
+                    );
+                }
                 self.outcome = self.outcome.max(Some(Outcome::ShadowLimited));
             }
             return Ok(Step::Next);
@@ -413,18 +434,28 @@ fn resolve_backend<'c>(
 /// `deny`.
 fn apply_failure_policy(
     error: &BackendError,
-    spec: &LimitSpec,
+    check: &Check<'_, '_>,
     context: &Context<'_>,
     handler: &str,
-    key: &str,
 ) -> Result<(), GuardRejection> {
-    match spec.on_error.unwrap_or(context.registry.on_backend_error()) {
+    let cause = (handler, check.group, std::mem::discriminant(error));
+    let group = check.group;
+    let key_digest = || log_digest(check.key.as_str());
+    match check
+        .spec
+        .on_error
+        .unwrap_or(context.registry.on_backend_error())
+    {
         OnError::Allow => {
-            tracing::warn!(%error, handler, key, "rate-limit backend failed; allowing the request");
+            if let Some(suppressed) = FAILED_ALLOWING.admit(&cause) {
+                tracing::warn!(%error, handler, group, key_digest = key_digest(), suppressed, "rate-limit backend failed; allowing the request");
+            }
             Ok(())
         }
         OnError::Deny => {
-            tracing::warn!(%error, handler, key, "rate-limit backend failed; denying the request");
+            if let Some(suppressed) = FAILED_DENYING.admit(&cause) {
+                tracing::warn!(%error, handler, group, key_digest = key_digest(), suppressed, "rate-limit backend failed; denying the request");
+            }
             metrics::record_outcome(Outcome::ErrorDenied);
             // An open circuit knows when it will try again; otherwise the setting.
             let retry_after_secs = match error {

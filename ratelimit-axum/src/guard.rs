@@ -8,6 +8,7 @@ use std::borrow::BorrowMut;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
+use http::StatusCode;
 use http::request::Parts;
 
 use crate::enforce::{Admitted, Context, Enforcement, Progress};
@@ -63,10 +64,21 @@ pub struct Guard<const ID: u64, const EXPOSE_STATUS: bool = true> {
 
 impl<const ID: u64, const EXPOSE_STATUS: bool> Guard<ID, EXPOSE_STATUS> {
     /// Adds the rate-limit headers (no `Retry-After`: the request was admitted) to `response`.
+    /// A 429 of the handler's own (a limit it checked itself, answered with
+    /// [`crate::RateLimited::to_response`]) keeps its headers unless the guard's decision is
+    /// more restrictive, as between stacked limits.
     pub fn finish(self, response: impl IntoResponse) -> Response {
         let mut response = response.into_response();
         if let Some(decision) = &self.admitted.reported {
-            headers::insert_fields(response.headers_mut(), decision, false, self.fields);
+            if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                headers::insert_fields_unless_more_restrictive(
+                    response.headers_mut(),
+                    decision,
+                    self.fields,
+                );
+            } else {
+                headers::insert_fields(response.headers_mut(), decision, false, self.fields);
+            }
         }
         response
     }

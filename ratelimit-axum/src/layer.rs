@@ -13,7 +13,8 @@
 //!
 //! The longest matching prefix wins; paths under `skip_paths` (prefix match) and paths no rule
 //! matches (when there is no default rate) pass uncounted. Each rule has its own buckets, keyed
-//! like `#[rate_limit]` (`layer:<prefix>:<key kind>:<value>`). A request that passes both this
+//! like `#[rate_limit]` with the group `layer:<prefix>` (`layer%3A/api/:ip:192.0.2.1`: the
+//! group's lone `:` is escaped, see [`crate::bucket_key`]). A request that passes both this
 //! layer and a `#[rate_limit]` handler is counted once by each, and its response headers show
 //! the more restrictive of the two.
 

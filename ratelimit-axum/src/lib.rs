@@ -33,7 +33,7 @@ pub use client_ip::{
 };
 pub use future::ResponseFuture;
 pub use health::health_handler;
-pub use key::bucket_key;
+pub use key::{KeyKind, bucket_key};
 pub use layer::{LayerError, RateLimitLayer, RateLimitLayerBuilder};
 pub use rejection::{BackendUnavailable, BlockedResponse, GuardRejection, RateLimited};
 pub use service::RateLimitService;

@@ -5,10 +5,15 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::RETRY_AFTER;
 use ratelimit_core::Decision;
+use ratelimit_core::log_throttle::{LOG_INTERVAL, LogThrottle};
 use serde_json::json;
 
 use crate::headers;
-use crate::settings::HeaderFields;
+use crate::settings::{GuardSettings, HeaderFields};
+
+/// A misconfigured server answers every request with the same error: one line every few
+/// seconds says so, with the count of those held back.
+static MISCONFIGURED: LogThrottle = LogThrottle::new(LOG_INTERVAL);
 
 /// The guard's rejection: the response a stopped request gets.
 #[derive(Debug)]
@@ -61,6 +66,20 @@ impl RateLimited {
         let body = json!({ "error": "rate_limited", "detail": detail, "retry_after": retry_after });
         (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response()
     }
+
+    /// The 429 the guard sends under `settings`: their blocked response (or the default one)
+    /// with the rate-limit headers and `Retry-After`. For a limit checked in a handler (e.g.
+    /// on a value from the body), so that its rejection looks like the guard's.
+    #[must_use]
+    pub fn to_response(&self, settings: &GuardSettings) -> Response {
+        self.response_with(settings.blocked_response, settings.header_fields)
+    }
+
+    fn response_with(&self, blocked: Option<BlockedResponse>, fields: HeaderFields) -> Response {
+        let mut response = blocked.map_or_else(|| self.default_response(), |build| build(self));
+        headers::insert_fields(response.headers_mut(), &self.decision, true, fields);
+        response
+    }
 }
 
 /// Every backend failed and the failure policy is `deny`.
@@ -81,12 +100,7 @@ impl GuardRejection {
         fields: HeaderFields,
     ) -> Response {
         match self {
-            Self::RateLimited(limited) => {
-                let mut response =
-                    blocked.map_or_else(|| limited.default_response(), |build| build(&limited));
-                headers::insert_fields(response.headers_mut(), &limited.decision, true, fields);
-                response
-            }
+            Self::RateLimited(limited) => limited.response_with(blocked, fields),
             Self::BackendUnavailable(unavailable) => {
                 let body = json!({
                     "error": "rate_limit_unavailable",
@@ -101,10 +115,13 @@ impl GuardRejection {
             }
             Self::Forbidden => error(StatusCode::FORBIDDEN, "forbidden", "Access denied."),
             Self::MissingPeerAddress => {
-                tracing::error!(
-                    "rate limiting needs the client address: serve the app with \
-                     `app.into_make_service_with_connect_info::<std::net::SocketAddr>()`"
-                );
+                if let Some(suppressed) = MISCONFIGURED.admit(&"missing peer address") {
+                    tracing::error!(
+                        suppressed,
+                        "rate limiting needs the client address: serve the app with \
+                         `app.into_make_service_with_connect_info::<std::net::SocketAddr>()`"
+                    );
+                }
                 error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "rate_limit_misconfigured",
@@ -118,10 +135,13 @@ impl GuardRejection {
                 &format!("The request has no {what}, which identifies it for rate limiting."),
             ),
             Self::UnknownBackend(name) => {
-                tracing::error!(
-                    backend = name,
-                    "rate limit names a backend that is not configured"
-                );
+                if let Some(suppressed) = MISCONFIGURED.admit(&("unknown backend", &name)) {
+                    tracing::error!(
+                        backend = name,
+                        suppressed,
+                        "rate limit names a backend that is not configured"
+                    );
+                }
                 error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "rate_limit_misconfigured",
@@ -129,7 +149,12 @@ impl GuardRejection {
                 )
             }
             Self::UnregisteredHandler => {
-                tracing::error!("a #[rate_limit] handler's limits were not registered");
+                if let Some(suppressed) = MISCONFIGURED.admit(&"unregistered handler") {
+                    tracing::error!(
+                        suppressed,
+                        "a #[rate_limit] handler's limits were not registered"
+                    );
+                }
                 error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "rate_limit_misconfigured",

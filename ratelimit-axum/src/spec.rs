@@ -24,8 +24,14 @@ pub enum KeySource {
     Query(&'static str),
     /// A path parameter of the matched route.
     Path(&'static str),
-    /// A function of the request; `None` falls back like a missing header.
-    Custom(fn(&Parts) -> Option<String>),
+    /// A function of the request; `None` falls back like a missing header. `name` stands for
+    /// the function in bucket keys (`#[rate_limit]` writes its path as written, e.g.
+    /// `keys::tenant`), so two key functions of one group never share a bucket, and limits
+    /// that name one function the same way do.
+    Custom {
+        name: &'static str,
+        key: fn(&Parts) -> Option<String>,
+    },
 }
 
 /// A limit's rate: a compile-time literal, or chosen per request (tiers).

@@ -4,6 +4,7 @@ pub mod algorithm;
 pub mod clock;
 pub mod decision;
 pub mod limit;
+pub mod log_throttle;
 pub mod rate;
 
 #[cfg(feature = "memory")]
@@ -26,6 +27,7 @@ pub use algorithm::{Algorithm, Policy, PolicyId, State, UnknownAlgorithm, Verdic
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::Decision;
 pub use limit::{Limit, LimitError};
+pub use log_throttle::LogThrottle;
 pub use rate::{Quota, Rate, RateParseError, RateParseErrorKind};
 
 #[cfg(feature = "memory")]

@@ -156,7 +156,10 @@ fn generate(function: &ItemFn, limits: &[LimitSpec], position: Position) -> Toke
     let inner = inner_fn(function);
     let (sibling, nested, call) = (&inner.sibling, &inner.nested, &inner.call);
 
-    let limit_specs = limits.iter().map(|limit| limit_spec(limit, &handler_path));
+    let limit_specs = limits
+        .iter()
+        .enumerate()
+        .map(|(index, limit)| limit_spec(limit, index, &handler_path));
     let limit_count = limits.len();
     let registered = limits
         .iter()
@@ -271,7 +274,7 @@ fn mentions_self(tokens: TokenStream) -> bool {
 /// One runtime `LimitSpec`, const-constructed. Each function the user named is bound to its
 /// expected `fn` pointer type, so a wrong signature is a plain "expected fn pointer" error on
 /// the user's token.
-fn limit_spec(limit: &LimitSpec, handler_path: &TokenStream) -> TokenStream {
+fn limit_spec(limit: &LimitSpec, index: usize, handler_path: &TokenStream) -> TokenStream {
     let key = match &limit.key {
         Key::Ip => quote! { ::ratelimit_axum::__private::KeySource::Ip },
         Key::User => quote! { ::ratelimit_axum::__private::KeySource::User },
@@ -280,14 +283,20 @@ fn limit_spec(limit: &LimitSpec, handler_path: &TokenStream) -> TokenStream {
         Key::Header(name) => quote! { ::ratelimit_axum::__private::KeySource::Header(#name) },
         Key::Query(name) => quote! { ::ratelimit_axum::__private::KeySource::Query(#name) },
         Key::Path(name) => quote! { ::ratelimit_axum::__private::KeySource::Path(#name) },
-        Key::Custom(function) => quote_spanned! {at_user(function)=>
-            ::ratelimit_axum::__private::KeySource::Custom({
-                let key: fn(
-                    &::ratelimit_axum::__private::Parts,
-                ) -> ::core::option::Option<::std::string::String> = #function;
-                key
-            })
-        },
+        Key::Custom(function) => {
+            let name = custom_key_name(function, index, handler_path);
+            quote_spanned! {at_user(function)=>
+                ::ratelimit_axum::__private::KeySource::Custom {
+                    name: #name,
+                    key: {
+                        let key: fn(
+                            &::ratelimit_axum::__private::Parts,
+                        ) -> ::core::option::Option<::std::string::String> = #function;
+                        key
+                    },
+                }
+            }
+        }
     };
     let algorithm = algorithm(limit.algorithm);
     let rate = match &limit.rate {
@@ -372,6 +381,29 @@ fn limit_spec(limit: &LimitSpec, handler_path: &TokenStream) -> TokenStream {
 /// the user's token; it keeps the macro's hygiene, so lints still treat it as generated.
 fn at_user(function: &syn::Expr) -> Span {
     Span::call_site().located_at(function.span())
+}
+
+/// What stands for a key function in bucket keys: its path as written (`tenant`,
+/// `keys::tenant`), so limits that name one function alike share its buckets within a group;
+/// a closure is its handler's and its attribute's own.
+fn custom_key_name(function: &syn::Expr, index: usize, handler_path: &TokenStream) -> TokenStream {
+    match function {
+        syn::Expr::Path(syn::ExprPath {
+            qself: None, path, ..
+        }) => {
+            let written: String = path
+                .to_token_stream()
+                .to_string()
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            quote! { #written }
+        }
+        _ => {
+            let position = format!("::{{key#{index}}}");
+            quote! { ::core::concat!(#handler_path, #position) }
+        }
+    }
 }
 
 /// The link-time record `install()` checks backend names against.

@@ -20,6 +20,12 @@ use crate::clock::{Clock, SystemClock};
 use crate::decision::Decision;
 use crate::health::{HealthStatus, MemberHealth};
 use crate::limit::Limit;
+use crate::log_throttle::{LOG_INTERVAL, LogThrottle};
+
+/// Failover lines come with every request while a member is down: one per member (and error
+/// kind) every few seconds, with the count of those held back.
+static SERVED_BY_FALLBACK: LogThrottle = LogThrottle::new(LOG_INTERVAL);
+static MEMBER_FAILED: LogThrottle = LogThrottle::new(LOG_INTERVAL);
 
 /// Ordered backends with a circuit breaker each.
 pub struct MultiBackend {
@@ -86,8 +92,10 @@ impl MultiBackend {
             match call(member.backend.as_ref()).await {
                 Ok(value) => {
                     member.breaker.on_success(&permit);
-                    if position > 0 {
-                        tracing::warn!(backend = member.name, skipped = ?failures, "served by a fallback backend");
+                    if position > 0
+                        && let Some(suppressed) = SERVED_BY_FALLBACK.admit(&member.name)
+                    {
+                        tracing::warn!(backend = member.name, skipped = ?failures, suppressed, "served by a fallback backend");
                     }
                     return Ok(value);
                 }
@@ -98,7 +106,10 @@ impl MultiBackend {
                 }
                 Err(error) => {
                     member.breaker.on_failure(&permit);
-                    tracing::warn!(backend = member.name, %error, "backend failed; trying the next");
+                    let cause = (&member.name, std::mem::discriminant(&error));
+                    if let Some(suppressed) = MEMBER_FAILED.admit(&cause) {
+                        tracing::warn!(backend = member.name, %error, suppressed, "backend failed; trying the next");
+                    }
                     failures.push((member.name.clone(), error.to_string()));
                 }
             }
