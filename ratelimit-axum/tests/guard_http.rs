@@ -15,16 +15,9 @@ use ratelimit_axum::core::{ClientIpHeader, MemoryBackend, MultiBackend, Registry
 use ratelimit_axum::{GuardSettings, HeaderFields, RateLimitStatus, Scope, UserId, rate_limit};
 use tower::ServiceExt;
 
-fn registry() -> Registry {
-    Registry::builder()
-        .backend("memory", MemoryBackend::new())
-        .build()
-        .unwrap_or_else(|error| panic!("{error}"))
-}
+mod support;
 
-fn scoped(router: Router, registry: Registry) -> Router {
-    router.layer(Extension(Scope::new(registry)))
-}
+use support::{from_peer, registry, scoped};
 
 struct Call<'a> {
     method: &'a str,
@@ -49,15 +42,10 @@ async fn send(app: &Router, call: Call<'_>) -> Response {
     for (name, value) in &call.headers {
         request = request.header(*name, *value);
     }
-    let mut request = request
+    let request = request
         .body(Body::from(call.body.to_owned()))
         .unwrap_or_else(|error| panic!("{error}"));
-    let peer: SocketAddr = call.peer.parse().unwrap_or_else(|error| panic!("{error}"));
-    request.extensions_mut().insert(ConnectInfo(peer));
-    app.clone()
-        .oneshot(request)
-        .await
-        .unwrap_or_else(|never| match never {})
+    support::send(app, from_peer(request, call.peer)).await
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -2,12 +2,11 @@
 //! store sees of a key, and a limit checked by hand on the guard's key. Every test has its
 //! own registry (a `Scope`).
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Extension};
+use axum::extract::Extension;
 use axum::http::{HeaderValue, Request, StatusCode};
 use axum::routing::get;
 use http::request::Parts;
@@ -15,18 +14,10 @@ use ratelimit_axum::core::{
     Backend, BackendError, Decision, HealthStatus, Limit, MemoryBackend, Registry,
 };
 use ratelimit_axum::{Scope, UserId, rate_limit};
-use tower::ServiceExt;
 
-fn registry() -> Registry {
-    Registry::builder()
-        .backend("memory", MemoryBackend::new())
-        .build()
-        .unwrap_or_else(|error| panic!("{error}"))
-}
+mod support;
 
-fn scoped(router: Router, registry: Registry) -> Router {
-    router.layer(Extension(Scope::new(registry)))
-}
+use support::{from_peer, registry, scoped, send};
 
 /// A GET of `uri` from `peer`, with `headers` (raw bytes) and an optional user.
 async fn status_of(
@@ -41,19 +32,14 @@ async fn status_of(
         let value = HeaderValue::from_bytes(value).unwrap_or_else(|error| panic!("{error}"));
         request = request.header(*name, value);
     }
-    let mut request = request
+    let request = request
         .body(Body::empty())
         .unwrap_or_else(|error| panic!("{error}"));
-    let peer: SocketAddr = peer.parse().unwrap_or_else(|error| panic!("{error}"));
-    request.extensions_mut().insert(ConnectInfo(peer));
+    let mut request = from_peer(request, peer);
     if let Some(user) = user {
         request.extensions_mut().insert(UserId(user.to_owned()));
     }
-    app.clone()
-        .oneshot(request)
-        .await
-        .unwrap_or_else(|never| match never {})
-        .status()
+    send(app, request).await.status()
 }
 
 async fn get_from(app: &Router, uri: &str, peer: &str) -> StatusCode {
@@ -386,17 +372,9 @@ async fn a_limit_checked_by_hand_shares_the_guards_bucket_and_keeps_its_429() {
         LIMITED
     );
 
-    let mut request = Request::builder()
-        .uri("/by-hand")
-        .body(Body::empty())
-        .unwrap_or_else(|error| panic!("{error}"));
-    let peer: SocketAddr = peer.parse().unwrap_or_else(|error| panic!("{error}"));
-    request.extensions_mut().insert(ConnectInfo(peer));
+    let mut request = support::get_request("/by-hand", peer);
     request.extensions_mut().insert(UserId("ann".to_owned()));
-    let response = app
-        .oneshot(request)
-        .await
-        .unwrap_or_else(|never| match never {});
+    let response = send(&app, request).await;
     assert_eq!(response.status(), LIMITED);
     // The rejecting limit's fields, not those of the guard's admitted `100/m`.
     let field = |name| {

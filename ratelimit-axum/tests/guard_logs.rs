@@ -2,20 +2,19 @@
 //! few seconds, never the client's key value. One test per binary: the log throttles are
 //! process-wide.
 
+mod support;
+
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Extension};
-use axum::http::{Request, StatusCode};
+use axum::extract::Extension;
+use axum::http::StatusCode;
 use axum::routing::get;
 use ratelimit_axum::core::{
     Backend, BackendError, Decision, HealthStatus, Limit, MemoryBackend, MultiBackend, Registry,
 };
 use ratelimit_axum::{Scope, rate_limit};
-use tower::ServiceExt;
 
 /// Log output, shared with the subscriber.
 #[derive(Clone, Default)]
@@ -106,18 +105,8 @@ async fn failing_over() -> &'static str {
 }
 
 async fn get_status(app: &Router, uri: &str) -> StatusCode {
-    let mut request = Request::builder()
-        .uri(uri)
-        .body(Body::empty())
-        .unwrap_or_else(|error| panic!("{error}"));
-    let peer: SocketAddr = "192.0.2.1:1"
-        .parse()
-        .unwrap_or_else(|error| panic!("{error}"));
-    request.extensions_mut().insert(ConnectInfo(peer));
-    app.clone()
-        .oneshot(request)
+    support::send(app, support::get_request(uri, "192.0.2.1:1"))
         .await
-        .unwrap_or_else(|never| match never {})
         .status()
 }
 

@@ -1,11 +1,11 @@
 //! `RateLimitLayer`: prefix rules on axum and on a bare tower service.
 
+mod support;
+
 use std::convert::Infallible;
-use std::net::SocketAddr;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::{Request, Response, StatusCode};
 use axum::routing::get;
 use ratelimit_axum::core::{MemoryBackend, Registry};
@@ -22,13 +22,7 @@ fn scope() -> Scope {
 }
 
 fn request(path: &str, peer: &str) -> Request<Body> {
-    let mut request = Request::builder()
-        .uri(path)
-        .body(Body::empty())
-        .unwrap_or_else(|error| panic!("{error}"));
-    let peer: SocketAddr = peer.parse().unwrap_or_else(|error| panic!("{error}"));
-    request.extensions_mut().insert(ConnectInfo(peer));
-    request
+    support::get_request(path, peer)
 }
 
 fn header(response: &axum::response::Response, name: &str) -> Option<String> {

@@ -1,17 +1,16 @@
 //! Several `#[rate_limit]` attributes on one handler with the same key: a burst limit and a
 //! sustained limit keep separate counts, so neither resets the other.
 
-use std::net::SocketAddr;
+mod support;
+
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Extension};
-use axum::http::{Request, StatusCode};
+use axum::extract::Extension;
+use axum::http::StatusCode;
 use axum::routing::get;
 use ratelimit_axum::core::{ManualClock, MemoryBackend, Registry};
 use ratelimit_axum::{Scope, rate_limit};
-use tower::ServiceExt;
 
 /// A day boundary, so minute and hour windows start together.
 const DAY_START_MS: u64 = 19_675 * 86_400_000;
@@ -23,19 +22,7 @@ async fn burst_and_sustained() -> &'static str {
 }
 
 async fn status_of(app: &Router) -> (StatusCode, Option<String>) {
-    let mut request = Request::builder()
-        .uri("/")
-        .body(Body::empty())
-        .unwrap_or_else(|error| panic!("{error}"));
-    let peer: SocketAddr = "192.0.2.10:4000"
-        .parse()
-        .unwrap_or_else(|error| panic!("{error}"));
-    request.extensions_mut().insert(ConnectInfo(peer));
-    let response = app
-        .clone()
-        .oneshot(request)
-        .await
-        .unwrap_or_else(|never| match never {});
+    let response = support::send(app, support::get_request("/", "192.0.2.10:4000")).await;
     let limit = response
         .headers()
         .get("x-ratelimit-limit")
