@@ -339,6 +339,12 @@ impl Enforcement {
         let key = check.key.as_str();
         let decision = match checked {
             Ok(decision) => decision,
+            Err(BackendError::InvalidLimit(problem)) => {
+                return Err(GuardRejection::InvalidLimit {
+                    handler: handler.to_owned(),
+                    problem,
+                });
+            }
             Err(error) => {
                 apply_failure_policy(&error, check, context, handler)?;
                 self.outcome = self.outcome.max(Some(Outcome::ErrorAllowed));

@@ -4,8 +4,10 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::RETRY_AFTER;
-use ratelimit_core::Decision;
+use std::time::Duration;
+
 use ratelimit_core::log_throttle::{LOG_INTERVAL, LogThrottle};
+use ratelimit_core::{Decision, LimitError};
 use serde_json::json;
 
 use crate::headers;
@@ -14,6 +16,10 @@ use crate::settings::{GuardSettings, HeaderFields};
 /// A misconfigured server answers every request with the same error: one line every few
 /// seconds says so, with the count of those held back.
 static MISCONFIGURED: LogThrottle = LogThrottle::new(LOG_INTERVAL);
+
+/// An invalid per-request limit is a bug in the program: one line per handler a minute says
+/// which handler and what is wrong, however many requests it fails.
+static INVALID_LIMIT: LogThrottle = LogThrottle::new(Duration::from_secs(60));
 
 /// The guard's rejection: the response a stopped request gets.
 #[derive(Debug)]
@@ -33,6 +39,15 @@ pub enum GuardRejection {
     UnknownBackend(String),
     /// The handler's limits are not registered (a linker dropped them): 500.
     UnregisteredHandler,
+    /// A per-request rate or cost that does not fit the handler's settings (e.g. a compound
+    /// rate with bucket settings): 500 with a generic body. A bug in the program, not a store
+    /// failure, so never the failure policy: `on_error = "allow"` must not let it through.
+    InvalidLimit {
+        /// `module::path::handler`, or `layer:<path prefix>`.
+        handler: String,
+        /// What is wrong with the limit.
+        problem: LimitError,
+    },
 }
 
 /// A request over its limit.
@@ -146,6 +161,21 @@ impl GuardRejection {
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "rate_limit_misconfigured",
                     "A rate limit names a backend that is not configured.",
+                )
+            }
+            Self::InvalidLimit { handler, problem } => {
+                if let Some(suppressed) = INVALID_LIMIT.admit(&handler) {
+                    tracing::error!(
+                        handler,
+                        %problem,
+                        suppressed,
+                        "a per-request rate limit is invalid; answering 500"
+                    );
+                }
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "rate_limit_misconfigured",
+                    "A rate limit of this endpoint is invalid.",
                 )
             }
             Self::UnregisteredHandler => {

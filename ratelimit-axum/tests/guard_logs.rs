@@ -4,9 +4,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use axum::Router;
 use axum::extract::Extension;
 use axum::http::StatusCode;
@@ -15,32 +12,6 @@ use ratelimit_axum::core::{
     Backend, BackendError, Decision, HealthStatus, Limit, MemoryBackend, MultiBackend, Registry,
 };
 use ratelimit_axum::{Scope, rate_limit};
-
-/// Log output, shared with the subscriber.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut captured) = self.0.lock() {
-            captured.extend_from_slice(bytes);
-        }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        self.0
-            .lock()
-            .map(|captured| String::from_utf8_lossy(&captured).into_owned())
-            .unwrap_or_default()
-    }
-}
 
 #[derive(Debug)]
 struct Offline;
@@ -112,14 +83,7 @@ async fn get_status(app: &Router, uri: &str) -> StatusCode {
 
 #[tokio::test]
 async fn failures_and_shadow_hits_log_once_per_cause_and_interval_without_key_values() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (captured, _default) = support::capture_logs(tracing::Level::WARN);
 
     let registry = Registry::builder()
         .backend("memory", MemoryBackend::new())
