@@ -58,6 +58,7 @@ impl Resolved {
         &self.ids[..self.len]
     }
 
+    #[cfg(feature = "memory")]
     pub(crate) fn single_compact(&self) -> Option<&CompactPolicy> {
         self.single_compact.as_ref()
     }

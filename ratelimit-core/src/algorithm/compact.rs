@@ -6,7 +6,9 @@
 //! `expires_after_admitting` when allowed); the same per-algorithm functions compute both, and
 //! the property test below checks the agreement.
 
-use super::{BucketState, Policy, Verdict, WindowState, fixed_window, leaky_bucket, token_bucket};
+#[cfg(feature = "memory")]
+use super::{BucketState, Verdict, WindowState, fixed_window};
+use super::{Policy, leaky_bucket, token_bucket};
 
 /// A [`Policy`] of one of the three two-integer algorithms, its parameters prepared.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -23,6 +25,7 @@ enum Prepared {
 }
 
 /// What admitting a request leaves stored: the two integers, and when they may be forgotten.
+#[cfg(feature = "memory")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Admitted {
     /// `[window_start, count]` for a window, `[level, last_ms]` for a bucket.
@@ -63,6 +66,7 @@ impl CompactPolicy {
     /// `None` when the stored state is no longer live (it then means the same as no state) or
     /// is a bucket written after `now_ms` (only after an injected clock stepped back), whose
     /// expiry its own integers do not give: the caller's general path decides those.
+    #[cfg(feature = "memory")]
     #[inline(always)]
     #[must_use]
     pub(crate) fn check_live(
@@ -117,6 +121,7 @@ impl CompactPolicy {
 }
 
 /// The bucket stored as `[level, last_ms]`, unless its refill clock is ahead of `now_ms`.
+#[cfg(feature = "memory")]
 #[inline(always)]
 fn live_bucket(level: u64, last_ms: u64, now_ms: u64) -> Option<BucketState> {
     (last_ms <= now_ms).then_some(BucketState { level, last_ms })

@@ -18,7 +18,9 @@ mod token_bucket;
 use std::fmt;
 use std::str::FromStr;
 
-pub(crate) use compact::{Admitted, CompactPolicy};
+#[cfg(feature = "memory")]
+pub(crate) use compact::Admitted;
+pub(crate) use compact::CompactPolicy;
 pub use fixed_window::WindowState;
 pub use flow::{Flow, MAX_EXACT_UNITS};
 pub use policy_id::PolicyId;
