@@ -14,6 +14,7 @@ mod key_source;
 mod layer;
 #[cfg(feature = "config")]
 mod layer_config;
+mod probe_cache;
 mod rejection;
 mod service;
 mod settings;
@@ -38,8 +39,8 @@ pub use layer::{LayerError, RateLimitLayer, RateLimitLayerBuilder};
 pub use rejection::{BackendUnavailable, BlockedResponse, GuardRejection, RateLimited};
 pub use service::RateLimitService;
 pub use settings::{
-    AlreadyInstalled, GuardSettings, GuardSettingsBuilder, HeaderFields, InvalidNetwork,
-    MissingKey, Scope, UserResolver,
+    AlreadyInstalled, DEFAULT_HEALTH_INTERVAL, GuardSettings, GuardSettingsBuilder, HeaderFields,
+    InvalidNetwork, MissingKey, Scope, UserResolver,
 };
 pub use spec::{AlgorithmConfig, CostSource, HandlerSpec, KeySource, LimitSpec, RateSource};
 pub use status::{RateLimitStatus, UserId};

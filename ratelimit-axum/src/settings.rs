@@ -4,16 +4,23 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::StatusCode;
 use http::request::Parts;
 use ipnet::IpNet;
 use ratelimit_core::Registry;
 pub use ratelimit_core::client_ip::InvalidNetwork;
 use ratelimit_core::client_ip::parse_network;
 
+use crate::probe_cache::ProbeCache;
 use crate::rejection::BlockedResponse;
 use crate::status::UserId;
 
 static GLOBAL: OnceLock<GuardSettings> = OnceLock::new();
+
+/// How old the health endpoint's cached answer may be before a request probes the backends
+/// again, unless [`GuardSettingsBuilder::health_interval`] says otherwise.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What to do when a `header:` / `query:` / `path:` / custom key has no value in a request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,6 +60,7 @@ pub struct GuardSettings {
     pub(crate) deny: Vec<IpNet>,
     pub(crate) unavailable_retry_after: Duration,
     pub(crate) header_fields: HeaderFields,
+    pub(crate) health_interval: Duration,
 }
 
 impl Default for GuardSettings {
@@ -65,6 +73,7 @@ impl Default for GuardSettings {
             deny: Vec::new(),
             unavailable_retry_after: Duration::from_secs(5),
             header_fields: HeaderFields::All,
+            health_interval: DEFAULT_HEALTH_INTERVAL,
         }
     }
 }
@@ -162,6 +171,16 @@ impl GuardSettingsBuilder {
         self
     }
 
+    /// How old the cached answer of [`crate::health_handler`] may be before a request probes
+    /// the backends again (default [`DEFAULT_HEALTH_INTERVAL`], 5 s). Requests during a probe
+    /// share it whatever this says; `Duration::ZERO` probes for every request that does not
+    /// arrive during one.
+    #[must_use]
+    pub fn health_interval(mut self, interval: Duration) -> Self {
+        self.settings.health_interval = interval;
+        self
+    }
+
     /// The settings as a value, e.g. for a [`Scope`].
     #[must_use]
     pub fn build(self) -> GuardSettings {
@@ -207,6 +226,8 @@ where
 pub struct Scope {
     pub(crate) registry: Arc<Registry>,
     pub(crate) settings: Arc<GuardSettings>,
+    /// The health endpoint's last answer for this registry: status and JSON body.
+    pub(crate) health: Arc<ProbeCache<(StatusCode, Bytes)>>,
 }
 
 impl Scope {
@@ -216,6 +237,7 @@ impl Scope {
         Self {
             registry: Arc::new(registry),
             settings: Arc::new(GuardSettings::default()),
+            health: Arc::new(ProbeCache::new()),
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,7 +16,7 @@ use ratelimit_axum::core::{
     Backend, BackendError, CircuitBreakerConfig, Decision, HealthStatus, Limit, ManualClock,
     MemoryBackend, MultiBackend, Registry, async_trait,
 };
-use ratelimit_axum::{Scope, health_handler, rate_limit};
+use ratelimit_axum::{GuardSettings, Scope, health_handler, rate_limit};
 use tower::ServiceExt;
 
 /// A store that can be switched off.
@@ -97,10 +97,14 @@ fn setup() -> Setup {
         .backend("multi", multi)
         .build()
         .unwrap_or_else(|error| panic!("{error}"));
+    // Every health request probes, so each sees the state the test just set.
+    let settings = GuardSettings::builder()
+        .health_interval(Duration::ZERO)
+        .build();
     let app = Router::new()
         .route("/", get(guarded))
         .route("/health", get(health_handler))
-        .layer(Extension(Scope::new(registry)));
+        .layer(Extension(Scope::new(registry).with_settings(settings)));
     Setup {
         app,
         primary,
@@ -165,7 +169,8 @@ async fn a_failover_keeps_serving_and_health_shows_the_open_circuit() {
     assert_eq!(body["healthy"], false);
     assert_eq!(body["serving"], true, "the fallback serves: {body}");
     assert_eq!(body["backends"][0]["members"][0]["circuit"], "open");
-    assert_eq!(body["backends"][0]["members"][0]["failure_count"], 2);
+    assert_eq!(body["backends"][0]["members"][0]["serving"], false);
+    assert_eq!(body["backends"][0]["members"][1]["serving"], true);
 }
 
 #[tokio::test]
@@ -212,4 +217,163 @@ async fn deny_policy_answers_503_with_the_circuit_retry_time_never_429() {
         StatusCode::SERVICE_UNAVAILABLE,
         "fallback still down"
     );
+}
+
+// ---- the health endpoint: cached, single flight, no secrets ----
+
+/// A store that is down with a talkative error, and counts its probes; each probe takes a
+/// while, so concurrent requests overlap it.
+#[derive(Debug, Default)]
+struct Leaky {
+    probes: AtomicUsize,
+}
+
+/// What `Leaky` says went wrong: everything an anonymous client must never read.
+const LEAKY_DETAIL: &str = "connection to postgres://admin:hunter2@db-7.internal.example:5432/app refused (user \"admin\", host 10.1.2.3)";
+
+#[async_trait]
+impl Backend for Leaky {
+    async fn check_n(&self, _: &str, _: &Limit, _: u64) -> Result<Decision, BackendError> {
+        Err(BackendError::Custom(LEAKY_DETAIL.into()))
+    }
+
+    async fn peek_n(&self, _: &str, _: &Limit, _: u64) -> Result<Decision, BackendError> {
+        Err(BackendError::Custom(LEAKY_DETAIL.into()))
+    }
+
+    async fn reset(&self, _: &str) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn health(&self) -> HealthStatus {
+        self.probes.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.health_status()
+    }
+
+    fn health_status(&self) -> HealthStatus {
+        let mut status = HealthStatus::healthy("leaky", Some(Duration::from_millis(3)));
+        status.healthy = false;
+        status.failure_count = 7;
+        status.detail = Some(LEAKY_DETAIL.to_owned());
+        status
+    }
+
+    async fn cleanup(&self) -> Result<u64, BackendError> {
+        Ok(0)
+    }
+}
+
+/// A router whose registry has `leaky` alone and inside a failover before memory, with health
+/// answers cached for `interval`.
+fn leaky_app(interval: Duration) -> (Router, Arc<Leaky>) {
+    let leaky = Arc::new(Leaky::default());
+    let multi = MultiBackend::builder()
+        .shared_backend("db", Arc::clone(&leaky) as Arc<dyn Backend>)
+        .backend("memory", MemoryBackend::new())
+        .build();
+    let registry = Registry::builder()
+        .shared_backend("db", Arc::clone(&leaky) as Arc<dyn Backend>)
+        .backend("multi", multi)
+        .default_backend("multi")
+        .build()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let settings = GuardSettings::builder().health_interval(interval).build();
+    let app = Router::new()
+        .route("/health", get(health_handler))
+        .layer(Extension(Scope::new(registry).with_settings(settings)));
+    (app, leaky)
+}
+
+async fn text(response: Response) -> String {
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map(|body| body.to_bytes())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[tokio::test]
+async fn health_shows_states_never_error_text_hosts_users_or_urls() {
+    let (app, _leaky) = leaky_app(Duration::from_secs(60));
+    let response = call(&app, "/health").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = text(response).await;
+    for secret in [
+        "hunter2", "admin", "db-7", "internal", "10.1.2.3", "postgres", "refused", "5432", "detail",
+    ] {
+        assert!(!body.contains(secret), "{secret} in {body}");
+    }
+    let body: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|error| panic!("{error}: {body}"));
+    assert_eq!(body["healthy"], false);
+    assert_eq!(body["serving"], false, "db alone cannot serve: {body}");
+    let keys = |value: &serde_json::Value| {
+        let mut keys: Vec<String> = value
+            .as_object()
+            .map(|object| object.keys().cloned().collect())
+            .unwrap_or_default();
+        keys.sort();
+        keys
+    };
+    let db = &body["backends"][0];
+    assert_eq!(keys(db), ["circuit", "healthy", "name", "serving"], "{db}");
+    assert_eq!(db["name"], "db");
+    assert_eq!(db["serving"], false);
+    let multi = &body["backends"][1];
+    assert_eq!(
+        keys(multi),
+        ["circuit", "healthy", "members", "name", "serving"]
+    );
+    assert_eq!(multi["serving"], true, "memory serves: {multi}");
+    assert_eq!(multi["healthy"], false);
+    for member in multi["members"].as_array().into_iter().flatten() {
+        assert_eq!(keys(member), ["circuit", "healthy", "name", "serving"]);
+    }
+    assert_eq!(multi["members"][0]["serving"], false);
+    assert_eq!(multi["members"][1]["name"], "memory");
+    assert_eq!(multi["members"][1]["serving"], true);
+}
+
+#[tokio::test]
+async fn concurrent_health_requests_share_one_probe_and_the_next_ones_reuse_it() {
+    let (app, leaky) = leaky_app(Duration::from_secs(60));
+    let requests: Vec<_> = (0..16)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { call(&app, "/health").await.status() })
+        })
+        .collect();
+    for request in requests {
+        let status = request.await.unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    // One probe of the registry probes `db` twice: alone and as a failover member.
+    assert_eq!(
+        leaky.probes.load(Ordering::SeqCst),
+        2,
+        "16 requests, 1 probe"
+    );
+    let again = call(&app, "/health").await;
+    assert_eq!(again.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        leaky.probes.load(Ordering::SeqCst),
+        2,
+        "within the interval: the cached answer"
+    );
+}
+
+#[tokio::test]
+async fn health_probes_again_once_the_interval_has_passed() {
+    let interval = Duration::from_millis(300);
+    let (app, leaky) = leaky_app(interval);
+    let first = text(call(&app, "/health").await).await;
+    assert_eq!(leaky.probes.load(Ordering::SeqCst), 2);
+    assert_eq!(text(call(&app, "/health").await).await, first);
+    assert_eq!(leaky.probes.load(Ordering::SeqCst), 2, "still fresh");
+    tokio::time::sleep(interval + Duration::from_millis(50)).await;
+    assert_eq!(text(call(&app, "/health").await).await, first);
+    assert_eq!(leaky.probes.load(Ordering::SeqCst), 4, "a new probe");
 }

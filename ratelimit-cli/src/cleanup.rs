@@ -8,7 +8,7 @@
 use std::num::NonZeroU64;
 
 use ratelimit_core::config::BackendKind;
-use ratelimit_core::{Config, SqlBackend};
+use ratelimit_core::{Config, SqlBackend, redact};
 use serde::Serialize;
 
 use crate::{Progress, output};
@@ -134,13 +134,13 @@ async fn clean_database(
         .table_prefix(table_prefix)
         .build()
         .await
-        .map_err(|error| format!("could not connect: {error}"))?;
+        .map_err(|error| format!("could not connect: {}", redact::text(&error.to_string())))?;
     let counted = if dry_run {
         database.count_expired().await
     } else {
         database.cleanup_in_batches(batch_size).await
     };
-    counted.map_err(|error| error.to_string())
+    counted.map_err(|error| redact::text(&error.to_string()))
 }
 
 impl CleanupReport {

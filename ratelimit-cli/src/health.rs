@@ -2,7 +2,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ratelimit_core::config::{BackendKind, redact};
+use ratelimit_core::config::BackendKind;
+use ratelimit_core::redact;
 use ratelimit_core::{CircuitState, Config, HealthStatus, Registry};
 use serde::Serialize;
 
@@ -52,7 +53,7 @@ pub async fn probe(config: &Config, registry: &Registry) -> HealthReport {
             name: name.to_owned(),
             kind: configured.map_or("custom", BackendKind::type_name),
             url: configured.and_then(url),
-            status: backend.health().await,
+            status: redacted(backend.health().await),
         });
     }
     HealthReport {
@@ -64,8 +65,22 @@ pub async fn probe(config: &Config, registry: &Registry) -> HealthReport {
 
 fn url(kind: &BackendKind) -> Option<String> {
     match kind {
-        BackendKind::Redis { url } | BackendKind::Database { url, .. } => Some(redact(url)),
+        BackendKind::Redis { url } | BackendKind::Database { url, .. } => Some(redact::url(url)),
         _ => None,
+    }
+}
+
+/// `status` with any URL or credential in its (and its members') error text masked: the
+/// CLI shows the raw error, but never a secret a driver may have put in it.
+fn redacted(mut status: HealthStatus) -> HealthStatus {
+    mask_details(&mut status);
+    status
+}
+
+fn mask_details(status: &mut HealthStatus) {
+    status.detail = status.detail.as_deref().map(redact::text);
+    for member in &mut status.members {
+        mask_details(&mut member.status);
     }
 }
 

@@ -57,7 +57,11 @@ fn main() -> ExitCode {
             }
         }
         Err(error) => {
-            eprintln!("error: {error}");
+            // Every message already masks credentials; this catches a driver's text too.
+            eprintln!(
+                "error: {}",
+                ratelimit_core::redact::text(&error.to_string())
+            );
             ExitCode::from(error.exit_code())
         }
     }

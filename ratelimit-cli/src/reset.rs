@@ -1,7 +1,7 @@
 //! `ratelimit reset KEY`: forget a key's counts on every backend (or one).
 
 use ratelimit_core::config::BackendKind;
-use ratelimit_core::{Config, Registry};
+use ratelimit_core::{Config, Registry, redact};
 use serde::Serialize;
 
 use crate::args::ResetArgs;
@@ -72,7 +72,7 @@ pub async fn run(
         } else if let Some(backend) = registry.backend(name) {
             match backend.reset(&args.key).await {
                 Ok(()) => entry.reset = true,
-                Err(error) => entry.error = Some(error.to_string()),
+                Err(error) => entry.error = Some(redact::text(&error.to_string())),
             }
         }
         backends.push(entry);

@@ -320,6 +320,170 @@ async fn a_live_redis_is_healthy_and_exits_0() {
     assert!(entry["latency_ms"].is_number(), "{entry}");
 }
 
+// ---- credentials ----
+
+/// The secrets [`secret_config`] hides in its URLs.
+const SECRETS: [&str; 2] = ["s3cr3t", "hunter2"];
+
+fn assert_no_secret(run: &Run) {
+    for secret in SECRETS {
+        assert!(
+            !run.stdout.contains(secret) && !run.stderr.contains(secret),
+            "{secret} shown: {run:#?}"
+        );
+    }
+}
+
+/// Backends on dead loopback ports (and a missing socket) whose URLs hold credentials in
+/// every form: a password with `#`, `/`, `?` or `@`, and `password`, `pass`, `token`, `auth`,
+/// `secret`, `sslpassword` parameters in any case.
+fn secret_config() -> TempFile {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .unwrap_or_else(|error| panic!("{error}"));
+    let backends = [
+        (
+            "redis",
+            format!("redis://:s3cr3t#/?@@127.0.0.1:{port}/0?auth=hunter2"),
+        ),
+        (
+            "redis",
+            format!("redis://u:s3cr3t@127.0.0.1:{port}?Token=hunter2"),
+        ),
+        (
+            "redis",
+            "redis+unix:///nonexistent/redis.sock?db=1&pass=hunter2&secret=s3cr3t".to_owned(),
+        ),
+        (
+            "database",
+            format!("postgres://u:s3cr3t#/?x@127.0.0.1:{port}/app?password=hunter2"),
+        ),
+        (
+            "database",
+            format!("postgres://app@127.0.0.1:{port}/app?sslmode=disable&SSLPassword=hunter2"),
+        ),
+        (
+            "database",
+            format!("mysql://u:s3cr3t/@127.0.0.1:{port}/app?PASSWORD=hunter2"),
+        ),
+    ];
+    let mut text = "backend = \"secret0\"\n".to_owned();
+    for (index, (kind, url)) in backends.iter().enumerate() {
+        text.push_str(&format!(
+            "[[backends]]\nname = \"secret{index}\"\ntype = \"{kind}\"\nurl = \"{url}\"\n"
+        ));
+    }
+    text.push_str("[multi]\nbackends = [\"secret1\", \"secret3\", \"memory\"]\n");
+    TempFile::config("secrets", &text)
+}
+
+/// Logs of our crates at `debug`, so a leak in a log line fails the test too.
+const VERBOSE_LOGS: (&str, &str) = (
+    "RUST_LOG",
+    "ratelimit_core=debug,ratelimit_cli=debug,ratelimit=debug",
+);
+
+#[test]
+fn health_never_shows_a_credential() {
+    let config = secret_config();
+    let run = ratelimit(Some(config.path()), &["health", "--json"], &[VERBOSE_LOGS]);
+    run.assert_code(1);
+    assert_no_secret(&run);
+    let report = run.json();
+    let first = backend(&report, "secret0");
+    assert_eq!(first["healthy"], false, "{first}");
+    assert!(
+        first["url"].as_str().is_some_and(
+            |url| url.starts_with("redis://:***@127.0.0.1:") && url.ends_with("?auth=***")
+        ),
+        "the host stays, the secrets go: {first}"
+    );
+    for index in 0..6 {
+        let entry = backend(&report, &format!("secret{index}"));
+        assert!(
+            entry["url"].as_str().is_some_and(|url| url.contains("***")),
+            "{entry}"
+        );
+    }
+
+    for args in [&["health", "--verbose"][..], &["health"]] {
+        let run = ratelimit(Some(config.path()), args, &[VERBOSE_LOGS]);
+        run.assert_code(1);
+        assert_no_secret(&run);
+        assert!(run.stdout.contains("UNHEALTHY"), "{run:#?}");
+    }
+    let verbose = ratelimit(Some(config.path()), &["health", "--verbose"], &[]);
+    assert!(
+        verbose.stdout.contains("postgres://u:***@127.0.0.1:"),
+        "verbose shows where, masked: {}",
+        verbose.stdout
+    );
+}
+
+#[test]
+fn inspect_reset_and_cleanup_never_show_a_credential() {
+    let config = secret_config();
+    for index in 0..6 {
+        let name = format!("secret{index}");
+        for args in [
+            &["inspect", "k", "--backend", name.as_str()][..],
+            &["inspect", "k", "--json", "--backend", name.as_str()],
+            &["reset", "k", "--backend", name.as_str()],
+        ] {
+            let run = ratelimit(Some(config.path()), args, &[VERBOSE_LOGS]);
+            run.assert_code(1);
+            assert_no_secret(&run);
+        }
+    }
+    let run = ratelimit(Some(config.path()), &["inspect", "k"], &[VERBOSE_LOGS]);
+    run.assert_code(1);
+    assert_no_secret(&run);
+    let run = ratelimit(Some(config.path()), &["cleanup", "--json"], &[VERBOSE_LOGS]);
+    run.assert_code(1);
+    assert_no_secret(&run);
+}
+
+#[test]
+fn variables_with_credentials_are_masked_too() {
+    let run = ratelimit(
+        None,
+        &["health", "--json"],
+        &[
+            ("RATELIMIT_BACKEND", "database"),
+            (
+                "RATELIMIT_DATABASE_URL",
+                "postgres://u:s3cr3t@127.0.0.1:1/app?sslpassword=hunter2",
+            ),
+            VERBOSE_LOGS,
+        ],
+    );
+    run.assert_code(1);
+    assert_no_secret(&run);
+    let run = ratelimit(
+        None,
+        &["health"],
+        &[("RATELIMIT_REDIS_URL", "http://u:s3cr3t@h/?pass=hunter2")],
+    );
+    run.assert_code(2);
+    assert_no_secret(&run);
+    assert!(run.stderr.contains("RATELIMIT_REDIS_URL"), "{}", run.stderr);
+}
+
+#[test]
+fn a_config_syntax_error_names_the_line_not_the_password_on_it() {
+    let config = TempFile::config(
+        "secret-syntax",
+        "backend = \"database\"\n[database]\nurl = \"postgres://u:s3cr3t@db/app?password=hunter2\n",
+    );
+    for args in [&["health", "--json"][..], &["inspect", "k"]] {
+        let run = ratelimit(Some(config.path()), args, &[VERBOSE_LOGS]);
+        run.assert_code(2);
+        assert_no_secret(&run);
+        assert!(run.stderr.contains("line 3"), "{}", run.stderr);
+    }
+}
+
 // ---- inspect and reset ----
 
 #[test]

@@ -36,7 +36,9 @@
 //! URLs, networks and names are checked, and every backend a field names must be configured.
 //! An error names the field (a dotted path such as `circuit_breaker.recovery_timeout` or
 //! `middleware.rate_limits."/api/"`, or the environment variable), the value, and what is
-//! expected. Unknown fields are errors, so a misspelt one never silently does nothing.
+//! expected. Unknown fields are errors, so a misspelt one never silently does nothing. A TOML
+//! syntax or type error names the line, column and field but never the text written there,
+//! and every value an error shows has its credentials masked ([`crate::redact`]).
 //!
 //! # The file
 //!
@@ -120,12 +122,12 @@ use crate::algorithm::Algorithm;
 use crate::circuit::CircuitBreakerConfig;
 use crate::client_ip::ClientIpHeader;
 use crate::rate::Rate;
+use crate::redact;
 use crate::registry::{DEFAULT_BACKEND_NAME, DEFAULT_IPV6_PREFIX, OnError};
 
 pub use build::ConnectPolicy;
 pub use env::ENV_VARS;
 pub use error::ConfigError;
-pub use value::redact;
 
 /// The key prefix unless configured: the Redis backend's default.
 pub const DEFAULT_KEY_PREFIX: &str = "ratelimit:";
@@ -221,10 +223,13 @@ impl fmt::Debug for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Memory => f.write_str("Memory"),
-            Self::Redis { url } => f.debug_struct("Redis").field("url", &redact(url)).finish(),
+            Self::Redis { url } => f
+                .debug_struct("Redis")
+                .field("url", &redact::url(url))
+                .finish(),
             Self::Database { url, table_prefix } => f
                 .debug_struct("Database")
-                .field("url", &redact(url))
+                .field("url", &redact::url(url))
                 .field("table_prefix", table_prefix)
                 .finish(),
             Self::Multi { members } => f.debug_struct("Multi").field("members", members).finish(),

@@ -6,6 +6,7 @@ pub mod decision;
 pub mod limit;
 pub mod log_throttle;
 pub mod rate;
+pub mod redact;
 
 #[cfg(feature = "memory")]
 pub mod backend;

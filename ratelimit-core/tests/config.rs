@@ -549,13 +549,18 @@ fn unknown_field_in_a_section_names_its_path() {
 }
 
 #[test]
-fn wrong_type_names_the_field() {
+fn wrong_type_names_the_field_the_line_and_the_type_never_the_value() {
     let message = error_of("[circuit_breaker]\nfailure_threshold = \"5\"");
-    assert_names(&message, "circuit_breaker.failure_threshold", "\"5\"");
+    assert_names(&message, "circuit_breaker.failure_threshold", "line 2");
+    assert!(message.contains("string"), "{message}");
+    assert!(message.contains("a whole number"), "{message}");
+    assert!(!message.contains("\"5\""), "{message}");
     let message = error_of("[circuit_breaker]\nrecovery_timeout = 60");
-    assert_names(&message, "circuit_breaker.recovery_timeout", "60");
+    assert_names(&message, "circuit_breaker.recovery_timeout", "line 2");
+    assert!(message.contains("integer"), "{message}");
     let message = error_of("trusted_proxies = \"10.0.0.0/8\"");
-    assert_names(&message, "trusted_proxies", "10.0.0.0/8");
+    assert_names(&message, "trusted_proxies", "line 1");
+    assert!(!message.contains("10.0.0.0/8"), "{message}");
 }
 
 #[test]
@@ -1243,4 +1248,148 @@ fn config_errors_are_typed() {
         Config::from_toml_str("nope = 1"),
         Err(ConfigError::Syntax { .. })
     ));
+}
+
+// ---- credentials never reach a message ----
+
+/// The secrets in [`SECRET_URLS`].
+const SECRETS: [&str; 2] = ["s3cr3t", "hunter2"];
+
+/// One URL per way of writing a credential: a password holding `#`, `/`, `?` or `@`, and the
+/// `password`, `pass`, `token`, `auth`, `secret` and `sslpassword` parameters in any case.
+/// With the section whose URL it is.
+const SECRET_URLS: [(&str, &str); 7] = [
+    (
+        "database",
+        "postgres://u:s3cr3t#/?x@db.example:5432/app?password=hunter2",
+    ),
+    (
+        "database",
+        "postgres://app@db.example/app?sslmode=require&SSLPassword=hunter2",
+    ),
+    ("database", "postgresql://db.example/app?PASSWORD=hunter2"),
+    (
+        "database",
+        "mysql://u:s3cr3t@x/y?z@db.example/app?Token=hunter2",
+    ),
+    ("redis", "redis://:s3cr3t@@db.example:6379/0?auth=hunter2"),
+    (
+        "redis",
+        "redis+unix:///run/redis.sock?db=1&pass=hunter2&secret=s3cr3t",
+    ),
+    ("redis", "rediss://user:s3cr3t%40@db.example?Pass=hunter2#x"),
+];
+
+fn assert_no_secret(shown: &str) {
+    for secret in SECRETS {
+        assert!(!shown.contains(secret), "{secret} shown in: {shown}");
+    }
+}
+
+#[test]
+fn url_credentials_never_reach_debug_output_or_errors() {
+    for (section, url) in SECRET_URLS {
+        let config = parse(&format!("[{section}]\nurl = \"{url}\""));
+        let debug = format!("{config:?}");
+        assert_no_secret(&debug);
+        assert!(debug.contains("***"), "{debug}");
+
+        // A scheme the backend does not speak: the error shows the URL, masked.
+        let message = error_of(&format!("[{section}]\nurl = \"x{url}\""));
+        assert_names(&message, &format!("{section}.url"), "***");
+        assert_no_secret(&message);
+        let var = if section == "redis" {
+            "RATELIMIT_REDIS_URL"
+        } else {
+            "RATELIMIT_DATABASE_URL"
+        };
+        let message = env_error(var, &format!("x{url}"));
+        assert_no_secret(&message);
+
+        // A URL pasted into a field that takes something else.
+        for text in [
+            format!("backend = \"{url}\""),
+            format!("on_backend_error = \"{url}\""),
+            format!("[[backends]]\nname = \"a\"\ntype = \"{url}\""),
+            format!("[circuit_breaker]\nrecovery_timeout = \"{url}\""),
+            format!("ipv6_prefix = \"{url}\""),
+            format!("[middleware]\nskip_paths = [\"{url}\"]"),
+        ] {
+            assert_no_secret(&error_of(&text));
+        }
+    }
+}
+
+#[test]
+fn a_toml_syntax_error_names_the_line_never_the_text_on_it() {
+    for (text, line) in [
+        // An unclosed string: the parser would quote the rest of the line.
+        (
+            "backend = \"memory\"\n[database]\nurl = \"postgres://u:s3cr3t@db/app?password=hunter2\n",
+            "line 3",
+        ),
+        // No quotes at all.
+        (
+            "[database]\nurl = postgres://u:s3cr3t@db/app?password=hunter2\n",
+            "line 2",
+        ),
+        // Text after the value.
+        (
+            "[redis]\nurl = \"redis://h\" password = \"hunter2\" # s3cr3t\n",
+            "line 2",
+        ),
+        // The same key twice.
+        (
+            "[redis]\nurl = \"redis://:s3cr3t@h\"\nurl = \"redis://:hunter2@h\"\n",
+            "line 3",
+        ),
+    ] {
+        let message = error_of(text);
+        assert_no_secret(&message);
+        assert!(message.contains(line), "{line} missing from: {message}");
+        assert!(!message.contains('|'), "no excerpt: {message}");
+    }
+
+    let path = std::env::temp_dir().join(format!(
+        "ratelimit-config-secret-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &path,
+        "[database]\nurl = \"postgres://u:s3cr3t@db/app?password=hunter2\n",
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let error = Config::from_toml_file(&path).err();
+    let _ = std::fs::remove_file(&path);
+    let message = error.map(|error| error.to_string()).unwrap_or_default();
+    assert_names(&message, &path.display().to_string(), "line 2");
+    assert_no_secret(&message);
+    assert_no_secret(&format!(
+        "{error:?}",
+        error = Config::from_toml_str("url = \"hunter2")
+    ));
+}
+
+#[cfg(all(feature = "redis", feature = "postgres"))]
+#[test]
+fn a_backend_that_cannot_connect_is_named_without_its_credentials() {
+    let port = dead_port();
+    for (kind, url) in [
+        (
+            "database",
+            format!("postgres://u:s3cr3t#@127.0.0.1:{port}/app?password=hunter2"),
+        ),
+        (
+            "redis",
+            format!("redis://:s3cr3t@127.0.0.1:{port}/0?token=hunter2"),
+        ),
+    ] {
+        let config = parse(&format!("backend = \"{kind}\"\n[{kind}]\nurl = \"{url}\""));
+        let message = block_on(Registry::from_config(&config))
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert_names(&message, &format!("backend `{kind}`"), "127.0.0.1");
+        assert_no_secret(&message);
+    }
 }

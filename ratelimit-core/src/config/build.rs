@@ -268,7 +268,7 @@ mod network {
     fn display_url(backend: &BackendConfig) -> String {
         match backend.kind() {
             BackendKind::Redis { url } | BackendKind::Database { url, .. } => {
-                super::super::redact(url)
+                crate::redact::url(url)
             }
             BackendKind::Memory | BackendKind::Multi { .. } => String::new(),
         }
@@ -286,7 +286,7 @@ mod network {
         tracing::warn!(
             backend = backend.name(),
             url = display_url(backend),
-            %error,
+            error = crate::redact::text(&error.to_string()),
             "backend could not connect"
         );
     }

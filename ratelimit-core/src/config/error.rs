@@ -19,14 +19,20 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The TOML does not parse, a field is unknown, or a value has the wrong type.
-    #[error("{}{origin}: {message}", in_field(field))]
+    /// The TOML does not parse, a field is unknown, or a value has the wrong type. The message
+    /// names where, never what is written there (the line may hold a password).
+    #[error("{}{origin}{}: {message}", in_field(field), at(*line, *column))]
     Syntax {
         /// The file, or `TOML text` for text given in memory.
         origin: String,
         /// The dotted path of the field (`.` for the document itself).
         field: String,
-        /// The TOML parser's message, with line and column.
+        /// The 1-based line of the error, when the parser knows it.
+        line: Option<usize>,
+        /// The 1-based column (in characters) on that line.
+        column: Option<usize>,
+        /// The parser's message, without the value it found (`invalid type: string,
+        /// expected a whole number`).
         message: String,
     },
     /// A rate string that does not parse.
@@ -143,6 +149,15 @@ pub enum ConfigError {
     /// The registry rejected the assembled backends.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+}
+
+/// ", line 3, column 7" (nothing when the parser gave no position).
+fn at(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!(", line {line}, column {column}"),
+        (Some(line), None) => format!(", line {line}"),
+        _ => String::new(),
+    }
 }
 
 /// "`circuit_breaker.failure_threshold` in " (nothing for the document itself).

@@ -169,17 +169,138 @@ impl<'de> Deserialize<'de> for DurationText {
     }
 }
 
-/// Parses TOML text; `origin` (the file's path, or `TOML`) prefixes error messages.
+/// Parses TOML text; `origin` (the file's path, or `TOML text`) prefixes error messages.
+///
+/// An error names the line, column and field but never shows the text there: the parser's
+/// excerpt of the offending line is dropped, and so is any value its message quotes, since the
+/// line may hold a password (a URL with an unbalanced quote, a URL given to the wrong field).
 pub(crate) fn parse(text: &str, origin: &str) -> Result<File, ConfigError> {
-    let syntax = |field: String, error: toml::de::Error| ConfigError::Syntax {
-        origin: origin.to_owned(),
-        field,
-        message: error.to_string().trim_end().to_owned(),
+    let syntax = |field: String, error: &toml::de::Error| {
+        let (line, column) = error
+            .span()
+            .and_then(|span| position(text, span.start))
+            .unzip();
+        ConfigError::Syntax {
+            origin: origin.to_owned(),
+            field,
+            line,
+            column,
+            message: without_values(error.message()),
+        }
     };
     let deserializer =
-        toml::Deserializer::parse(text).map_err(|error| syntax(".".into(), error))?;
+        toml::Deserializer::parse(text).map_err(|error| syntax(".".into(), &error))?;
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let field = error.path().to_string();
-        syntax(field, error.into_inner())
+        syntax(field, error.inner())
     })
+}
+
+/// The 1-based line and column (in characters) of byte `offset` of `text`.
+fn position(text: &str, offset: usize) -> Option<(usize, usize)> {
+    let before = text.get(..offset)?;
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |line| line.chars().count())
+        + 1;
+    Some((line, column))
+}
+
+/// A deserializer message without the value it quotes: serde writes
+/// `invalid type: string "..", expected ..`, and this keeps `invalid type: string, expected ..`.
+/// The parser's own messages (`invalid basic string`, `expected ...`) quote nothing.
+fn without_values(message: &str) -> String {
+    for lead in ["invalid type:", "invalid value:", "unknown variant"] {
+        if let Some(rest) = message.strip_prefix(lead) {
+            let rest = rest.trim_start();
+            // `string "x"` (quoted as by `{:?}`), `integer `5``: the kind before the quote, and
+            // what follows the closing quote; an unclosed quote drops the rest.
+            let (kind, expected) = match rest.find(['"', '`']) {
+                Some(open) => {
+                    let body = &rest[open + 1..];
+                    let close = if rest[open..].starts_with('"') {
+                        closing_quote(body)
+                    } else {
+                        body.find('`')
+                    };
+                    (&rest[..open], close.map_or("", |close| &body[close + 1..]))
+                }
+                None => rest
+                    .find(", expected ")
+                    .map_or((rest, ""), |at| rest.split_at(at)),
+            };
+            let mut shown = lead.to_owned();
+            if !kind.trim().is_empty() {
+                shown.push(' ');
+                shown.push_str(kind.trim());
+            }
+            shown.push_str(expected);
+            return shown;
+        }
+    }
+    message.to_owned()
+}
+
+/// The index of the `"` that ends a `{:?}`-quoted string whose opening quote precedes `body`.
+fn closing_quote(body: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (index, c) in body.char_indices() {
+        match c {
+            '"' if !escaped => return Some(index),
+            '\\' => escaped = !escaped,
+            _ => escaped = false,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_keep_the_kind_and_drop_the_value() {
+        assert_eq!(
+            without_values("invalid type: string \"hunter2\", expected a whole number, e.g. 5"),
+            "invalid type: string, expected a whole number, e.g. 5"
+        );
+        assert_eq!(
+            without_values("invalid value: integer `9`, expected a number"),
+            "invalid value: integer, expected a number"
+        );
+        assert_eq!(
+            without_values("unknown variant `s3cr3t`, expected `a`"),
+            "unknown variant, expected `a`"
+        );
+        assert_eq!(
+            without_values("invalid type: string \"a, expected b\""),
+            "invalid type: string"
+        );
+        assert_eq!(
+            without_values("invalid type: string \"a\\\"b, expected c\", expected d"),
+            "invalid type: string, expected d"
+        );
+        assert_eq!(
+            without_values("invalid type: string \"unclosed, expected d"),
+            "invalid type: string"
+        );
+        assert_eq!(
+            without_values("invalid type: sequence, expected a string"),
+            "invalid type: sequence, expected a string"
+        );
+        assert_eq!(
+            without_values("unknown field `bakend`"),
+            "unknown field `bakend`"
+        );
+    }
+
+    #[test]
+    fn positions_count_lines_and_characters() {
+        assert_eq!(position("a\nbé = 1", 6), Some((2, 4)));
+        assert_eq!(position("x", 0), Some((1, 1)));
+        assert_eq!(position("é", 1), None);
+        assert_eq!(position("x", 5), None);
+    }
 }

@@ -97,7 +97,7 @@ fn named_backend(index: usize, entry: file::NamedBackend) -> Result<BackendConfi
     let require_url = |kind: &'static str, example: &'static str| {
         entry.url.as_deref().ok_or(ConfigError::MissingUrl {
             field: field("type"),
-            value: entry.kind.clone(),
+            value: value::shown(&entry.kind),
             kind,
             fix: example,
         })
@@ -134,7 +134,7 @@ fn named_backend(index: usize, entry: file::NamedBackend) -> Result<BackendConfi
         other => {
             return Err(ConfigError::UnknownChoice {
                 field: field("type"),
-                value: other.to_owned(),
+                value: value::shown(other),
                 expected: "\"memory\", \"redis\" or \"database\" (failover is the [multi] section)",
             });
         }
@@ -142,7 +142,7 @@ fn named_backend(index: usize, entry: file::NamedBackend) -> Result<BackendConfi
     if entry.table_prefix.is_some() && !matches!(kind, BackendKind::Database { .. }) {
         return Err(ConfigError::UnknownChoice {
             field: field("type"),
-            value: entry.kind,
+            value: value::shown(&entry.kind),
             expected: "\"database\" when `table_prefix` is set (remove `table_prefix` otherwise)",
         });
     }

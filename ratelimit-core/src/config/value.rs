@@ -9,6 +9,7 @@ use super::ConfigError;
 use crate::algorithm::Algorithm;
 use crate::client_ip::{self, CLIENT_IP_HEADER_NAMES, ClientIpHeader};
 use crate::rate::Rate;
+use crate::redact;
 use crate::registry::OnError;
 
 /// URL schemes the Redis backend connects to.
@@ -31,7 +32,7 @@ const MAX_TABLE_PREFIX_LEN: usize = 40;
 pub(crate) fn duration(field: &str, text: &str) -> Result<Duration, ConfigError> {
     let invalid = |problem| ConfigError::InvalidDuration {
         field: field.to_owned(),
-        value: text.to_owned(),
+        value: shown(text),
         problem,
     };
     let trimmed = text.trim();
@@ -71,7 +72,7 @@ pub(crate) fn duration(field: &str, text: &str) -> Result<Duration, ConfigError>
 pub(crate) fn on_error(field: &str, text: &str) -> Result<OnError, ConfigError> {
     text.parse().map_err(|_| ConfigError::UnknownChoice {
         field: field.to_owned(),
-        value: text.to_owned(),
+        value: shown(text),
         expected: "\"allow\" or \"deny\"",
     })
 }
@@ -80,7 +81,7 @@ pub(crate) fn on_error(field: &str, text: &str) -> Result<OnError, ConfigError> 
 pub(crate) fn network(field: &str, text: &str) -> Result<IpNet, ConfigError> {
     client_ip::parse_network(text).map_err(|_| ConfigError::InvalidNetwork {
         field: field.to_owned(),
-        value: text.to_owned(),
+        value: shown(text),
     })
 }
 
@@ -88,7 +89,7 @@ pub(crate) fn network(field: &str, text: &str) -> Result<IpNet, ConfigError> {
 pub(crate) fn client_ip_header(field: &str, text: &str) -> Result<ClientIpHeader, ConfigError> {
     text.parse().map_err(|_| ConfigError::UnknownChoice {
         field: field.to_owned(),
-        value: text.to_owned(),
+        value: shown(text),
         expected: CLIENT_IP_HEADER_NAMES,
     })
 }
@@ -125,25 +126,14 @@ fn url(text: &str, schemes: &[&str]) -> Result<String, String> {
     if fits {
         Ok(trimmed.to_owned())
     } else {
-        Err(redact(trimmed))
+        Err(redact::url(trimmed))
     }
 }
 
-/// The URL with the password of `user:password@` replaced by `***`, for messages and output.
-#[must_use]
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) => match credentials.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
+/// A value as an error shows it: any URL or `password=..` in it masked, so a secret pasted
+/// into the wrong field still never reaches a message.
+pub(crate) fn shown(text: &str) -> String {
+    redact::text(text)
 }
 
 /// A backend name: letters, digits, `_` and `-`.
@@ -157,7 +147,7 @@ pub(crate) fn backend_name(field: &str, text: &str) -> Result<String, ConfigErro
     } else {
         Err(ConfigError::InvalidName {
             field: field.to_owned(),
-            value: text.to_owned(),
+            value: shown(text),
         })
     }
 }
@@ -175,7 +165,7 @@ pub(crate) fn table_prefix(field: &str, text: &str) -> Result<String, ConfigErro
     } else {
         Err(ConfigError::InvalidTablePrefix {
             field: field.to_owned(),
-            value: text.to_owned(),
+            value: shown(text),
         })
     }
 }
@@ -187,7 +177,7 @@ pub(crate) fn path_prefix(field: &str, text: &str) -> Result<String, ConfigError
     } else {
         Err(ConfigError::InvalidPath {
             field: field.to_owned(),
-            value: text.to_owned(),
+            value: shown(text),
         })
     }
 }
@@ -204,7 +194,7 @@ pub(crate) fn rate(field: &str, text: &str) -> Result<Rate, ConfigError> {
 pub(crate) fn algorithm(field: &str, text: &str) -> Result<Algorithm, ConfigError> {
     Algorithm::from_name(text).ok_or_else(|| ConfigError::UnknownChoice {
         field: field.to_owned(),
-        value: text.to_owned(),
+        value: shown(text),
         expected: "one of fixed_window, sliding_window, sliding_window_counter, token_bucket, leaky_bucket",
     })
 }
@@ -253,16 +243,5 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }
-    }
-
-    #[test]
-    fn redaction_masks_only_the_password() {
-        assert_eq!(
-            redact("postgres://app:secret@db:5432/x"),
-            "postgres://app:***@db:5432/x"
-        );
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-        assert_eq!(redact("redis://user@host/0"), "redis://user@host/0");
-        assert_eq!(redact("sqlite::memory:"), "sqlite::memory:");
     }
 }
