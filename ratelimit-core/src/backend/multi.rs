@@ -10,6 +10,12 @@
 //! client went away, a timeout layer dropped the future) counts as no result: a half-open
 //! member's trial slot is given back and its next call is the trial (see [`crate::circuit`]).
 //!
+//! A member that is down costs a call at most the member's own timeout, and nothing once its
+//! circuit is open. Members built from the config that could not connect at startup connect
+//! later with one attempt at a time, shared by every call waiting on it, each waiting at most
+//! the backend's timeout (see `config::ConnectPolicy`), so concurrent checks do not
+//! queue behind one connection attempt each.
+//!
 //! Health: a member is `healthy` when its own health says so **and** its circuit is closed.
 //! An open circuit is skipped, and a half-open one is on trial (reported as `half_open`, not
 //! healthy) until a trial call succeeds. The failover backend itself is healthy while any
