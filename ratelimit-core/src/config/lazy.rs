@@ -148,16 +148,21 @@ impl LazyBackend {
         }
     }
 
-    fn not_connected(&self) -> HealthStatus {
+    /// Unhealthy, with the reason: `error` when a call just failed to connect (its wait may
+    /// end before the attempt does), else the last attempt's error.
+    fn not_connected(&self, error: Option<&BackendError>) -> HealthStatus {
         let last = self.state.last_error();
         let mut status = HealthStatus::healthy(self.kind, None);
         status.healthy = false;
         status.failure_count = last.failures;
-        status.detail = Some(
-            last.detail
+        status.detail = Some(match error {
+            Some(BackendError::NotConnected { cause, .. }) => format!("not connected: {cause}"),
+            Some(error) => format!("not connected: {error}"),
+            None => last
+                .detail
                 .clone()
                 .unwrap_or_else(|| "not connected yet".to_owned()),
-        );
+        });
         status
     }
 }
@@ -251,14 +256,14 @@ impl Backend for LazyBackend {
     async fn health(&self) -> HealthStatus {
         match self.get().await {
             Ok(backend) => backend.health().await,
-            Err(_) => self.not_connected(),
+            Err(error) => self.not_connected(Some(&error)),
         }
     }
 
     fn health_status(&self) -> HealthStatus {
         match self.state.connected.get() {
             Some(backend) => backend.health_status(),
-            None => self.not_connected(),
+            None => self.not_connected(None),
         }
     }
 
