@@ -174,6 +174,37 @@ async fn a_failover_keeps_serving_and_health_shows_the_open_circuit() {
 }
 
 #[tokio::test]
+async fn a_half_open_member_is_reported_as_such_and_not_healthy() {
+    let s = setup();
+    s.primary.down.store(true, Ordering::SeqCst);
+    for _ in 0..2 {
+        assert_eq!(call(&s.app, "/").await.status(), StatusCode::OK);
+    }
+    // Back up, but its circuit has not had a trial call yet.
+    s.primary.down.store(false, Ordering::SeqCst);
+    s.clock.advance(Duration::from_secs(30));
+    let response = call(&s.app, "/health").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = json(response).await;
+    let primary = &body["backends"][0]["members"][0];
+    assert_eq!(primary["circuit"], "half_open", "{body}");
+    assert_eq!(primary["healthy"], false, "on trial, not healthy: {body}");
+    assert_eq!(body["serving"], true, "{body}");
+
+    assert_eq!(
+        call(&s.app, "/").await.status(),
+        StatusCode::OK,
+        "the trial"
+    );
+    let response = call(&s.app, "/health").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        json(response).await["backends"][0]["members"][0]["circuit"],
+        "closed"
+    );
+}
+
+#[tokio::test]
 async fn deny_policy_answers_503_with_the_circuit_retry_time_never_429() {
     let s = setup();
     s.primary.down.store(true, Ordering::SeqCst);

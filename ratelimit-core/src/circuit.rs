@@ -1,6 +1,17 @@
 //! A circuit breaker per backend: after `failure_threshold` consecutive failures the backend is
 //! skipped (no network wait at all) until its recovery time; then `half_open_max_calls` trial
 //! calls decide whether it closes again or stays open for longer (exponential backoff).
+//!
+//! Every call goes through a [`Permit`] from [`CircuitBreaker::try_acquire`], reported with
+//! [`Permit::succeeded`] or [`Permit::failed`]. A permit dropped without either (its call's
+//! future was cancelled: the client went away, a timeout layer gave up) counts as **no
+//! result**: a trial gives its half-open slot back, the circuit stays half-open, and the next
+//! call is the trial. A cancellation says nothing about the backend: counting it as a failure
+//! would reopen a healthy backend (and lengthen its backoff) whenever clients disconnect, and
+//! counting it as a success would close the circuit on a backend that never answered. A backend
+//! that really does not answer is caught by the next trial, which fails on the backend's own
+//! timeout. Without the release, a cancelled trial would hold its slot forever and, with
+//! `half_open_max_calls = 1`, the backend would never be tried again.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -59,18 +70,51 @@ struct Inner {
     open_until_ms: u64,
     closed_since_ms: u64,
     trials_in_flight: u32,
+    /// Counts the half-open periods, so a trial permit from an earlier one gives back no slot
+    /// of the current one.
+    half_open_period: u64,
 }
 
-/// Permission to call the backend, from [`CircuitBreaker::try_acquire`].
-#[derive(Debug, PartialEq, Eq)]
-#[must_use]
-pub enum Permit {
-    /// Call it, then report the outcome.
-    Call,
-    /// A trial call while half-open; report the outcome.
-    Trial,
-    /// Skip it: the circuit is open (or its trial slots are taken).
-    Skip,
+/// Permission to make one call, from [`CircuitBreaker::try_acquire`]. Report the call's outcome
+/// with [`Permit::succeeded`] or [`Permit::failed`]; dropped without either (the call was
+/// cancelled), it counts as no result and a trial gives its half-open slot back (see the
+/// [module docs](self)).
+#[derive(Debug)]
+#[must_use = "report the call's outcome with `succeeded` or `failed`"]
+pub struct Permit<'a> {
+    breaker: &'a CircuitBreaker,
+    /// The half-open period of a trial call; `None` for a call through a closed circuit, and
+    /// once the outcome is reported.
+    trial: Option<u64>,
+}
+
+impl Permit<'_> {
+    /// Whether this is a trial call of a half-open circuit.
+    #[must_use]
+    pub fn is_trial(&self) -> bool {
+        self.trial.is_some()
+    }
+
+    /// The call succeeded: a trial closes the circuit, and the failure count starts again.
+    pub fn succeeded(mut self) {
+        let trial = self.trial.take();
+        self.breaker.on_success(trial);
+    }
+
+    /// The call failed: it counts towards `failure_threshold`, and a failed trial reopens the
+    /// circuit for longer.
+    pub fn failed(mut self) {
+        let trial = self.trial.take();
+        self.breaker.on_failure(trial);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if let Some(period) = self.trial.take() {
+            self.breaker.release_trial(period);
+        }
+    }
 }
 
 impl CircuitBreaker {
@@ -103,43 +147,62 @@ impl CircuitBreaker {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether a call may go to the backend now. An open circuit whose time is up turns
-    /// half-open and hands out trial permits.
-    pub fn try_acquire(&self) -> Permit {
+    /// Whether a call may go to the backend now: `None` to skip it (the circuit is open, or
+    /// every half-open trial slot is taken). An open circuit whose time is up turns half-open
+    /// and hands out up to `half_open_max_calls` trial permits at a time.
+    pub fn try_acquire(&self) -> Option<Permit<'_>> {
         let now = self.clock.now_millis();
         let mut inner = self.inner();
         if inner.state == CircuitState::Open && now >= inner.open_until_ms {
             self.transition(&mut inner, CircuitState::HalfOpen, now);
         }
-        match inner.state {
-            CircuitState::Closed => Permit::Call,
-            CircuitState::Open => Permit::Skip,
+        let trial = match inner.state {
+            CircuitState::Closed => None,
+            CircuitState::Open => return None,
             CircuitState::HalfOpen => {
-                if inner.trials_in_flight < self.config.half_open_max_calls.max(1) {
-                    inner.trials_in_flight += 1;
-                    Permit::Trial
-                } else {
-                    Permit::Skip
+                if inner.trials_in_flight >= self.config.half_open_max_calls.max(1) {
+                    return None;
                 }
+                inner.trials_in_flight += 1;
+                Some(inner.half_open_period)
             }
+        };
+        Some(Permit {
+            breaker: self,
+            trial,
+        })
+    }
+
+    /// Gives back the slot of a trial of `period` if that half-open period is still on.
+    fn end_trial(inner: &mut Inner, period: u64) {
+        if inner.state == CircuitState::HalfOpen && inner.half_open_period == period {
+            inner.trials_in_flight = inner.trials_in_flight.saturating_sub(1);
         }
     }
 
-    /// Reports a successful call made under `permit`.
-    pub fn on_success(&self, permit: &Permit) {
+    /// A trial dropped without an outcome: no result, so only its slot is given back.
+    fn release_trial(&self, period: u64) {
+        let mut inner = self.inner();
+        Self::end_trial(&mut inner, period);
+        tracing::debug!(
+            backend = self.name,
+            "trial call dropped without an outcome; its half-open slot is free again"
+        );
+    }
+
+    fn on_success(&self, trial: Option<u64>) {
         let now = self.clock.now_millis();
         let mut inner = self.inner();
         inner.consecutive_failures = 0;
-        if *permit == Permit::Trial {
-            inner.trials_in_flight = inner.trials_in_flight.saturating_sub(1);
+        if let Some(period) = trial {
+            Self::end_trial(&mut inner, period);
             if inner.state == CircuitState::HalfOpen {
                 self.transition(&mut inner, CircuitState::Closed, now);
             }
         }
     }
 
-    /// Reports a failed call made under `permit`.
-    pub fn on_failure(&self, permit: &Permit) {
+    fn on_failure(&self, trial: Option<u64>) {
         let now = self.clock.now_millis();
         let mut inner = self.inner();
         let reset_ms = duration_millis(self.config.reset_timeout);
@@ -151,8 +214,8 @@ impl CircuitBreaker {
         }
         inner.last_failure_ms = Some(now);
         inner.consecutive_failures = inner.consecutive_failures.saturating_add(1);
-        if *permit == Permit::Trial {
-            inner.trials_in_flight = inner.trials_in_flight.saturating_sub(1);
+        if let Some(period) = trial {
+            Self::end_trial(&mut inner, period);
         }
         let trips = match inner.state {
             CircuitState::HalfOpen => true,
@@ -192,6 +255,7 @@ impl CircuitBreaker {
             }
             CircuitState::HalfOpen => {
                 inner.trials_in_flight = 0;
+                inner.half_open_period = inner.half_open_period.wrapping_add(1);
                 tracing::info!(
                     backend = self.name,
                     "circuit half-open: trying the backend again"

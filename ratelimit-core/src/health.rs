@@ -13,7 +13,8 @@ pub enum CircuitState {
     Closed,
     /// Calls fail fast until the next attempt time.
     Open,
-    /// A few trial calls decide whether to close again.
+    /// A few trial calls decide whether to close again (reported as `half_open`; not healthy
+    /// until a trial succeeds).
     HalfOpen,
 }
 
@@ -22,7 +23,9 @@ pub enum CircuitState {
 pub struct HealthStatus {
     /// The backend's kind, e.g. `"memory"`.
     pub backend: &'static str,
-    /// Whether the last probe or call succeeded.
+    /// Whether calls are expected to succeed: the last probe or call succeeded and, behind a
+    /// circuit breaker (a failover member), the circuit is closed. An open circuit is skipped
+    /// and a half-open one is still on trial, so neither is healthy.
     pub healthy: bool,
     /// Round-trip time of the last probe.
     #[serde(rename = "latency_ms", serialize_with = "serialize_millis")]

@@ -9,11 +9,13 @@ use ratelimit_core::{
     ManualClock, MemoryBackend, MultiBackend, Rate, async_trait,
 };
 
-/// A memory store that can be switched off, counting the calls that reach it.
+/// A memory store that can be switched off, or made to never answer a check, counting the
+/// calls that reach it.
 #[derive(Debug, Default)]
 struct Switchable {
     store: MemoryBackend,
     down: AtomicBool,
+    silent: AtomicBool,
     calls: AtomicU32,
 }
 
@@ -31,6 +33,9 @@ impl Switchable {
 impl Backend for Switchable {
     async fn check_n(&self, key: &str, limit: &Limit, cost: u64) -> Result<Decision, BackendError> {
         self.fail_if_down()?;
+        if self.silent.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         self.store.check_n(key, limit, cost).await
     }
 
@@ -155,6 +160,51 @@ async fn traffic_returns_to_the_primary_once_its_circuit_closes() {
     let fallback_calls = s.fallback.calls.load(Ordering::SeqCst);
     assert!(s.multi.check("k", &limit()).await.is_ok());
     assert_eq!(s.fallback.calls.load(Ordering::SeqCst), fallback_calls);
+}
+
+#[tokio::test]
+async fn a_dropped_trial_call_gives_its_half_open_slot_back() {
+    let s = setup();
+    s.primary.down.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        assert!(s.multi.check("k", &limit()).await.is_ok());
+    }
+    assert_eq!(
+        s.multi.breaker("primary").map(|b| b.state()),
+        Some(CircuitState::Open)
+    );
+    s.clock.advance(Duration::from_secs(10));
+    s.primary.down.store(false, Ordering::SeqCst);
+    s.primary.silent.store(true, Ordering::SeqCst);
+    // The trial call never answers; a timeout layer (or a client that goes away) drops it.
+    let limit = limit();
+    let trial = tokio::time::timeout(Duration::from_millis(50), s.multi.check("k", &limit));
+    assert!(trial.await.is_err(), "the silent primary never answers");
+    assert_eq!(s.primary.calls.load(Ordering::SeqCst), 4, "the trial call");
+
+    let health = s.multi.health_status();
+    let primary = &health.members[0].status;
+    assert_eq!(primary.circuit, CircuitState::HalfOpen, "{health:?}");
+    assert!(
+        !primary.healthy,
+        "a half-open member is not healthy: {health:?}"
+    );
+    assert!(health.healthy, "the fallback can serve: {health:?}");
+
+    // The dropped trial counted as no result: the circuit is still half-open and the next
+    // call is tried on the primary.
+    s.primary.silent.store(false, Ordering::SeqCst);
+    assert!(s.multi.check("k", &limit).await.is_ok_and(|d| d.allowed));
+    assert_eq!(
+        s.primary.calls.load(Ordering::SeqCst),
+        5,
+        "the primary was tried again"
+    );
+    assert_eq!(
+        s.multi.breaker("primary").map(|b| b.state()),
+        Some(CircuitState::Closed)
+    );
+    assert!(s.multi.health_status().members[0].status.healthy);
 }
 
 #[tokio::test]

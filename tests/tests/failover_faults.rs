@@ -1,13 +1,14 @@
 //! Failover against a Redis process this test owns: killed under steady load, then brought back
-//! on the same port. Never touches the shared Redis.
+//! on the same port; and against a listener of its own that never answers. Never touches the
+//! shared Redis.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ratelimit_core::{
-    Backend, BackendError, CircuitBreakerConfig, CircuitState, Limit, MemoryBackend, MultiBackend,
-    Rate, RedisBackend,
+    Backend, BackendError, CircuitBreakerConfig, CircuitState, Config, Limit, MemoryBackend,
+    MultiBackend, Rate, RedisBackend, Registry,
 };
 use ratelimit_tests::fault_proxy::{Fault, FaultProxy};
 use ratelimit_tests::services::{PrivateRedis, skip_or_fail};
@@ -259,4 +260,115 @@ async fn stalled_and_cut_primaries_cost_at_most_the_timeout_then_nothing() {
             "{fault:?}: traffic returned to redis after the fault ended"
         );
     }
+}
+
+/// A loopback listener that accepts every connection and holds it without ever answering;
+/// returns its address and the count of connections it accepted.
+async fn silent_server() -> (
+    std::net::SocketAddr,
+    Arc<AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let address = listener
+        .local_addr()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (address, accepted, holder)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_failover_member_costs_each_concurrent_check_one_timeout_at_most() {
+    let (address, accepted, holder) = silent_server().await;
+    let config = Config::from_toml_str(&format!(
+        r#"
+        backend = "multi"
+        [[backends]]
+        name = "silent"
+        type = "redis"
+        url = "redis://{address}"
+        [multi]
+        backends = ["silent", "memory"]
+        "#
+    ))
+    .unwrap_or_else(|error| panic!("{error}"));
+    // The member cannot connect at startup; the registry is built anyway and keeps trying.
+    let registry = Arc::new(
+        Registry::from_config(&config)
+            .await
+            .unwrap_or_else(|error| panic!("{error}")),
+    );
+    let timeout = ratelimit_core::backend::redis::DEFAULT_TIMEOUT;
+    let bound = timeout + Duration::from_millis(200);
+
+    let checks: Vec<_> = (0..50)
+        .map(|client| {
+            let registry = Arc::clone(&registry);
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let outcome = registry
+                    .default_backend()
+                    .check(&format!("client:{client}"), &limit())
+                    .await
+                    .map(|decision| decision.allowed)
+                    .map_err(|error| error.to_string());
+                (started.elapsed(), outcome)
+            })
+        })
+        .collect();
+    let mut calls = Vec::new();
+    for check in checks {
+        calls.push(
+            check
+                .await
+                .unwrap_or_else(|error| panic!("check task: {error}")),
+        );
+    }
+    for (elapsed, outcome) in &calls {
+        assert!(
+            *elapsed <= bound,
+            "a check took {elapsed:?}, more than {bound:?}: {calls:?}"
+        );
+        assert_eq!(outcome, &Ok(true), "the memory fallback answers: {calls:?}");
+    }
+    assert!(
+        accepted.load(Ordering::SeqCst) <= 2,
+        "one attempt at startup, one shared by the 50 checks: {} connections",
+        accepted.load(Ordering::SeqCst)
+    );
+
+    // The failures opened the member's circuit: later checks skip it without connecting.
+    let health = registry.default_backend().health_status();
+    assert_eq!(
+        health.members[0].status.circuit,
+        CircuitState::Open,
+        "{health:?}"
+    );
+    assert!(!health.members[0].status.healthy, "{health:?}");
+    let connections = accepted.load(Ordering::SeqCst);
+    for client in 0..10 {
+        let started = Instant::now();
+        let decision = registry
+            .default_backend()
+            .check(&format!("client:{client}"), &limit())
+            .await;
+        assert!(decision.is_ok_and(|d| d.allowed));
+        assert!(started.elapsed() <= bound, "{:?}", started.elapsed());
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        connections,
+        "an open circuit makes no connection attempt"
+    );
+    holder.abort();
 }

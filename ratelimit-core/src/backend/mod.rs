@@ -122,6 +122,15 @@ pub enum BackendError {
         backend: &'static str,
         after: std::time::Duration,
     },
+    /// A backend that connects on first use (a `[multi]` member from the config) has not
+    /// connected: `cause` is the error of the connection attempt the call waited for. One
+    /// attempt is shared by every call that waits on it, so they all get the same `cause`.
+    #[error("{backend} is not connected: {cause}")]
+    NotConnected {
+        backend: &'static str,
+        #[source]
+        cause: std::sync::Arc<BackendError>,
+    },
     /// A store answered something the backend does not understand (e.g. a script edited by
     /// hand on the server).
     #[error("{backend} returned an unexpected reply")]

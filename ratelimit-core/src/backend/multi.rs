@@ -5,6 +5,21 @@
 //! Counts are per backend: while the primary is down its counts are not updated, and the
 //! fallback starts from its own (usually empty) state, so a client may get up to one extra
 //! limit's worth of requests across a failover. That is the price of staying up.
+//!
+//! Each member has a [`CircuitBreaker`]. A call cancelled while it waits on a member (the
+//! client went away, a timeout layer dropped the future) counts as no result: a half-open
+//! member's trial slot is given back and its next call is the trial (see [`crate::circuit`]).
+//!
+//! A member that is down costs a call at most the member's own timeout, and nothing once its
+//! circuit is open. Members built from the config that could not connect at startup connect
+//! later with one attempt at a time, shared by every call waiting on it, each waiting at most
+//! the backend's timeout (see `config::ConnectPolicy`), so concurrent checks do not
+//! queue behind one connection attempt each.
+//!
+//! Health: a member is `healthy` when its own health says so **and** its circuit is closed.
+//! An open circuit is skipped, and a half-open one is on trial (reported as `half_open`, not
+//! healthy) until a trial call succeeds. The failover backend itself is healthy while any
+//! member is; each member is listed with its circuit state, failure count and next attempt.
 
 use std::fmt;
 use std::future::Future;
@@ -15,7 +30,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{Backend, BackendError};
-use crate::circuit::{CircuitBreaker, CircuitBreakerConfig, Permit};
+use crate::circuit::{CircuitBreaker, CircuitBreakerConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::decision::Decision;
 use crate::health::{HealthStatus, MemberHealth};
@@ -84,14 +99,15 @@ impl MultiBackend {
     {
         let mut failures = Vec::new();
         for (position, member) in self.members.iter().enumerate() {
-            let permit = member.breaker.try_acquire();
-            if permit == Permit::Skip {
+            // Held across the call: if this future is dropped mid-call, the permit's drop gives
+            // a half-open trial slot back (no result) rather than keeping it forever.
+            let Some(permit) = member.breaker.try_acquire() else {
                 failures.push((member.name.clone(), "circuit open".to_owned()));
                 continue;
-            }
+            };
             match call(member.backend.as_ref()).await {
                 Ok(value) => {
-                    member.breaker.on_success(&permit);
+                    permit.succeeded();
                     if position > 0
                         && let Some(suppressed) = SERVED_BY_FALLBACK.admit(&member.name)
                     {
@@ -101,11 +117,11 @@ impl MultiBackend {
                 }
                 // The caller's mistake, not the store's: every member would say the same.
                 Err(error @ BackendError::InvalidLimit(_)) => {
-                    member.breaker.on_success(&permit);
+                    permit.succeeded();
                     return Err(error);
                 }
                 Err(error) => {
-                    member.breaker.on_failure(&permit);
+                    permit.failed();
                     let cause = (&member.name, std::mem::discriminant(&error));
                     if let Some(suppressed) = MEMBER_FAILED.admit(&cause) {
                         tracing::warn!(backend = member.name, %error, suppressed, "backend failed; trying the next");
@@ -186,12 +202,12 @@ impl Backend for MultiBackend {
 }
 
 impl MultiBackend {
-    /// A member's own health with its circuit's state.
+    /// A member's own health with its circuit's state: healthy only with a closed circuit.
     fn member_health(&self, member: &Member, mut status: HealthStatus) -> MemberHealth {
         status.circuit = member.breaker.state();
         status.failure_count = member.breaker.failure_count();
         status.next_attempt_unix_ms = member.breaker.next_attempt_ms();
-        status.healthy = status.healthy && status.circuit != crate::CircuitState::Open;
+        status.healthy = status.healthy && status.circuit == crate::CircuitState::Closed;
         MemberHealth {
             name: member.name.clone(),
             status,

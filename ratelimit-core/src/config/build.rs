@@ -13,10 +13,14 @@ pub enum ConnectPolicy {
     /// stops at startup rather than serving with a broken store. Members of `[multi]` are the
     /// exception: one that cannot connect is logged and keeps trying on later calls (its
     /// circuit breaker skips it meanwhile), so a failover setup starts with its primary down.
+    /// Such a member costs a call at most the backend's timeout (Redis 500 ms, SQL 2 s):
+    /// concurrent calls share one connection attempt rather than queueing for one each.
     #[default]
     AtStartup,
     /// On first use: building never fails on a server, and a Redis or SQL backend retries the
-    /// connection on every call until it succeeds; until then each call fails with the reason.
+    /// connection on later calls until it succeeds (one attempt at a time, shared by the calls
+    /// that wait on it, each for at most the backend's timeout); until then each call fails with
+    /// the reason.
     /// Health reports a backend that cannot connect as unhealthy, with the reason (what the
     /// CLI's `health` wants).
     OnFirstUse,
@@ -214,7 +218,8 @@ mod network {
                 Ok(Arc::new(redis) as Arc<dyn Backend>)
             })
         });
-        connect_or_later(backend, "redis", connector, connect).await
+        let timeout = crate::backend::redis::DEFAULT_TIMEOUT;
+        connect_or_later(backend, "redis", timeout, connector, connect).await
     }
 
     /// A SQL database, connected now or later (see [`connect_or_later`]).
@@ -237,16 +242,19 @@ mod network {
                 Ok(Arc::new(sql) as Arc<dyn Backend>)
             })
         });
-        connect_or_later(backend, kind, connector, connect).await
+        let timeout = crate::backend::sql::DEFAULT_TIMEOUT;
+        connect_or_later(backend, kind, timeout, connector, connect).await
     }
 
     /// Connects now when it must; otherwise through a [`LazyBackend`], which keeps trying on
-    /// every call until it has connected, so a server that comes up later is used from then on
+    /// later calls until it has connected, so a server that comes up later is used from then on
     /// (a failover member, or a CLI probe, does not need its server up when the registry is
-    /// built).
+    /// built). Concurrent calls share one connection attempt, and none waits longer than
+    /// `timeout` (the backend's own) for it.
     async fn connect_or_later(
         backend: &BackendConfig,
         kind: &'static str,
+        timeout: std::time::Duration,
         connector: Connector,
         connect: Connect,
     ) -> Result<Arc<dyn Backend>, ConfigError> {
@@ -255,7 +263,7 @@ mod network {
                 .await
                 .map_err(|source| connect_error(backend, source));
         }
-        let lazy = LazyBackend::new(kind, connector);
+        let lazy = LazyBackend::new(kind, timeout, connector);
         if connect == Connect::NowOrLater
             && let Err(error) = lazy.get().await
         {
