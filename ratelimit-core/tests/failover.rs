@@ -207,6 +207,37 @@ async fn a_dropped_trial_call_gives_its_half_open_slot_back() {
     assert!(s.multi.health_status().members[0].status.healthy);
 }
 
+/// An invalid limit is the caller's mistake: it is returned as is, and a half-open trial that
+/// meets it counts for nothing, so the circuit neither closes nor reopens on it.
+#[tokio::test]
+async fn an_invalid_limit_is_never_a_successful_trial_call() {
+    let s = setup();
+    s.primary.down.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        assert!(s.multi.check("k", &limit()).await.is_ok());
+    }
+    s.clock.advance(Duration::from_secs(10));
+    s.primary.down.store(false, Ordering::SeqCst);
+    let compound = Rate::parse("1/s;5/m").unwrap_or_else(|error| panic!("{error}"));
+    let invalid = Limit::token_bucket(compound).bucket_size(5);
+    for _ in 0..3 {
+        assert!(matches!(
+            s.multi.check("k", &invalid).await,
+            Err(BackendError::InvalidLimit(_))
+        ));
+        assert_eq!(
+            s.multi.breaker("primary").map(|b| b.state()),
+            Some(CircuitState::HalfOpen),
+            "an invalid limit says nothing of the primary's health"
+        );
+    }
+    assert!(s.multi.check("k", &limit()).await.is_ok_and(|d| d.allowed));
+    assert_eq!(
+        s.multi.breaker("primary").map(|b| b.state()),
+        Some(CircuitState::Closed)
+    );
+}
+
 #[tokio::test]
 async fn when_everything_fails_the_error_says_when_to_retry() {
     let s = setup();

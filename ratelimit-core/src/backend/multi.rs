@@ -115,9 +115,11 @@ impl MultiBackend {
                     }
                     return Ok(value);
                 }
-                // The caller's mistake, not the store's: every member would say the same.
+                // The caller's mistake, not the store's: every member would say the same, and
+                // it says nothing of this one's health, so its permit goes back with no result
+                // (a half-open circuit never closes on it).
                 Err(error @ BackendError::InvalidLimit(_)) => {
-                    permit.succeeded();
+                    drop(permit);
                     return Err(error);
                 }
                 Err(error) => {
