@@ -5,6 +5,7 @@
 //! | --- | --- | --- |
 //! | `ratelimit_requests_total` | counter | `outcome` = `allowed`, `limited`, `shadow_limited`, `error_allowed`, `error_denied` |
 //! | `ratelimit_backend_latency_seconds` | histogram | `backend` = the backend's registry name |
+//! | `ratelimit_memory_evictions_total` | counter | none (live states dropped to stay within `max_keys`) |
 
 use std::time::Duration;
 
@@ -80,4 +81,13 @@ pub fn record_backend_latency(backend: &str, elapsed: Duration) {
         .record(elapsed.as_secs_f64());
     #[cfg(not(feature = "metrics"))]
     let _ = (backend, elapsed);
+}
+
+/// Counts live states the memory store dropped to stay within `max_keys` (expired ones swept
+/// are not counted).
+pub fn record_memory_evictions(count: usize) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("ratelimit_memory_evictions_total").increment(count as u64);
+    #[cfg(not(feature = "metrics"))]
+    let _ = count;
 }

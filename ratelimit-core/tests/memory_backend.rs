@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use proptest::prelude::*;
 use ratelimit_core::{Backend, BackendError, Limit, LimitError, ManualClock, MemoryBackend, Rate};
 
 fn rate(text: &str) -> Rate {
@@ -376,4 +377,220 @@ async fn a_bucket_that_starts_empty_is_forgotten_on_the_millisecond() {
         forgotten.is_ok_and(|d| !d.allowed && d.remaining == 0),
         "forgotten: a new, empty bucket"
     );
+}
+
+/// A flood of fresh keys against a full store evicts the keys furthest from their limits, not
+/// the soonest to expire: a short login window at its limit stays, and so does one near it.
+#[test]
+fn a_key_flood_cannot_evict_a_key_at_its_limit() {
+    // 22:13:20 UTC: the login window ends at 22:15, long before the flood's day does.
+    let clock = ManualClock::new(1_700_000_000_000);
+    let backend = MemoryBackend::builder()
+        .clock(clock)
+        .max_keys(1_000)
+        .build();
+    let login = Limit::fixed_window(rate("5/5m"));
+    let check = |key: &str, limit: &Limit| {
+        backend
+            .check_now(key, limit, 1)
+            .unwrap_or_else(|error| panic!("{error}"))
+    };
+    for attempt in 1..=5 {
+        assert!(check("login:alice", &login).allowed, "attempt {attempt}");
+    }
+    assert!(!check("login:alice", &login).allowed, "the 6th is rejected");
+    for attempt in 1..=4 {
+        assert!(check("login:bob", &login).allowed, "attempt {attempt}");
+    }
+    let flood = Limit::fixed_window(rate("1000/d"));
+    for key in 0..5_000 {
+        assert!(check(&format!("flood:{key}"), &flood).allowed);
+        assert!(backend.len() <= 1_000, "within max_keys: {}", backend.len());
+    }
+    assert!(!check("login:alice", &login).allowed, "still at its limit");
+    let bob = check("login:bob", &login);
+    assert!(bob.allowed && bob.remaining == 0, "bob's 4 of 5 were kept");
+    assert!(!check("login:bob", &login).allowed);
+}
+
+/// Eviction takes a whole eighth of the shard at once; the fresh key goes within it, however
+/// the table happens to order the keys at their limits that share one expiry.
+#[test]
+fn eviction_takes_every_lower_ranked_key_before_any_tie() {
+    for round in 0..20 {
+        let backend = MemoryBackend::builder()
+            .clock(ManualClock::new(1_700_000_000_000))
+            .max_keys(16)
+            .shards(1)
+            .build();
+        let at_limit = Limit::fixed_window(rate("1/h"));
+        let fresh = Limit::fixed_window(rate("1000/h"));
+        for key in 0..15 {
+            let _ = backend.check_now(&format!("{round}:at-limit:{key}"), &at_limit, 1);
+        }
+        let _ = backend.check_now(&format!("{round}:fresh"), &fresh, 1);
+        let _ = backend.check_now(&format!("{round}:new"), &fresh, 1);
+        // An eighth of 16 is 2: the fresh key and one of the 15 ties.
+        assert_eq!(backend.len(), 15);
+        let forgotten = backend.peek_now(&format!("{round}:fresh"), &fresh, 1);
+        assert!(
+            forgotten.is_ok_and(|d| d.remaining == 999),
+            "round {round}: the fresh key goes first"
+        );
+        let at_limit_kept = (0..15)
+            .filter(|key| {
+                let key = format!("{round}:at-limit:{key}");
+                backend
+                    .peek_now(&key, &at_limit, 1)
+                    .is_ok_and(|d| !d.allowed)
+            })
+            .count();
+        assert_eq!(at_limit_kept, 14, "round {round}");
+    }
+}
+
+/// Which of the prefilled keys a property case stores, and how close to its limit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fate {
+    /// Expired by the time the flood comes.
+    Expiring,
+    /// One request of a large hourly limit.
+    Fresh,
+    /// 4 of 5 (`false`) or 5 of 5 (`true`) requests of an hourly limit.
+    Near(bool),
+}
+
+fn fate() -> impl Strategy<Value = Fate> {
+    prop_oneof![
+        Just(Fate::Expiring),
+        Just(Fate::Fresh),
+        any::<bool>().prop_map(Fate::Near),
+    ]
+}
+
+impl Fate {
+    /// The limit of the key (a sliding log, kept in the store's other table, or a fixed
+    /// window), and how many requests it gets.
+    fn limit(self, sliding: bool) -> (Limit, u64) {
+        let (text, requests) = match self {
+            Self::Expiring => ("3/s", 1),
+            Self::Fresh => ("1000/h", 1),
+            Self::Near(at_limit) => ("5/h", if at_limit { 5 } else { 4 }),
+        };
+        let algorithm = if sliding {
+            ratelimit_core::Algorithm::SlidingWindow
+        } else {
+            ratelimit_core::Algorithm::FixedWindow
+        };
+        (Limit::new(rate(text), algorithm), requests)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A store filled to `max_keys` with keys of every kind, some of them expired, then flooded
+    /// with fresh keys: no live key goes while an expired one is stored, the store never
+    /// exceeds `max_keys`, and keys near their limits outlast the flood. One shard, so that
+    /// "stored" means the shard that makes room (the guarantee is per shard).
+    #[test]
+    fn eviction_drops_expired_state_first_and_keeps_keys_near_their_limits(
+        keys in prop::collection::vec((fate(), any::<bool>()), 8..80),
+        flood in 1_usize..240,
+    ) {
+        let near = keys.iter().filter(|(fate, _)| matches!(fate, Fate::Near(_))).count();
+        prop_assume!(near <= keys.len() / 2);
+        let clock = ManualClock::new(1_700_000_000_000);
+        let backend = MemoryBackend::builder()
+            .clock(clock.clone())
+            .max_keys(keys.len())
+            .shards(1)
+            .build();
+        for (index, (fate, sliding)) in keys.iter().enumerate() {
+            let (limit, requests) = fate.limit(*sliding);
+            for _ in 0..requests {
+                let decision = backend.check_now(&format!("key:{index}"), &limit, 1);
+                prop_assert!(decision.is_ok_and(|d| d.allowed));
+            }
+        }
+        prop_assert_eq!(backend.len(), keys.len(), "full, nothing evicted yet");
+        // Past every expiring key's expiry, even rounded up to the store's ~1 s tick.
+        clock.advance(Duration::from_secs(3));
+        // How many requests the key at `index` has on record (0 once forgotten).
+        let recorded = |index: usize| -> Result<u64, TestCaseError> {
+            let (fate, sliding) = keys[index];
+            let (limit, _) = fate.limit(sliding);
+            let peek = backend
+                .peek_now(&format!("key:{index}"), &limit, 1)
+                .map_err(|error| TestCaseError::fail(error.to_string()))?;
+            Ok(if peek.allowed { peek.limit - 1 - peek.remaining } else { peek.limit })
+        };
+        let expiring = keys.iter().filter(|(fate, _)| *fate == Fate::Expiring).count();
+        let flood_limit = Limit::fixed_window(rate("1000/d"));
+        for key in 0..flood {
+            let decision = backend.check_now(&format!("flood:{key}"), &flood_limit, 1);
+            prop_assert!(decision.is_ok_and(|d| d.allowed));
+            prop_assert!(backend.len() <= keys.len(), "within max_keys: {}", backend.len());
+            if key < expiring {
+                // The expired keys made room: every live key is still stored.
+                for (index, (fate, sliding)) in keys.iter().enumerate() {
+                    if *fate != Fate::Expiring {
+                        let (_, requests) = fate.limit(*sliding);
+                        prop_assert_eq!(recorded(index)?, requests, "key {} ({:?})", index, fate);
+                    }
+                }
+            }
+        }
+        for (index, (fate, _)) in keys.iter().enumerate() {
+            if let Fate::Near(at_limit) = fate {
+                let requests = if *at_limit { 5 } else { 4 };
+                prop_assert_eq!(recorded(index)?, requests, "near key {} was kept", index);
+            }
+        }
+    }
+}
+
+/// Every live state dropped for room is counted, and expired ones swept are not.
+#[cfg(feature = "metrics")]
+#[test]
+fn evictions_are_counted() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let backend = MemoryBackend::builder()
+        .clock(clock.clone())
+        .max_keys(100)
+        .shards(1)
+        .build();
+    let short = Limit::fixed_window(rate("1/s"));
+    let long = Limit::fixed_window(rate("1/d"));
+    metrics::with_local_recorder(&recorder, || {
+        for key in 0..100 {
+            let _ = backend.check_now(&format!("short:{key}"), &short, 1);
+        }
+        // Expired: swept to make room, not evicted.
+        clock.advance(Duration::from_secs(3));
+        for key in 0..300 {
+            let _ = backend.check_now(&format!("long:{key}"), &long, 1);
+        }
+    });
+    let evictions: Vec<u64> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| match value {
+            DebugValue::Counter(count)
+                if key.key().name() == "ratelimit_memory_evictions_total" =>
+            {
+                Some(count)
+            }
+            _ => None,
+        })
+        .collect();
+    // 300 inserts into a store of 100: 100 fit where the expired keys were swept, and every
+    // further one needed a live key's room.
+    assert_eq!(evictions, [300 - backend.len() as u64]);
+    assert!(backend.len() <= 100);
 }

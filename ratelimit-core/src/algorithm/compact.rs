@@ -12,7 +12,11 @@ use super::{Policy, leaky_bucket, token_bucket};
 
 /// A [`Policy`] of one of the three two-integer algorithms, its parameters prepared.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct CompactPolicy(Prepared);
+pub(crate) struct CompactPolicy {
+    prepared: Prepared,
+    /// Half of [`Policy::limit`], rounded down.
+    half_limit: u64,
+}
 
 /// `repr(u8)`: a plain tag byte, where the default layout hides the tag in the token bucket's
 /// `bool` and the hot path spends instructions decoding it.
@@ -57,7 +61,19 @@ impl CompactPolicy {
             } => Prepared::LeakyBucket(leaky_bucket::Params::new(capacity, leak, window_ms)),
             Policy::SlidingWindow { .. } | Policy::SlidingWindowCounter { .. } => return None,
         };
-        Some(Self(prepared))
+        Some(Self {
+            prepared,
+            half_limit: policy.limit() / 2,
+        })
+    }
+
+    /// Half the limit its verdicts report ([`Verdict::limit`]), rounded down: a store that
+    /// tells states far from their limit apart by `remaining > half_limit` compares without
+    /// dividing on every check.
+    #[inline(always)]
+    #[must_use]
+    pub(crate) fn half_limit(&self) -> u64 {
+        self.half_limit
     }
 
     /// The verdict on a request of `cost` at `now_ms` against the stored integers `words`, and
@@ -76,7 +92,7 @@ impl CompactPolicy {
         cost: u64,
     ) -> Option<(Verdict, Option<Admitted>)> {
         let [first, second] = words;
-        let (verdict, admitted, remembered_ms) = match &self.0 {
+        let (verdict, admitted, remembered_ms) = match &self.prepared {
             &Prepared::FixedWindow { limit, window_ms } => {
                 let state = WindowState {
                     window_start: first,

@@ -7,12 +7,26 @@
 //! text; fixed windows and buckets sit in 28-byte slots, about 61 bytes per key
 //! with the table's overhead. A check is one table probe that decides and updates
 //! the slot in place. Expired state is swept by the inserts themselves (amortised, no
-//! background thread). When `max_keys` is reached, expired entries go first, then the entries
-//! closest to expiry — which forgets their counts, so size `max_keys` above your live key
-//! count.
+//! background thread).
+//!
+//! # Eviction
+//!
+//! When `max_keys` is reached, the shard that receives a new key makes room: its expired
+//! entries go first, and only if it has none, the eighth of its entries whose loss changes
+//! least — most headroom left, then soonest expiry. Each write records how close its state is
+//! to its limit (more than half left, at most half, at most a quarter, nothing), in two bits
+//! of the slot, from the verdict's `remaining` and `limit`: exact for a fixed window until
+//! its window ends, an upper bound for a bucket, which refills or drains after the write. So
+//! a flood of fresh keys (rotating header values, IPv6 /64s), each far from its limit, evicts
+//! its own kind: a login window at its limit goes only after every fresher key of its shard.
+//!
+//! Evicting still forgets counts, so size `max_keys` above your live key count. Evictions are
+//! counted (`ratelimit_memory_evictions_total`, feature `metrics`) and logged at `warn` at
+//! most once per few seconds, with the number of lines held back.
 
 mod key_hash;
 mod occupancy;
+mod pressure;
 mod shard;
 mod slot;
 mod table;
@@ -297,7 +311,8 @@ impl Default for MemoryBackendBuilder {
 }
 
 impl MemoryBackendBuilder {
-    /// The most quota states kept (default 1,000,000); see the module docs for eviction.
+    /// The most quota states kept (default 1,000,000); see
+    /// [the module docs](crate::backend::memory#eviction) for what goes when the store is full.
     #[must_use]
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys.max(1);

@@ -21,6 +21,11 @@ impl Occupancy {
         self.stored.load(Ordering::Relaxed)
     }
 
+    /// The bound: `max_keys`.
+    pub(super) fn max(&self) -> usize {
+        self.max
+    }
+
     pub(super) fn is_full(&self) -> bool {
         self.stored() >= self.max
     }

@@ -1,12 +1,16 @@
-//! One lock's worth of the memory store: a table per slot layout, and the policies whose
-//! states it holds.
+//! One lock's worth of the memory store: a table per slot layout, the policies whose states
+//! it holds, and eviction when the store is full.
 
 use hashbrown::HashTable;
 
 use super::key_hash::KeyHash;
-use super::slot::{CompactSlot, GeneralSlot, StateKind};
+use super::slot::{CompactSlot, EvictionRank, GeneralSlot, Slot, StateKind, Written};
 use super::table::{Record, Request, Store, Table};
 use crate::algorithm::{CompactPolicy, Policy, PolicyId, Verdict};
+use crate::log_throttle::{LOG_INTERVAL, LogThrottle};
+
+/// Evictions go on while the store is full, one line per interval says so.
+static EVICTING: LogThrottle = LogThrottle::new(LOG_INTERVAL);
 
 /// How many distinct policies a shard remembers for [`Shard::remove`]. A program has one per
 /// limit (and per tier of a per-request rate); past this many, the states of further policies
@@ -44,16 +48,79 @@ impl Shard {
         let slot_key = key.slot_key(policy_id);
         // The general table holds a compact kind's state only when the compact table could
         // not keep it exactly; it is empty otherwise, so this costs nothing on the hot path.
-        if !kind.is_compact() || self.general.contains(slot_key) {
-            let (verdict, _) = self.general.apply(slot_key, policy, request, record, store);
-            return verdict;
-        }
-        let (verdict, spilled) = self.compact.apply(slot_key, policy, request, record, store);
-        if let Some((state, expires_at)) = spilled {
-            self.general
-                .insert(slot_key, state, expires_at, request.now_ms, store);
+        let (verdict, to_insert) = if !kind.is_compact() || self.general.contains(slot_key) {
+            self.general.apply(slot_key, policy, request, record, store)
+        } else {
+            self.compact.apply(slot_key, policy, request, record, store)
+        };
+        if let Some(written) = to_insert {
+            self.insert(slot_key, kind, written, request.now_ms, store);
         }
         verdict
+    }
+
+    /// Stores a state for a key that neither table holds, in the compact table if it can keep
+    /// it exactly, making room first if the store is full.
+    fn insert(
+        &mut self,
+        slot_key: u64,
+        kind: StateKind,
+        written: Written,
+        now_ms: u64,
+        store: Store<'_>,
+    ) {
+        if store.occupancy.is_full() {
+            self.make_room(now_ms, store);
+        }
+        if kind.is_compact() && CompactSlot::holds(&written.state, now_ms) {
+            self.compact.insert(slot_key, written, now_ms, store);
+        } else {
+            self.general.insert(slot_key, written, now_ms, store);
+        }
+    }
+
+    /// The store is full: drop this shard's expired states, or if there are none the eighth of
+    /// its states whose loss changes least ([`EvictionRank`]: most headroom left, then soonest
+    /// expiry), so eviction runs once per many inserts rather than on each. A key at its limit
+    /// goes only after every fresher one of its shard.
+    fn make_room(&mut self, now_ms: u64, store: Store<'_>) {
+        let swept = self.sweep(now_ms, store);
+        store.occupancy.removed(swept);
+        if swept > 0 {
+            return;
+        }
+        let mut ranks: Vec<EvictionRank> = self
+            .compact
+            .eviction_ranks(store.epoch)
+            .chain(self.general.eviction_ranks(store.epoch))
+            .collect();
+        if ranks.is_empty() {
+            return;
+        }
+        let evict = (ranks.len() / 8).max(1);
+        let (_, threshold, _) = ranks.select_nth_unstable(evict - 1);
+        let threshold = *threshold;
+        // Every slot ranked below the threshold goes, and as many ranked at it as make up the
+        // count, whichever comes first in the tables.
+        let below = ranks.iter().filter(|rank| **rank < threshold).count();
+        let mut at_threshold = evict - below;
+        let evicted = self
+            .compact
+            .evict(threshold, &mut at_threshold, store.epoch)
+            + self
+                .general
+                .evict(threshold, &mut at_threshold, store.epoch);
+        store.occupancy.removed(evicted);
+        crate::metrics::record_memory_evictions(evicted);
+        if let Some(suppressed) = EVICTING.admit(&"memory backend full") {
+            tracing::warn!(
+                evicted,
+                max_keys = store.occupancy.max(),
+                suppressed,
+                "memory backend full: evicted live state, the keys furthest from their limits \
+                 first; raise max_keys above the number of live keys"
+            );
+        }
     }
 
     /// The hot path of a single-quota check that records when allowed: a fixed window or
@@ -90,7 +157,8 @@ impl Shard {
         removed
     }
 
-    /// Drops every expired state; returns how many (the caller updates the occupancy).
+    /// Drops every expired state of both tables; returns how many (the caller updates the
+    /// occupancy).
     pub(super) fn sweep(&mut self, now_ms: u64, store: Store<'_>) -> usize {
         self.compact.sweep(now_ms, store.epoch) + self.general.sweep(now_ms, store.epoch)
     }

@@ -1,12 +1,14 @@
 //! What one table slot holds: a quota's state for one key, and when a sweep may drop it.
 //!
 //! Two layouts, so the common states stay small. Fixed windows and buckets are two integers:
-//! they live in a 28-byte [`CompactSlot`] (8-byte key digest, 16-byte state, 4-byte coarse
-//! expiry), which with the table's control byte and load factor comes to under 64 bytes per key.
-//! The sliding log (a list) and the sliding counter (three integers) live in a
-//! [`GeneralSlot`] holding the whole [`State`] and an exact expiry, and so does a bucket written
-//! after an injected clock stepped back (see [`Slot::holds`]).
+//! they live in a 28-byte [`CompactSlot`] (8-byte key digest, 16-byte state, 4 bytes of
+//! coarse expiry and [`Pressure`]), which with the table's control byte and load factor comes
+//! to under 64 bytes per key. The sliding log (a list) and the sliding counter (three
+//! integers) live in a [`GeneralSlot`] holding the whole [`State`], an exact expiry and the
+//! pressure, and so does a bucket written after an injected clock stepped back (see
+//! [`Slot::holds`]).
 
+use super::pressure::Pressure;
 use crate::algorithm::{Admitted, BucketState, CompactPolicy, Policy, State, Verdict, WindowState};
 
 /// Which layout, and which reading of the stored integers, a policy's state uses.
@@ -40,10 +42,14 @@ pub(super) struct Epoch {
 }
 
 impl Epoch {
-    /// Whole ticks from the epoch to `at_ms`, rounded up (never earlier than `at_ms`).
+    /// The tick after the one that holds `at_ms` (never earlier than `at_ms`, at most a tick
+    /// later; one shift and an add on the hot path, where rounding up exactly takes four
+    /// instructions), at most [`MAX_TICKS`].
+    #[inline(always)]
     fn ticks_until(self, at_ms: u64) -> u32 {
-        let ticks = at_ms.saturating_sub(self.millis).div_ceil(TICK_MS);
-        u32::try_from(ticks).unwrap_or(u32::MAX)
+        let ticks = at_ms.saturating_sub(self.millis) / TICK_MS + 1;
+        // At most `MAX_TICKS`, so the cast keeps every bit.
+        ticks.min(MAX_TICKS) as u32
     }
 
     fn millis_at(self, ticks: u32) -> u64 {
@@ -52,13 +58,33 @@ impl Epoch {
 }
 
 /// The unit of a compact slot's expiry: about a second, a power of two so that every write
-/// converts with a shift; 2^32 ticks are 139 years.
+/// converts with a shift.
 const TICK_MS: u64 = 1_024;
+
+/// A compact slot keeps its expiry in the low 30 bits of a word whose top two bits are its
+/// [`Pressure`]: 2^30 ticks are 34 years after the store was built.
+const TICK_BITS: u32 = 30;
+
+const MAX_TICKS: u64 = (1 << TICK_BITS) - 1;
+
+/// How eagerly a slot is evicted when its shard needs room, lowest first: the entries whose
+/// loss changes least (lowest pressure), then the soonest to expire (the instant a sweep may
+/// drop it, ms).
+pub(super) type EvictionRank = (Pressure, u64);
+
+/// A state as a call leaves it: what to store, when a sweep may drop it, and how much its loss
+/// would change.
+#[derive(Debug)]
+pub(super) struct Written {
+    pub(super) state: State,
+    pub(super) expires_at: u64,
+    pub(super) pressure: Pressure,
+}
 
 /// A slot of either layout, as the table sees it.
 pub(super) trait Slot {
-    /// A slot holding `state`, which `policy` may forget at `expires_at` (ms).
-    fn new(key: u64, state: State, expires_at: u64, epoch: Epoch) -> Self;
+    /// A slot holding `written`.
+    fn new(key: u64, written: Written, epoch: Epoch) -> Self;
 
     fn key(&self) -> u64;
 
@@ -68,11 +94,19 @@ pub(super) trait Slot {
     /// When a sweep may drop the slot (ms): never before the state is forgotten.
     fn sweepable_at(&self, epoch: Epoch) -> u64;
 
+    /// How much forgetting the state would change, as of its last write.
+    fn pressure(&self) -> Pressure;
+
+    /// Where the slot stands in the order of eviction.
+    fn eviction_rank(&self, epoch: Epoch) -> EvictionRank {
+        (self.pressure(), self.sweepable_at(epoch))
+    }
+
     /// The state if `policy` still remembers it at `now_ms`, moved out of the slot; put it
     /// back with [`Slot::restore`] or replace it with [`Slot::store`].
     fn take_live(&mut self, policy: &Policy, now_ms: u64) -> Option<State>;
 
-    fn store(&mut self, state: State, expires_at: u64, epoch: Epoch);
+    fn store(&mut self, written: Written, epoch: Epoch);
 
     /// Puts back a state taken by [`Slot::take_live`], unchanged.
     fn restore(&mut self, state: State);
@@ -88,8 +122,16 @@ pub(super) struct CompactSlot {
     first: u64,
     /// `count` or a bucket's `last_ms`.
     second: u64,
-    /// Ticks from the epoch, rounded up; liveness itself is exact ([`Policy::is_forgotten`]).
-    sweepable_ticks: u32,
+    /// The [`Pressure`] in the top two bits; below them the ticks from the epoch after which a
+    /// sweep may drop the slot, rounded up (liveness itself is exact:
+    /// [`Policy::is_forgotten`]).
+    pressure_and_ticks: u32,
+}
+
+/// The word of [`CompactSlot::pressure_and_ticks`].
+#[inline(always)]
+fn pressure_and_ticks(pressure: Pressure, ticks: u32) -> u32 {
+    (pressure.bits() << TICK_BITS) | ticks
 }
 
 impl CompactSlot {
@@ -135,21 +177,27 @@ impl CompactSlot {
         let (verdict, admitted) = policy.check_live([self.first, self.second], now_ms, cost)?;
         if let Some(Admitted { words, expires_at }) = admitted {
             [self.first, self.second] = words;
-            self.sweepable_ticks = epoch.ticks_until(expires_at);
+            // `Pressure::Low` is 0: a state far from its limit, the common case, costs one
+            // comparison with a prepared threshold.
+            let mut word = epoch.ticks_until(expires_at);
+            if verdict.remaining <= policy.half_limit() {
+                word |= pressure_and_ticks(Pressure::of(verdict.remaining, verdict.limit), 0);
+            }
+            self.pressure_and_ticks = word;
         }
         Some(verdict)
     }
 }
 
 impl Slot for CompactSlot {
-    fn new(key: u64, state: State, expires_at: u64, epoch: Epoch) -> Self {
+    fn new(key: u64, written: Written, epoch: Epoch) -> Self {
         let mut slot = Self {
             key,
             first: 0,
             second: 0,
-            sweepable_ticks: epoch.ticks_until(expires_at),
+            pressure_and_ticks: 0,
         };
-        slot.write(&state);
+        slot.store(written, epoch);
         slot
     }
 
@@ -169,7 +217,12 @@ impl Slot for CompactSlot {
     }
 
     fn sweepable_at(&self, epoch: Epoch) -> u64 {
-        epoch.millis_at(self.sweepable_ticks)
+        // At most `MAX_TICKS`, below the pressure bits.
+        epoch.millis_at(self.pressure_and_ticks & MAX_TICKS as u32)
+    }
+
+    fn pressure(&self) -> Pressure {
+        Pressure::from_bits(self.pressure_and_ticks >> TICK_BITS)
     }
 
     fn take_live(&mut self, policy: &Policy, now_ms: u64) -> Option<State> {
@@ -177,9 +230,10 @@ impl Slot for CompactSlot {
         (!policy.is_forgotten(&state, now_ms)).then_some(state)
     }
 
-    fn store(&mut self, state: State, expires_at: u64, epoch: Epoch) {
-        self.write(&state);
-        self.sweepable_ticks = epoch.ticks_until(expires_at);
+    fn store(&mut self, written: Written, epoch: Epoch) {
+        self.write(&written.state);
+        self.pressure_and_ticks =
+            pressure_and_ticks(written.pressure, epoch.ticks_until(written.expires_at));
     }
 
     fn restore(&mut self, _state: State) {
@@ -193,6 +247,7 @@ pub(super) struct GeneralSlot {
     key: u64,
     expires_at: u64,
     state: State,
+    pressure: Pressure,
 }
 
 /// Stands in for a state for the instant it is moved out to be updated.
@@ -202,11 +257,12 @@ const PLACEHOLDER: State = State::Window(WindowState {
 });
 
 impl Slot for GeneralSlot {
-    fn new(key: u64, state: State, expires_at: u64, _epoch: Epoch) -> Self {
+    fn new(key: u64, written: Written, _epoch: Epoch) -> Self {
         Self {
             key,
-            expires_at,
-            state,
+            expires_at: written.expires_at,
+            state: written.state,
+            pressure: written.pressure,
         }
     }
 
@@ -222,13 +278,18 @@ impl Slot for GeneralSlot {
         self.expires_at
     }
 
+    fn pressure(&self) -> Pressure {
+        self.pressure
+    }
+
     fn take_live(&mut self, _policy: &Policy, now_ms: u64) -> Option<State> {
         (self.expires_at > now_ms).then(|| std::mem::replace(&mut self.state, PLACEHOLDER))
     }
 
-    fn store(&mut self, state: State, expires_at: u64, _epoch: Epoch) {
-        self.state = state;
-        self.expires_at = expires_at;
+    fn store(&mut self, written: Written, _epoch: Epoch) {
+        self.state = written.state;
+        self.expires_at = written.expires_at;
+        self.pressure = written.pressure;
     }
 
     fn restore(&mut self, state: State) {
@@ -246,12 +307,42 @@ mod tests {
     }
 
     #[test]
-    fn coarse_expiry_never_comes_before_the_exact_one_nor_a_tick_after() {
+    fn the_pressure_shares_the_expiry_word_and_ranks_first() {
+        let epoch = Epoch { millis: 1_000_000 };
+        let slot = |pressure, expires_at| {
+            let state = State::Window(WindowState {
+                window_start: 0,
+                count: 1,
+            });
+            CompactSlot::new(
+                7,
+                Written {
+                    state,
+                    expires_at,
+                    pressure,
+                },
+                epoch,
+            )
+        };
+        let soon_at_limit = slot(Pressure::AtLimit, 1_010_000);
+        let late_fresh = slot(Pressure::Low, 900_000_000_000);
+        assert_eq!(soon_at_limit.pressure(), Pressure::AtLimit);
+        assert_eq!(soon_at_limit.sweepable_at(epoch), 1_010_240);
+        assert_eq!(late_fresh.pressure(), Pressure::Low);
+        assert!(late_fresh.eviction_rank(epoch) < soon_at_limit.eviction_rank(epoch));
+        // Past 34 years the expiry saturates below the pressure bits.
+        let far = slot(Pressure::Half, u64::MAX);
+        assert_eq!(far.pressure(), Pressure::Half);
+        assert_eq!(far.sweepable_at(epoch), epoch.millis_at(MAX_TICKS as u32));
+    }
+
+    #[test]
+    fn coarse_expiry_never_comes_before_the_exact_one_nor_more_than_a_tick_after() {
         let epoch = Epoch { millis: 1_000_500 };
         for expires_at in [0, 1_000_500, 1_000_501, 1_001_499, 1_001_500, 1_001_501] {
             let ticks = epoch.ticks_until(expires_at);
-            assert!(epoch.millis_at(ticks) >= expires_at, "{expires_at}");
-            assert!(epoch.millis_at(ticks) < expires_at.max(epoch.millis) + TICK_MS);
+            assert!(epoch.millis_at(ticks) > expires_at, "{expires_at}");
+            assert!(epoch.millis_at(ticks) <= expires_at.max(epoch.millis) + TICK_MS);
         }
     }
 }

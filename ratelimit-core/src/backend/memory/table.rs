@@ -1,10 +1,11 @@
 //! One layout's hash table within a shard: a quota decided in one probe, amortised expiry
-//! sweeping, and eviction when the store is full.
+//! sweeping, and the eviction of slots its shard chose.
 
 use hashbrown::HashTable;
 
 use super::occupancy::Occupancy;
-use super::slot::{Epoch, Slot};
+use super::pressure::Pressure;
+use super::slot::{Epoch, EvictionRank, Slot, Written};
 use crate::algorithm::{Policy, State, Verdict};
 
 /// What a call does with the state once it has a verdict.
@@ -25,9 +26,9 @@ pub(super) struct Request {
     pub(super) cost: u64,
 }
 
-/// A state the table could not keep exactly (see [`Slot::holds`]), for the caller to keep in
-/// another table, with the instant it expires.
-pub(super) type Spilled = Option<(State, u64)>;
+/// A state for a key this table does not hold (any more), for the shard to insert: a new key,
+/// or a state this layout cannot keep exactly (see [`Slot::holds`]).
+pub(super) type ToInsert = Option<Written>;
 
 /// What every call on a table needs from the store around it.
 #[derive(Clone, Copy, Debug)]
@@ -68,8 +69,9 @@ const MIN_SWEEP_INTERVAL: usize = 1_024;
 
 impl<S: Slot> Table<S> {
     /// The verdict of `policy` on a request of `cost` for the state at `key`, recording it as
-    /// `record` says: one probe, the slot updated in place. A new state this table cannot hold
-    /// exactly is handed back instead of stored (its old slot, if any, removed).
+    /// `record` says: one probe, the slot updated in place. A state for a key the table does
+    /// not hold, or one it cannot hold exactly (its old slot then removed), is handed back for
+    /// the shard to insert, so that the shard can make room first.
     #[inline]
     pub(super) fn apply(
         &mut self,
@@ -78,19 +80,19 @@ impl<S: Slot> Table<S> {
         request: Request,
         record: Record,
         store: Store<'_>,
-    ) -> (Verdict, Spilled) {
+    ) -> (Verdict, ToInsert) {
         let Request { now_ms, cost } = request;
         if let Some(slot) = self.slots.find_mut(key, |slot| slot.key() == key) {
             let current = slot.take_live(policy, now_ms);
             let verdict = policy.evaluate(current.as_ref(), now_ms, cost);
             match next_state(policy, record, &verdict, current, now_ms, cost) {
-                Next::Write(state, expires_at) if S::holds(&state, now_ms) => {
-                    slot.store(state, expires_at, store.epoch);
+                Next::Write(written) if S::holds(&written.state, now_ms) => {
+                    slot.store(written, store.epoch);
                 }
-                Next::Write(state, expires_at) => {
+                Next::Write(written) => {
                     self.remove(key);
                     store.occupancy.removed(1);
-                    return (verdict, Some((state, expires_at)));
+                    return (verdict, Some(written));
                 }
                 Next::Keep(Some(state)) => slot.restore(state),
                 Next::Keep(None) => {}
@@ -99,13 +101,9 @@ impl<S: Slot> Table<S> {
         }
         let verdict = policy.evaluate(None, now_ms, cost);
         match next_state(policy, record, &verdict, None, now_ms, cost) {
-            Next::Write(state, expires_at) if S::holds(&state, now_ms) => {
-                self.insert(key, state, expires_at, now_ms, store);
-            }
-            Next::Write(state, expires_at) => return (verdict, Some((state, expires_at))),
-            Next::Keep(_) => {}
+            Next::Write(written) => (verdict, Some(written)),
+            Next::Keep(_) => (verdict, None),
         }
-        (verdict, None)
     }
 
     /// The slot stored at `key`, if any.
@@ -119,22 +117,13 @@ impl<S: Slot> Table<S> {
         !self.slots.is_empty() && self.slots.find(key, |slot| slot.key() == key).is_some()
     }
 
-    /// Stores a state for a key the table does not hold yet.
-    pub(super) fn insert(
-        &mut self,
-        key: u64,
-        state: State,
-        expires_at: u64,
-        now_ms: u64,
-        store: Store<'_>,
-    ) {
-        let slot = S::new(key, state, expires_at, store.epoch);
+    /// Stores a state for a key the table does not hold yet; the shard made room for it if the
+    /// store was full. Sweeps the table first once enough keys came since its last sweep.
+    pub(super) fn insert(&mut self, key: u64, written: Written, now_ms: u64, store: Store<'_>) {
+        let slot = S::new(key, written, store.epoch);
         self.inserts_since_sweep += 1;
         if self.inserts_since_sweep >= self.len_after_sweep.max(MIN_SWEEP_INTERVAL) {
             store.occupancy.removed(self.sweep(now_ms, store.epoch));
-        }
-        if store.occupancy.is_full() {
-            store.occupancy.removed(self.make_room(now_ms, store.epoch));
         }
         store.occupancy.added();
         self.slots.insert_unique(slot.key(), slot, S::key);
@@ -158,48 +147,46 @@ impl<S: Slot> Table<S> {
         before - self.slots.len()
     }
 
-    /// The store is full: drop this table's expired slots, or if there are none its
-    /// soonest-to-expire eighth, so eviction runs once per many inserts rather than on each.
-    /// Returns how many slots went.
-    fn make_room(&mut self, now_ms: u64, epoch: Epoch) -> usize {
-        let swept = self.sweep(now_ms, epoch);
-        if swept > 0 || self.slots.is_empty() {
-            return swept;
-        }
-        let mut expiries: Vec<u64> = self
-            .slots
-            .iter()
-            .map(|slot| slot.sweepable_at(epoch))
-            .collect();
-        let evict = (expiries.len() / 8).max(1);
-        let (_, threshold, _) = expiries.select_nth_unstable(evict - 1);
-        let threshold = *threshold;
-        let mut evicted = 0;
+    /// Every slot's [`EvictionRank`], for the shard to choose what to evict.
+    pub(super) fn eviction_ranks(&self, epoch: Epoch) -> impl Iterator<Item = EvictionRank> + '_ {
+        self.slots.iter().map(move |slot| slot.eviction_rank(epoch))
+    }
+
+    /// Drops every slot ranked below `threshold`, and slots ranked at it while `at_threshold`
+    /// (decremented for each) lasts. Returns how many went (the caller updates the occupancy).
+    pub(super) fn evict(
+        &mut self,
+        threshold: EvictionRank,
+        at_threshold: &mut usize,
+        epoch: Epoch,
+    ) -> usize {
+        let before = self.slots.len();
         self.slots.retain(|slot| {
-            let keep = slot.sweepable_at(epoch) > threshold || evicted >= evict;
-            if !keep {
-                evicted += 1;
+            let rank = slot.eviction_rank(epoch);
+            if rank < threshold {
+                return false;
             }
-            keep
+            if rank == threshold && *at_threshold > 0 {
+                *at_threshold -= 1;
+                return false;
+            }
+            true
         });
         self.len_after_sweep = self.slots.len();
-        tracing::debug!(
-            evicted,
-            "memory backend full: evicted the soonest-to-expire keys"
-        );
-        evicted
+        before - self.slots.len()
     }
 }
 
 enum Next {
-    /// Store this new state, which expires at the given instant.
-    Write(State, u64),
+    /// Store this new state.
+    Write(Written),
     /// Leave the slot as it was (putting back the state taken out of it, if any).
     Keep(Option<State>),
 }
 
 /// What the slot holds after a call: the admitted request, a bucket's first rejection (its
-/// refill clock starts then), or what it held before.
+/// refill clock starts then), or what it held before. A written state carries the pressure of
+/// the verdict that wrote it.
 #[inline(always)]
 fn next_state(
     policy: &Policy,
@@ -214,17 +201,26 @@ fn next_state(
         Record::IfAllowed => verdict.allowed,
         Record::Decided { allowed } => allowed,
     };
+    let pressure = Pressure::of(verdict.remaining, verdict.limit);
     if allowed {
         let state = policy.admit(current, now_ms, cost);
         let expires_at = policy.expires_after_admitting(verdict, &state, now_ms);
-        return Next::Write(state, expires_at);
+        return Next::Write(Written {
+            state,
+            expires_at,
+            pressure,
+        });
     }
     match current {
         Some(state) => Next::Keep(Some(state)),
         None => match policy.state_after_first_rejection(now_ms) {
             Some(state) => {
                 let expires_at = policy.expires_at(&state, now_ms);
-                Next::Write(state, expires_at)
+                Next::Write(Written {
+                    state,
+                    expires_at,
+                    pressure,
+                })
             }
             None => Next::Keep(None),
         },
