@@ -70,6 +70,7 @@ impl CompactPolicy {
     /// Half the limit its verdicts report ([`Verdict::limit`]), rounded down: a store that
     /// tells states far from their limit apart by `remaining > half_limit` compares without
     /// dividing on every check.
+    #[cfg(feature = "memory")]
     #[inline(always)]
     #[must_use]
     pub(crate) fn half_limit(&self) -> u64 {
