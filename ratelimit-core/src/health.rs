@@ -112,8 +112,12 @@ impl HealthTracker {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match error {
-            // A limit the caller got wrong says nothing about the store.
-            Some(crate::backend::BackendError::InvalidLimit(_)) => {}
+            // A limit the caller got wrong says nothing about the store, nor does a check
+            // refused at a full queue: the calls already at the store report its health.
+            Some(
+                crate::backend::BackendError::InvalidLimit(_)
+                | crate::backend::BackendError::Overloaded { .. },
+            ) => {}
             None => {
                 status.healthy = true;
                 status.latency = Some(latency);

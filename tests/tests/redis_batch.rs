@@ -1,7 +1,8 @@
 //! Concurrent checks on one `RedisBackend` share script calls (batches). What must hold: the
 //! same decisions as one call each, in the order the checks were queued; a batch never over
 //! admits; a caller that gives up withdraws only its own check; a failed batch fails each of
-//! its callers with a typed error, and the backend recovers.
+//! its callers with a typed error, and the backend recovers; a full queue refuses the next
+//! check at once ([`BackendError::Overloaded`]), and a failover backend serves it elsewhere.
 //!
 //! On a current-thread runtime the order is deterministic: spawned tasks run in spawn order and
 //! queue their checks before the task sending the batch gets to run.
@@ -11,8 +12,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use ratelimit_core::{
-    Algorithm, Backend, BackendError, Decision, Limit, ManualClock, MemoryBackend, Rate,
-    RedisBackend,
+    Algorithm, Backend, BackendError, Decision, Limit, ManualClock, MemoryBackend, MultiBackend,
+    Rate, RedisBackend,
 };
 use ratelimit_tests::contention::remaining_of_admitted;
 use ratelimit_tests::fault_proxy::{Fault, FaultProxy};
@@ -408,4 +409,129 @@ async fn a_key_holding_something_else_fails_only_its_own_check() {
         .peek("good-1", &Limit::fixed_window(rate("5/m")))
         .await;
     assert_eq!(after.ok().map(|d| d.remaining), Some(5 - 2 - 1));
+}
+
+/// How long the bounded-queue tests' backends wait: far longer than the stall, so the queued
+/// checks are still waiting when it ends.
+const PATIENT: Duration = Duration::from_secs(5);
+
+/// What "at once" means for a refused check on a busy test machine.
+const AT_ONCE: Duration = Duration::from_millis(150);
+
+/// The shared Redis behind a fault proxy, and a backend through it that lets 8 checks wait.
+async fn bounded_backend(test_name: &str) -> Option<(FaultProxy, Arc<RedisBackend>)> {
+    let redis = services::redis().await?;
+    let address = redis
+        .address()
+        .unwrap_or_else(|| panic!("no address in {}", redis.url()));
+    let proxy = FaultProxy::start(address)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("redis://{}", proxy.address());
+    let backend = RedisBackend::builder(&url)
+        .key_prefix(unique_prefix(test_name))
+        .timeout(PATIENT)
+        .max_queued(8)
+        .build()
+        .await
+        .unwrap_or_else(|error| panic!("connecting to {url}: {error}"));
+    Some((proxy, Arc::new(backend)))
+}
+
+/// Checks `keys` through `backend`, each in a task of its own.
+fn spawn_checks(
+    backend: &Arc<dyn Backend>,
+    limit: &Limit,
+    keys: impl IntoIterator<Item = String>,
+) -> Vec<tokio::task::JoinHandle<Result<Decision, BackendError>>> {
+    keys.into_iter()
+        .map(|key| {
+            let (backend, limit) = (Arc::clone(backend), limit.clone());
+            tokio::spawn(async move { backend.check(&key, &limit).await })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_the_next_check_at_once_and_serves_the_queued_ones() {
+    let Some((proxy, redis)) = bounded_backend("redis-batch-bounded").await else {
+        return;
+    };
+    let backend: Arc<dyn Backend> = redis;
+    let limit = Limit::fixed_window(rate("100/h"));
+    assert!(backend.check("warm", &limit).await.is_ok());
+
+    proxy.set(Fault::Stall);
+    let queued = spawn_checks(
+        &backend,
+        &limit,
+        (0..8).map(|index| format!("queued-{index}")),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(queued.iter().all(|task| !task.is_finished()));
+    let started = Instant::now();
+    let refused = backend.check("ninth", &limit).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            refused,
+            Err(BackendError::Overloaded {
+                backend: "redis",
+                queued: 8
+            })
+        ),
+        "{refused:?}"
+    );
+    assert!(took < AT_ONCE, "the refused check waited {took:?}");
+    assert!(queued.iter().all(|task| !task.is_finished()));
+
+    proxy.set(Fault::Pass);
+    for task in queued {
+        let decision = task.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(decision, Ok(ref d) if d.allowed), "{decision:?}");
+    }
+    // Answered checks leave room: the refused one goes through now, and was never counted.
+    let decision = backend.check("ninth", &limit).await;
+    assert_eq!(decision.ok().map(|d| d.remaining), Some(99));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_member_of_a_multi_backend_is_served_by_the_fallback() {
+    let Some((proxy, redis)) = bounded_backend("redis-batch-overloaded-multi").await else {
+        return;
+    };
+    let memory: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let multi: Arc<dyn Backend> = Arc::new(
+        MultiBackend::builder()
+            .shared_backend("redis", redis)
+            .shared_backend("memory", Arc::clone(&memory))
+            .build(),
+    );
+    let limit = Limit::fixed_window(rate("100/h"));
+    assert!(multi.check("warm", &limit).await.is_ok());
+
+    proxy.set(Fault::Stall);
+    let queued = spawn_checks(
+        &multi,
+        &limit,
+        (0..8).map(|index| format!("queued-{index}")),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let overflow = multi.check("overflow", &limit).await;
+    let took = started.elapsed();
+    assert!(matches!(overflow, Ok(ref d) if d.allowed), "{overflow:?}");
+    assert!(took < AT_ONCE, "the overflowing check waited {took:?}");
+    // The fallback counted it (a peek reports what would remain after one more).
+    let counted = memory.peek("overflow", &limit).await;
+    assert_eq!(counted.ok().map(|d| d.remaining), Some(98));
+
+    proxy.set(Fault::Pass);
+    for task in queued {
+        let decision = task.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(decision, Ok(ref d) if d.allowed), "{decision:?}");
+    }
+    // The queued checks were Redis's: the fallback never saw them.
+    let untouched = memory.peek("queued-0", &limit).await;
+    assert_eq!(untouched.ok().map(|d| d.remaining), Some(99));
 }

@@ -1,16 +1,20 @@
 //! Batched checks on PostgreSQL (`backend/sql/batch.rs`): the checks that concurrent tasks make
 //! through one backend go to the database together, and still decide exactly as one at a time.
 //! A pool of one connection makes one batch out at a time, so every check made meanwhile lands
-//! in the next batch.
+//! in the next batch. A full queue refuses the next check at once
+//! ([`BackendError::Overloaded`]), and a failover backend serves it elsewhere.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ratelimit_core::{
-    Algorithm, Backend, BackendError, Decision, Limit, ManualClock, MemoryBackend, Rate, SqlBackend,
+    Algorithm, Backend, BackendError, Decision, Limit, ManualClock, MemoryBackend, MultiBackend,
+    Rate, SqlBackend,
 };
 use ratelimit_tests::contention::{admitted_per_algorithm, remaining_of_admitted};
+use ratelimit_tests::fault_proxy::{Fault, FaultProxy};
 use ratelimit_tests::services::{self, unique_sql_prefix};
+use tokio::time::Instant;
 
 /// A backend on its own tables, or `None` to skip (see `services`).
 async fn backend(test: &str, pool_size: u32, clock: Option<ManualClock>) -> Option<SqlBackend> {
@@ -255,4 +259,136 @@ async fn callers_that_give_up_wedge_nothing_and_never_overshoot() {
     assert!(admitted_seen <= 40);
     assert!(admitted_after <= 40);
     assert!(peeked.is_ok_and(|decision| decision.remaining == 0));
+}
+
+/// What "at once" means for a refused check on a busy test machine.
+const AT_ONCE: Duration = Duration::from_millis(150);
+
+/// PostgreSQL behind a fault proxy, and a backend through it on its own tables: one connection
+/// (one batch out at a time), at most 8 checks waiting.
+async fn bounded_backend(test: &str) -> Option<(FaultProxy, Arc<SqlBackend>)> {
+    let postgres = services::postgres().await?;
+    let url = postgres.url();
+    let address = postgres
+        .address()
+        .unwrap_or_else(|| panic!("no address in the postgres URL"));
+    let proxy = FaultProxy::start(address)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let proxied = url.replacen(address, &proxy.address().to_string(), 1);
+    let backend = SqlBackend::builder(&proxied)
+        .table_prefix(unique_sql_prefix(test))
+        .pool_size(1)
+        .timeout(Duration::from_secs(10))
+        .max_queued(8)
+        .build()
+        .await
+        .unwrap_or_else(|error| panic!("connecting through the proxy: {error}"));
+    Some((proxy, Arc::new(backend)))
+}
+
+/// Checks `keys` through `backend`, each in a task of its own.
+fn spawn_checks(
+    backend: &Arc<dyn Backend>,
+    limit: &Limit,
+    keys: impl IntoIterator<Item = String>,
+) -> Vec<tokio::task::JoinHandle<Result<Decision, BackendError>>> {
+    keys.into_iter()
+        .map(|key| {
+            let (backend, limit) = (Arc::clone(backend), limit.clone());
+            tokio::spawn(async move { backend.check(&key, &limit).await })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_the_next_check_at_once_and_serves_the_queued_ones() {
+    let Some((proxy, sql)) = bounded_backend("batch_bounded").await else {
+        return;
+    };
+    let backend: Arc<dyn Backend> = Arc::clone(&sql) as Arc<dyn Backend>;
+    let limit = Limit::fixed_window(rate("100/h"));
+    assert!(backend.check("warm", &limit).await.is_ok());
+
+    proxy.set(Fault::Stall);
+    let queued = spawn_checks(
+        &backend,
+        &limit,
+        (0..8).map(|index| format!("queued-{index}")),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(queued.iter().all(|task| !task.is_finished()));
+    let started = Instant::now();
+    let refused = backend.check("ninth", &limit).await;
+    let took = started.elapsed();
+    let refused_at_once = took < AT_ONCE;
+    let overloaded = matches!(
+        refused,
+        Err(BackendError::Overloaded {
+            backend: "postgres",
+            queued: 8
+        })
+    );
+    let still_waiting = queued.iter().all(|task| !task.is_finished());
+
+    proxy.set(Fault::Pass);
+    let mut answers = Vec::new();
+    for task in queued {
+        answers.push(task.await.unwrap_or_else(|error| panic!("{error}")));
+    }
+    // Answered checks leave room: the refused one goes through now, and was never counted.
+    let after = backend.check("ninth", &limit).await;
+    drop_tables(&sql).await;
+    assert!(overloaded, "{refused:?}");
+    assert!(refused_at_once, "the refused check waited {took:?}");
+    assert!(still_waiting);
+    for answer in answers {
+        assert!(matches!(answer, Ok(ref d) if d.allowed), "{answer:?}");
+    }
+    assert_eq!(after.ok().map(|d| d.remaining), Some(99));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_member_of_a_multi_backend_is_served_by_the_fallback() {
+    let Some((proxy, sql)) = bounded_backend("batch_overloaded_multi").await else {
+        return;
+    };
+    let memory: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let multi: Arc<dyn Backend> = Arc::new(
+        MultiBackend::builder()
+            .shared_backend("postgres", Arc::clone(&sql) as Arc<dyn Backend>)
+            .shared_backend("memory", Arc::clone(&memory))
+            .build(),
+    );
+    let limit = Limit::fixed_window(rate("100/h"));
+    assert!(multi.check("warm", &limit).await.is_ok());
+
+    proxy.set(Fault::Stall);
+    let queued = spawn_checks(
+        &multi,
+        &limit,
+        (0..8).map(|index| format!("queued-{index}")),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let overflow = multi.check("overflow", &limit).await;
+    let took = started.elapsed();
+
+    proxy.set(Fault::Pass);
+    let mut answers = Vec::new();
+    for task in queued {
+        answers.push(task.await.unwrap_or_else(|error| panic!("{error}")));
+    }
+    drop_tables(&sql).await;
+    assert!(matches!(overflow, Ok(ref d) if d.allowed), "{overflow:?}");
+    assert!(took < AT_ONCE, "the overflowing check waited {took:?}");
+    // The fallback counted it (a peek reports what would remain after one more), and never saw
+    // the queued checks: they were the database's.
+    let counted = memory.peek("overflow", &limit).await;
+    assert_eq!(counted.ok().map(|d| d.remaining), Some(98));
+    for answer in answers {
+        assert!(matches!(answer, Ok(ref d) if d.allowed), "{answer:?}");
+    }
+    let untouched = memory.peek("queued-0", &limit).await;
+    assert_eq!(untouched.ok().map(|d| d.remaining), Some(99));
 }

@@ -122,6 +122,19 @@ pub enum BackendError {
         backend: &'static str,
         after: std::time::Duration,
     },
+    /// The backend's queue of checks is full: `queued` checks already wait on it, queued for a
+    /// batch or in one at the server, which is as many as its builder's `max_queued` allows
+    /// (default 10,000). The check was refused at once, without waiting, so a stalled store
+    /// cannot pile up memory and waiting requests without end; like any backend failure, it
+    /// follows the failure policy (a [`MultiBackend`] tries its next member, a limit's
+    /// `on_error` decides).
+    #[error(
+        "{backend} is overloaded: {queued} checks already wait on it, as many as `max_queued` on its builder allows"
+    )]
+    Overloaded {
+        backend: &'static str,
+        queued: usize,
+    },
     /// A backend that connects on first use (a `[multi]` member from the config) has not
     /// connected: `cause` is the error of the connection attempt the call waited for. One
     /// attempt is shared by every call that waits on it, so they all get the same `cause`.

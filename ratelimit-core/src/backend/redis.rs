@@ -3,7 +3,9 @@
 //!
 //! On a single server, checks of one algorithm made while a call is in flight share the next
 //! call, which decides them in order (`redis/batch.rs`): the server's fixed cost per call is
-//! paid once per batch instead of once per check.
+//! paid once per batch instead of once per check. At most
+//! [`RedisBackendBuilder::max_queued`] checks (default [`DEFAULT_MAX_QUEUED`]) wait at once;
+//! one more fails at once with [`BackendError::Overloaded`].
 //!
 //! Why server time: every app server sharing a Redis then decides on one clock, so a host
 //! whose clock runs a few seconds off neither grants extra requests nor locks clients out. A
@@ -63,6 +65,10 @@ pub const DEFAULT_KEY_PREFIX: &str = "ratelimit:";
 
 /// The default time a call may take, connection included, before it fails.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The default most checks waiting at once on a single server, queued for a batch or in one
+/// at the server (see [`RedisBackendBuilder::max_queued`]).
+pub const DEFAULT_MAX_QUEUED: usize = 10_000;
 
 /// How many keys each `SCAN` step of a reset on a single server walks. Larger steps mean fewer
 /// round trips and longer single commands; a thousand keys take the server well under a
@@ -400,6 +406,7 @@ pub struct RedisBackendBuilder {
     hash_tag_secret: Option<Secret>,
     clock: Option<Arc<dyn Clock>>,
     timeout: Duration,
+    max_queued: usize,
 }
 
 impl fmt::Debug for RedisBackendBuilder {
@@ -414,6 +421,7 @@ impl fmt::Debug for RedisBackendBuilder {
                 },
             )
             .field("timeout", &self.timeout)
+            .field("max_queued", &self.max_queued)
             .finish_non_exhaustive()
     }
 }
@@ -426,6 +434,7 @@ impl RedisBackendBuilder {
             hash_tag_secret: None,
             clock: None,
             timeout: DEFAULT_TIMEOUT,
+            max_queued: DEFAULT_MAX_QUEUED,
         }
     }
 
@@ -462,6 +471,19 @@ impl RedisBackendBuilder {
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// The most checks that may wait at once on a single server, queued for a batch or in one
+    /// at the server (default [`DEFAULT_MAX_QUEUED`], 10,000; at least 1). One more fails at
+    /// once with [`BackendError::Overloaded`], which follows the failure policy like any
+    /// backend failure (a [`MultiBackend`](crate::MultiBackend) tries its next member, the
+    /// limit's `on_error` decides), instead of queueing for the timeout while the server is
+    /// stalled. Size it above the checks one process makes in one timeout at its peak. On a
+    /// Cluster each check is its own call and nothing queues here.
+    #[must_use]
+    pub fn max_queued(mut self, checks: usize) -> Self {
+        self.max_queued = checks.max(1);
         self
     }
 
@@ -509,6 +531,7 @@ impl RedisBackendBuilder {
                 self.clock.clone(),
                 self.timeout,
                 Arc::clone(&health),
+                self.max_queued,
             ))),
             Connection::Cluster(_) => None,
         };

@@ -32,7 +32,9 @@
 //!   at once; [`SqlBackendBuilder::batches_in_flight`] batches (default 1) start as soon as
 //!   checks come, and more, up to the pool size, when a full batch waits or a check has waited
 //!   5 ms (a batch held up on a lock or a stalled disk). A failed batch fails each of its
-//!   callers with the same error. Peeks, resets and cleanups are not batched.
+//!   callers with the same error. At most [`SqlBackendBuilder::max_queued`] checks (default
+//!   [`DEFAULT_MAX_QUEUED`]) wait at once, queued or in batches out; one more fails at once
+//!   with [`BackendError::Overloaded`]. Peeks, resets and cleanups are not batched.
 //! - **MySQL/MariaDB**: one round trip per check, `CALL <prefix>check_v2(..)`, a stored procedure
 //!   that locks the key's rows (inserting a placeholder row first, so a new key has a row to
 //!   lock) in a `READ COMMITTED` transaction. Not batched: a procedure cannot take arrays, and
@@ -104,6 +106,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The default number of pooled connections.
 pub const DEFAULT_POOL_SIZE: u32 = 10;
+
+/// The default most checks waiting at once for batches on PostgreSQL, queued or in a batch at
+/// the database (see [`SqlBackendBuilder::max_queued`]).
+pub const DEFAULT_MAX_QUEUED: usize = 10_000;
 
 /// The default most checks in one statement (PostgreSQL; see [`SqlBackendBuilder::batch_size`]).
 pub const DEFAULT_BATCH_SIZE: usize = 64;
@@ -472,6 +478,7 @@ pub struct SqlBackendBuilder {
     pool_size: u32,
     batch_size: usize,
     batches_in_flight: usize,
+    max_queued: usize,
 }
 
 impl fmt::Debug for SqlBackendBuilder {
@@ -482,6 +489,7 @@ impl fmt::Debug for SqlBackendBuilder {
             .field("pool_size", &self.pool_size)
             .field("batch_size", &self.batch_size)
             .field("batches_in_flight", &self.batches_in_flight)
+            .field("max_queued", &self.max_queued)
             .finish_non_exhaustive()
     }
 }
@@ -516,6 +524,7 @@ impl SqlBackendBuilder {
             pool_size: DEFAULT_POOL_SIZE,
             batch_size: DEFAULT_BATCH_SIZE,
             batches_in_flight: DEFAULT_BATCHES_IN_FLIGHT,
+            max_queued: DEFAULT_MAX_QUEUED,
         }
     }
 
@@ -573,6 +582,19 @@ impl SqlBackendBuilder {
         self
     }
 
+    /// PostgreSQL: the most checks that may wait at once for batches, queued or in a batch at
+    /// the database (default [`DEFAULT_MAX_QUEUED`], 10,000; at least 1). One more fails at
+    /// once with [`BackendError::Overloaded`], which follows the failure policy like any
+    /// backend failure (a [`MultiBackend`](crate::MultiBackend) tries its next member, the
+    /// limit's `on_error` decides), instead of queueing for the timeout while the database is
+    /// stalled. Size it above the checks one process makes in one timeout at its peak. MySQL,
+    /// SQLite and a [`Self::batch_size`] of 1 send each check on its own, through the pool.
+    #[must_use]
+    pub fn max_queued(mut self, checks: usize) -> Self {
+        self.max_queued = checks.max(1);
+        self
+    }
+
     /// Connects and creates the tables and routines if they do not exist.
     ///
     /// # Errors
@@ -606,6 +628,7 @@ impl SqlBackendBuilder {
                     self.batch_size,
                     self.batches_in_flight.min(connections),
                     connections,
+                    self.max_queued,
                 )
             });
         let engine = opened.engine;

@@ -25,6 +25,15 @@
 //! a rolled-back transaction, within the timeout) fails every caller in it with a copy of the
 //! same error. A caller that stops waiting (timeout, dropped future) is taken out of its batch if
 //! the batch has not started yet; the batch task runs on its own, so no caller can wedge it.
+//!
+//! The queue is bounded: at most `max_queued` checks
+//! ([`SqlBackendBuilder::max_queued`](super::SqlBackendBuilder::max_queued), default
+//! [`DEFAULT_MAX_QUEUED`](super::DEFAULT_MAX_QUEUED)) wait at once, queued or in a batch at the
+//! database. One more fails at once with [`BackendError::Overloaded`] and follows the failure
+//! policy like any backend failure, so a stalled database (a lock held elsewhere, a full disk)
+//! costs bounded memory and sheds load instead of making every request wait out the timeout.
+//! Taking a batch pops its checks from the front of the queue (and the callers that gave up in
+//! front of them, each once): never a pass over every waiting check.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -38,6 +47,7 @@ use super::copy_error::copy;
 use super::{Engine, with_retries};
 use crate::algorithm::{Algorithm, Policy, PolicyId, Verdict};
 use crate::backend::BackendError;
+use crate::log_throttle::{LOG_INTERVAL, LogThrottle};
 
 /// An engine that can decide many checks in one statement.
 #[async_trait]
@@ -99,6 +109,9 @@ const EXTRA_BATCH_AFTER: Duration = Duration::from_millis(5);
 /// cost little and keep checks from waiting a whole commit for a batch to leave.
 const SLOW_ROUND_TRIP: Duration = Duration::from_millis(2);
 
+/// A full queue is met by every check while the database stalls: one line every few seconds.
+static QUEUE_FULL: LogThrottle = LogThrottle::new(LOG_INTERVAL);
+
 /// A queued check and where its reply goes.
 struct Pending {
     check: Check,
@@ -118,12 +131,16 @@ struct Shared {
     eager: usize,
     /// Batches out at most, counting those started for checks that waited long.
     most: usize,
+    /// Checks waiting at most, queued or in batches out.
+    max_queued: usize,
     queue: Mutex<Queue>,
 }
 
 #[derive(Default)]
 struct Queue {
     waiting: VecDeque<Pending>,
+    /// Checks in batches out, not answered yet.
+    sent: usize,
     /// Batch tasks running; each takes the next batch from `waiting` before it ends.
     in_flight: usize,
     /// Batch tasks about to take their next batch from `waiting` (started, or just back from
@@ -135,13 +152,15 @@ struct Queue {
 
 impl Batcher {
     /// `eager` batches start as soon as checks come; up to `most` when a full batch waits
-    /// unclaimed or a check waits longer than [`EXTRA_BATCH_AFTER`].
+    /// unclaimed or a check waits longer than [`EXTRA_BATCH_AFTER`]. At most `max_queued`
+    /// checks (at least 1) wait at once, queued or in batches out.
     pub(super) fn new(
         engine: Arc<dyn BatchEngine>,
         timeout: Duration,
         batch_size: usize,
         eager: usize,
         most: usize,
+        max_queued: usize,
     ) -> Self {
         let eager = eager.max(1);
         Self {
@@ -151,18 +170,32 @@ impl Batcher {
                 batch_size: batch_size.max(1),
                 eager,
                 most: most.max(eager),
+                max_queued: max_queued.max(1),
                 queue: Mutex::new(Queue::default()),
             }),
         }
     }
 
-    /// Decides `check` in the next batch; waits at most the backend's timeout.
+    /// Decides `check` in the next batch; waits at most the backend's timeout. Refused at once
+    /// with [`BackendError::Overloaded`] when `max_queued` checks wait already.
     pub(super) async fn decide(&self, check: Check) -> Reply {
         let (reply, mut receiver) = oneshot::channel();
-        self.shared
-            .lock()
-            .waiting
-            .push_back(Pending { check, reply });
+        let backend = self.shared.engine.name();
+        let queued =
+            self.shared
+                .lock()
+                .push(Pending { check, reply }, self.shared.max_queued, backend);
+        if let Err(error) = queued {
+            if let Some(suppressed) = QUEUE_FULL.admit(&backend) {
+                tracing::warn!(
+                    backend,
+                    max_queued = self.shared.max_queued,
+                    suppressed,
+                    "check refused: the batch queue is full"
+                );
+            }
+            return Err(error);
+        }
         self.shared.start_batch(false);
         let waiting = async {
             loop {
@@ -183,6 +216,41 @@ impl Batcher {
                 after: self.shared.timeout,
             }),
         }
+    }
+}
+
+impl Queue {
+    /// Checks queued or in batches out, not answered yet.
+    fn unanswered(&self) -> usize {
+        self.waiting.len() + self.sent
+    }
+
+    /// Queues `pending`, unless `max_queued` checks wait already (after dropping the callers
+    /// that gave up at the front of the queue: they wait for nothing); `backend` names the
+    /// engine in the error.
+    fn push(
+        &mut self,
+        pending: Pending,
+        max_queued: usize,
+        backend: &'static str,
+    ) -> Result<(), BackendError> {
+        if self.unanswered() >= max_queued {
+            while self
+                .waiting
+                .front()
+                .is_some_and(|pending| pending.reply.is_closed())
+            {
+                self.waiting.pop_front();
+            }
+            if self.unanswered() >= max_queued {
+                return Err(BackendError::Overloaded {
+                    backend,
+                    queued: self.unanswered(),
+                });
+            }
+        }
+        self.waiting.push_back(pending);
+        Ok(())
     }
 }
 
@@ -221,7 +289,8 @@ impl Shared {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The next batch: up to `batch_size` queued checks whose callers still wait.
+    /// The next batch, counted as sent: up to `batch_size` queued checks whose callers still
+    /// wait, popped from the front; looks at no check it does not take.
     fn take(&self, queue: &mut Queue) -> Vec<Pending> {
         let mut batch = Vec::with_capacity(queue.waiting.len().min(self.batch_size));
         while batch.len() < self.batch_size {
@@ -232,6 +301,7 @@ impl Shared {
                 batch.push(pending);
             }
         }
+        queue.sent += batch.len();
         batch
     }
 
@@ -257,20 +327,23 @@ impl Shared {
     }
 }
 
-/// Gives the batch slot (and the forming mark) back if a batch task ends without doing so (a
-/// panic, or the runtime shutting down), so later checks can still start batches.
+/// Gives the batch slot, the forming mark and the count of checks sent back if a batch task
+/// ends without doing so (a panic, or the runtime shutting down), so later checks can still
+/// start batches and find room in the queue.
 struct Slot<'a> {
     shared: &'a Shared,
     held: bool,
     forming: bool,
+    sent: usize,
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        if self.held || self.forming {
+        if self.held || self.forming || self.sent > 0 {
             let mut queue = self.shared.lock();
             queue.in_flight -= usize::from(self.held);
             queue.forming -= usize::from(self.forming);
+            queue.sent -= self.sent;
         }
     }
 }
@@ -281,6 +354,7 @@ async fn run(shared: Arc<Shared>) {
         shared: &shared,
         held: true,
         forming: true,
+        sent: 0,
     };
     loop {
         // Checks made at the same moment (often the callers this task just answered, checking
@@ -290,6 +364,7 @@ async fn run(shared: Arc<Shared>) {
         let batch = {
             let mut queue = shared.lock();
             let batch = shared.take(&mut queue);
+            slot.sent = batch.len();
             queue.forming -= 1;
             slot.forming = false;
             if batch.is_empty() {
@@ -311,6 +386,10 @@ async fn run(shared: Arc<Shared>) {
         {
             let mut queue = shared.lock();
             queue.round_trip = (queue.round_trip * 7 + round_trip) / 8;
+            // Room for new checks before the callers hear back: one that checks again at once
+            // must not find its own answered check still counted.
+            queue.sent -= batch.len();
+            slot.sent = 0;
             // Forming again before the callers hear back: those that check again at once find
             // this task about to take them, and start no batch of their own.
             queue.forming += 1;

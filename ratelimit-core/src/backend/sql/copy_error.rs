@@ -25,6 +25,10 @@ pub(super) fn copy(error: &BackendError) -> BackendError {
             value: *value,
         },
         BackendError::InvalidLimit(limit) => BackendError::InvalidLimit(limit.clone()),
+        BackendError::Overloaded { backend, queued } => BackendError::Overloaded {
+            backend,
+            queued: *queued,
+        },
         // A batch produces none of the others (they come from other backends or from building).
         other => BackendError::Custom(other.to_string().into()),
     }

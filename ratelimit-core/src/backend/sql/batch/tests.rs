@@ -115,6 +115,7 @@ fn batcher(engine: &Arc<FakeEngine>, timeout: Duration) -> Arc<Batcher> {
         64,
         1,
         1,
+        10_000,
     ))
 }
 
@@ -267,6 +268,7 @@ async fn a_full_batch_waiting_goes_without_waiting_for_the_one_out() {
         2,
         1,
         3,
+        10_000,
     ));
     let first = spawn_check(&batcher, "a", 1);
     run_ready_tasks().await;
@@ -297,6 +299,7 @@ async fn batches_coming_back_slowly_let_a_second_one_out() {
         64,
         1,
         4,
+        10_000,
     ));
     // A fast batch: the next check waits for the one out.
     engine.gate.add_permits(1);
@@ -321,4 +324,117 @@ async fn batches_coming_back_slowly_let_a_second_one_out() {
     engine.gate.add_permits(Semaphore::MAX_PERMITS);
     assert!(held.await.is_ok_and(|reply| reply.is_ok()));
     assert!(second.await.is_ok_and(|reply| reply.is_ok()));
+}
+
+/// One batch out at a time, and at most three checks waiting, queued or out.
+fn bounded_batcher(engine: &Arc<FakeEngine>) -> Arc<Batcher> {
+    Arc::new(Batcher::new(
+        Arc::clone(engine) as Arc<dyn BatchEngine>,
+        Duration::from_secs(5),
+        64,
+        1,
+        1,
+        3,
+    ))
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_at_once_counting_the_batch_out() {
+    let engine = FakeEngine::new(false, false);
+    let batcher = bounded_batcher(&engine);
+    let out = spawn_check(&batcher, "a", 1);
+    settle().await;
+    let queued = [spawn_check(&batcher, "b", 2), spawn_check(&batcher, "c", 3)];
+    settle().await;
+    let started = Instant::now();
+    let refused = batcher.decide(check("d", 4)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(BackendError::Overloaded {
+                backend: "fake",
+                queued: 3
+            })
+        ),
+        "{refused:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(
+        refused
+            .err()
+            .is_some_and(|error| error.to_string().contains("max_queued"))
+    );
+    engine.gate.add_permits(Semaphore::MAX_PERMITS);
+    for task in std::iter::once(out).chain(queued) {
+        assert!(task.await.is_ok_and(|reply| reply.is_ok()));
+    }
+    // Answered checks leave room; the refused one was never sent.
+    assert!(batcher.decide(check("e", 5)).await.is_ok());
+    let sent: Vec<String> = engine
+        .batches()
+        .into_iter()
+        .flatten()
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(sent, vec!["a", "b", "c", "e"]);
+}
+
+#[tokio::test]
+async fn callers_that_gave_up_make_room_in_a_full_queue() {
+    let engine = FakeEngine::new(false, false);
+    let batcher = bounded_batcher(&engine);
+    let out = spawn_check(&batcher, "a", 1);
+    settle().await;
+    let gave_up = spawn_check(&batcher, "b", 2);
+    let kept = spawn_check(&batcher, "c", 3);
+    settle().await;
+    gave_up.abort();
+    let _ = gave_up.await;
+    let late = spawn_check(&batcher, "d", 4);
+    settle().await;
+    assert!(matches!(
+        batcher.decide(check("e", 5)).await,
+        Err(BackendError::Overloaded { queued: 3, .. })
+    ));
+    engine.gate.add_permits(Semaphore::MAX_PERMITS);
+    for task in [out, kept, late] {
+        assert!(task.await.is_ok_and(|reply| reply.is_ok()));
+    }
+}
+
+#[tokio::test]
+async fn taking_a_batch_pops_its_checks_and_leaves_the_rest_in_place() {
+    let engine = FakeEngine::new(true, false);
+    let batcher = Arc::new(Batcher::new(
+        Arc::clone(&engine) as Arc<dyn BatchEngine>,
+        Duration::from_secs(5),
+        64,
+        1,
+        1,
+        10_000,
+    ));
+    let shared = &batcher.shared;
+    let mut queue = shared.lock();
+    let mut callers = Vec::new();
+    for index in 0..10_000_u64 {
+        let (reply, receiver) = oneshot::channel();
+        let pending = Pending {
+            check: check("k", index + 1),
+            reply,
+        };
+        assert!(queue.push(pending, shared.max_queued, "fake").is_ok());
+        callers.push(receiver);
+    }
+    // The first caller gave up: skipped, and the batch is the next 64 in order.
+    callers[0].close();
+    let batch = shared.take(&mut queue);
+    let costs: Vec<i64> = batch.iter().map(|pending| pending.check.cost).collect();
+    assert_eq!(costs, (2..=65).collect::<Vec<i64>>());
+    assert_eq!(queue.waiting.len(), 10_000 - 65);
+    assert_eq!(
+        queue.waiting.front().map(|pending| pending.check.cost),
+        Some(66)
+    );
+    assert_eq!(queue.sent, 64);
+    assert_eq!(queue.unanswered(), 10_000 - 1);
 }
