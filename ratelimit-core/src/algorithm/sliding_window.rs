@@ -77,8 +77,36 @@ impl LogState {
 
     /// The index of the oldest entry still counted at `now_ms` (the length when none is).
     fn first_counted(&self, window_ms: u64, now_ms: u64) -> usize {
-        self.marks
-            .partition_point(|mark| !is_counted(window_ms, mark.at_ms, now_ms))
+        self.gallop(0, |mark| !is_counted(window_ms, mark.at_ms, now_ms))
+    }
+
+    /// The first index from `from` on whose entry is not `before` (the length when all are),
+    /// for a `before` that holds for a prefix of the log only. A galloping search: O(log d)
+    /// for an answer d entries on, and the answers sought lie near the front (admission drops
+    /// the expired entries; a retry needs only the oldest entries worth its cost).
+    fn gallop(&self, from: usize, before: impl Fn(&Mark) -> bool) -> usize {
+        let is_before = |index: usize| self.marks.get(index).is_some_and(&before);
+        if !is_before(from) {
+            return from;
+        }
+        // `low` is before; double the step until `high` is not (or lies past the end).
+        let (mut low, mut step) = (from, 1_usize);
+        let mut high = from.saturating_add(step);
+        while is_before(high) {
+            low = high;
+            step = step.saturating_mul(2);
+            high = high.saturating_add(step);
+        }
+        let mut high = high.min(self.marks.len());
+        while high - low > 1 {
+            let middle = low + (high - low) / 2;
+            if is_before(middle) {
+                low = middle;
+            } else {
+                high = middle;
+            }
+        }
+        high
     }
 
     /// The running total just before entry `index`.
@@ -134,9 +162,8 @@ pub(super) fn evaluate(
         // Enough of the oldest counted requests must slide out to make room for this one: the
         // first entry whose running total from `first` on reaches `must_free`.
         let must_free = used.saturating_add(cost) - limit;
-        let freeing = log.marks.partition_point(|mark| {
-            !is_counted(window_ms, mark.at_ms, now_ms)
-                || mark.through.wrapping_sub(before_first) < must_free
+        let freeing = log.gallop(first, |mark| {
+            mark.through.wrapping_sub(before_first) < must_free
         });
         log.marks
             .get(freeing)
@@ -160,6 +187,14 @@ pub(super) fn admit(window_ms: u64, state: Option<LogState>, now_ms: u64, cost: 
         }
         log.before = oldest.through;
         log.marks.pop_front();
+    }
+    if log.newest().is_none_or(|newest| newest <= now_ms) {
+        let through = log.total().wrapping_add(cost);
+        log.marks.push_back(Mark {
+            at_ms: now_ms,
+            through,
+        });
+        return log;
     }
     // Clocks that step back (an injected test clock) must not unsort the log: the request goes
     // before any later one, whose running totals then include it (O(n), only on such clocks).
