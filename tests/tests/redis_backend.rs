@@ -621,5 +621,14 @@ async fn a_log_without_a_running_total_is_rebuilt_once() {
         assert_eq!(stored, "3:6", "{key}");
         let ttl: i64 = query(&mut connection, redis::cmd("PTTL").arg(sequence)).await;
         assert!(ttl > 0, "{key}: {ttl}");
+        // A total whose log was deleted by hand counts nothing.
+        let _: u64 = query(&mut connection, redis::cmd("DEL").arg(log)).await;
+        let fresh = backend.check_n(key, &limit, 6).await;
+        assert!(
+            fresh.as_ref().is_ok_and(|d| d.allowed && d.remaining == 0),
+            "{key}: {fresh:?}"
+        );
+        let stored: String = query(&mut connection, redis::cmd("GET").arg(sequence)).await;
+        assert_eq!(stored, "1:6", "{key}");
     }
 }

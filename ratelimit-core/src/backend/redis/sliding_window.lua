@@ -45,6 +45,11 @@ local function log_open(k, window, now)
     redis.call('ZREMRANGEBYSCORE', log, '-inf', cutoff)
     changed = true
   end
+  if not changed and total ~= 0 and redis.call('EXISTS', log) == 0 then
+    -- A total whose log is gone (deleted by hand): nothing is counted any more.
+    redis.call('DEL', sequence)
+    return 0, 0
+  end
   if changed then
     local ttl = redis.call('PTTL', log)
     if ttl > 0 then
