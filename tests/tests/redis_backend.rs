@@ -488,3 +488,148 @@ async fn hash_tags_are_keyed_digests_that_every_instance_shares() {
         "{refused:?}"
     );
 }
+
+/// A full `20000/h` log costs a check O(log n), not a walk over 20,000 entries: filling it at
+/// 50 concurrent checks never times out, and 256 over-limit checks on it leave 64 checks on
+/// other keys, running at the same time, each answered within 250 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_sliding_log_is_checked_without_walking_it() {
+    const LIMIT: u64 = 20_000;
+    const FILLERS: u64 = 50;
+    let Some(redis) = services::redis().await else {
+        return;
+    };
+    let prefix = unique_prefix("redis-long-log");
+    // Server time: the log is an hour long, nothing slides out while the test runs.
+    let backend = Arc::new(backend(redis.url(), &prefix, None).await);
+    let limit = Limit::sliding_window(rate("20000/h"));
+
+    let fillers: Vec<_> = (0..FILLERS)
+        .map(|filler| {
+            let backend = Arc::clone(&backend);
+            let limit = limit.clone();
+            tokio::spawn(async move {
+                for step in 0..LIMIT / FILLERS {
+                    let decision = backend
+                        .check("full", &limit)
+                        .await
+                        .unwrap_or_else(|e| panic!("filler {filler}, step {step}: {e}"));
+                    assert!(decision.allowed, "filler {filler}, step {step}");
+                }
+            })
+        })
+        .collect();
+    for filler in fillers {
+        filler.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    let timed = |key: String, backend: Arc<RedisBackend>, limit: Limit| async move {
+        let started = std::time::Instant::now();
+        let decision = backend
+            .check(&key, &limit)
+            .await
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        (key, decision, started.elapsed())
+    };
+    let mut calls = Vec::new();
+    for index in 0..256 {
+        let call = timed("full".to_owned(), Arc::clone(&backend), limit.clone());
+        calls.push((false, tokio::spawn(call)));
+        if index % 4 == 0 {
+            let call = timed(
+                format!("other:{index}"),
+                Arc::clone(&backend),
+                limit.clone(),
+            );
+            calls.push((true, tokio::spawn(call)));
+        }
+    }
+    let mut slowest = Duration::ZERO;
+    for (expect_allowed, call) in calls {
+        let (key, decision, elapsed) = call.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(decision.allowed, expect_allowed, "{key}: {decision:?}");
+        if !expect_allowed {
+            assert_eq!(decision.remaining, 0, "{key}");
+            assert!(decision.retry_after.is_some(), "{key}: {decision:?}");
+        }
+        assert!(
+            elapsed <= Duration::from_millis(250),
+            "{key} took {elapsed:?}"
+        );
+        slowest = slowest.max(elapsed);
+    }
+    tracing::info!(?slowest, "slowest check beside a full 20000/h log");
+}
+
+/// A log written before running totals were kept (its sequence key a bare counter), or one
+/// whose sequence key is gone, is counted in full: the total is rebuilt once from the log, and
+/// new members continue after the highest sequence number, so none overwrites an old one.
+#[tokio::test]
+async fn a_log_without_a_running_total_is_rebuilt_once() {
+    let Some(redis) = services::redis().await else {
+        return;
+    };
+    let prefix = unique_prefix("redis-old-log");
+    let clock = ManualClock::new(T0_MS);
+    let backend = backend(redis.url(), &prefix, Some(clock.clone())).await;
+    let limit = Limit::sliding_window(rate("6/h"));
+    let mut connection = raw(redis.url()).await;
+    for (key, old_sequence) in [("bare", Some("2")), ("missing", None)] {
+        let names = backend
+            .state_keys(key, &limit)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let [log, sequence] = names.as_slice() else {
+            panic!("{key}: a log and its sequence key, not {names:?}");
+        };
+        let _: u64 = query(
+            &mut connection,
+            redis::cmd("ZADD")
+                .arg(log)
+                .arg(T0_MS - 2_000)
+                .arg("1:1")
+                .arg(T0_MS - 1_000)
+                .arg("2:3"),
+        )
+        .await;
+        let _: bool = query(&mut connection, redis::cmd("PEXPIRE").arg(log).arg(60_000)).await;
+        if let Some(old) = old_sequence {
+            let _: () = query(
+                &mut connection,
+                redis::cmd("SET")
+                    .arg(sequence)
+                    .arg(old)
+                    .arg("PX")
+                    .arg(60_000),
+            )
+            .await;
+        }
+        // 4 of 6 used: a cost of 2 fits, then nothing does until the oldest slides out.
+        let fits = backend.check_n(key, &limit, 2).await;
+        assert!(
+            fits.as_ref().is_ok_and(|d| d.allowed && d.remaining == 0),
+            "{key}: {fits:?}"
+        );
+        let over = backend.check(key, &limit).await;
+        assert!(
+            over.as_ref()
+                .is_ok_and(|d| !d.allowed
+                    && d.retry_after == Some(Duration::from_millis(3_600_000 - 2_000))),
+            "{key}: {over:?}"
+        );
+        let members: u64 = query(&mut connection, redis::cmd("ZCARD").arg(log)).await;
+        assert_eq!(members, 3, "{key}");
+        let stored: String = query(&mut connection, redis::cmd("GET").arg(sequence)).await;
+        assert_eq!(stored, "3:6", "{key}");
+        let ttl: i64 = query(&mut connection, redis::cmd("PTTL").arg(sequence)).await;
+        assert!(ttl > 0, "{key}: {ttl}");
+        // A total whose log was deleted by hand counts nothing.
+        let _: u64 = query(&mut connection, redis::cmd("DEL").arg(log)).await;
+        let fresh = backend.check_n(key, &limit, 6).await;
+        assert!(
+            fresh.as_ref().is_ok_and(|d| d.allowed && d.remaining == 0),
+            "{key}: {fresh:?}"
+        );
+        let stored: String = query(&mut connection, redis::cmd("GET").arg(sequence)).await;
+        assert_eq!(stored, "1:6", "{key}");
+    }
+}

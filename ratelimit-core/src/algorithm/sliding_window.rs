@@ -1,14 +1,30 @@
 //! Sliding window log: an exact log of admitted requests; a request admitted at `t` counts while
 //! `now - t < P`.
+//!
+//! A check costs O(log n) for a log of n entries, never O(limit): each entry carries the running
+//! total of the costs admitted up to it, so the cost of any run of entries is one subtraction,
+//! and the entries still counted (a suffix, the log being sorted by time) are found by binary
+//! search. Admission drops the expired entries from the front, each once.
+
+use std::collections::VecDeque;
 
 use super::Verdict;
 
 /// Admitted requests, oldest first.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct LogState {
-    // A Vec rather than a VecDeque keeps `State` at 32 bytes; logs are at most `limit` long and
-    // pruning is a `retain`, so front removal costs nothing extra.
-    entries: Vec<LogEntry>,
+    marks: VecDeque<Mark>,
+    /// The running total just before the oldest entry.
+    before: u64,
+}
+
+/// One admitted request as stored: its time and the running total of costs through it. The
+/// total wraps; only differences between totals of one log are used, and those are bounded by
+/// the costs the log holds (at most the limit after each admission).
+#[derive(Clone, Copy, Debug)]
+struct Mark {
+    at_ms: u64,
+    through: u64,
 }
 
 /// One admitted request.
@@ -26,27 +42,95 @@ impl LogState {
     pub fn from_entries(entries: impl IntoIterator<Item = LogEntry>) -> Self {
         let mut entries: Vec<_> = entries.into_iter().collect();
         entries.sort_by_key(|entry| entry.at_ms);
-        Self { entries }
+        let mut through = 0_u64;
+        let marks = entries
+            .into_iter()
+            .map(|entry| {
+                through = through.wrapping_add(entry.cost);
+                Mark {
+                    at_ms: entry.at_ms,
+                    through,
+                }
+            })
+            .collect();
+        Self { marks, before: 0 }
     }
 
     /// The admitted requests, oldest first.
-    pub fn entries(&self) -> impl Iterator<Item = &LogEntry> {
-        self.entries.iter()
+    pub fn entries(&self) -> impl Iterator<Item = LogEntry> + '_ {
+        let mut previous = self.before;
+        self.marks.iter().map(move |mark| {
+            let cost = mark.through.wrapping_sub(previous);
+            previous = mark.through;
+            LogEntry {
+                at_ms: mark.at_ms,
+                cost,
+            }
+        })
     }
 
     /// When the newest request was admitted.
     #[must_use]
     pub fn newest(&self) -> Option<u64> {
-        self.entries.last().map(|entry| entry.at_ms)
+        self.marks.back().map(|mark| mark.at_ms)
     }
 
-    /// The entries still inside the window at `now_ms`, oldest first.
-    fn counted(&self, window_ms: u64, now_ms: u64) -> impl Iterator<Item = &LogEntry> {
-        self.entries
-            .iter()
-            .filter(move |entry| is_counted(window_ms, entry.at_ms, now_ms))
+    /// The index of the oldest entry still counted at `now_ms` (the length when none is).
+    fn first_counted(&self, window_ms: u64, now_ms: u64) -> usize {
+        self.gallop(0, |mark| !is_counted(window_ms, mark.at_ms, now_ms))
+    }
+
+    /// The first index from `from` on whose entry is not `before` (the length when all are),
+    /// for a `before` that holds for a prefix of the log only. A galloping search: O(log d)
+    /// for an answer d entries on, and the answers sought lie near the front (admission drops
+    /// the expired entries; a retry needs only the oldest entries worth its cost).
+    fn gallop(&self, from: usize, before: impl Fn(&Mark) -> bool) -> usize {
+        let is_before = |index: usize| self.marks.get(index).is_some_and(&before);
+        if !is_before(from) {
+            return from;
+        }
+        // `low` is before; double the step until `high` is not (or lies past the end).
+        let (mut low, mut step) = (from, 1_usize);
+        let mut high = from.saturating_add(step);
+        while is_before(high) {
+            low = high;
+            step = step.saturating_mul(2);
+            high = high.saturating_add(step);
+        }
+        let mut high = high.min(self.marks.len());
+        while high - low > 1 {
+            let middle = low + (high - low) / 2;
+            if is_before(middle) {
+                low = middle;
+            } else {
+                high = middle;
+            }
+        }
+        high
+    }
+
+    /// The running total just before entry `index`.
+    fn total_before(&self, index: usize) -> u64 {
+        index
+            .checked_sub(1)
+            .and_then(|previous| self.marks.get(previous))
+            .map_or(self.before, |mark| mark.through)
+    }
+
+    /// The running total through the newest entry.
+    fn total(&self) -> u64 {
+        self.marks.back().map_or(self.before, |mark| mark.through)
     }
 }
+
+/// Two logs are equal when they hold the same requests, however their totals are based.
+impl PartialEq for LogState {
+    fn eq(&self, other: &Self) -> bool {
+        self.marks.len() == other.marks.len() && self.entries().eq(other.entries())
+    }
+}
+
+impl Eq for LogState {}
 
 fn is_counted(window_ms: u64, at_ms: u64, now_ms: u64) -> bool {
     at_ms.saturating_add(window_ms) > now_ms
@@ -59,14 +143,13 @@ pub(super) fn evaluate(
     now_ms: u64,
     cost: u64,
 ) -> Verdict {
-    let counted = || {
-        state
-            .into_iter()
-            .flat_map(|log| log.counted(window_ms, now_ms))
-    };
-    let used = counted().fold(0_u64, |sum, entry| sum.saturating_add(entry.cost));
+    let empty = LogState::default();
+    let log = state.unwrap_or(&empty);
+    let first = log.first_counted(window_ms, now_ms);
+    let before_first = log.total_before(first);
+    let used = log.total().wrapping_sub(before_first);
+    let oldest = log.marks.get(first).map(|mark| mark.at_ms);
     let allowed = used.saturating_add(cost) <= limit;
-    let oldest = counted().next().map(|entry| entry.at_ms);
     let (used_after, oldest_after) = if allowed {
         (
             used + cost,
@@ -76,15 +159,15 @@ pub(super) fn evaluate(
         (used, oldest)
     };
     let retry_after_ms = (!allowed && cost <= limit).then(|| {
-        // Enough earlier requests must slide out to make room for this one.
-        let must_free = used + cost - limit;
-        let mut freed = 0_u64;
-        counted()
-            .find(|entry| {
-                freed = freed.saturating_add(entry.cost);
-                freed >= must_free
-            })
-            .map_or(1, |entry| (entry.at_ms + window_ms - now_ms).max(1))
+        // Enough of the oldest counted requests must slide out to make room for this one: the
+        // first entry whose running total from `first` on reaches `must_free`.
+        let must_free = used.saturating_add(cost) - limit;
+        let freeing = log.gallop(first, |mark| {
+            mark.through.wrapping_sub(before_first) < must_free
+        });
+        log.marks
+            .get(freeing)
+            .map_or(1, |mark| (mark.at_ms + window_ms - now_ms).max(1))
     });
     Verdict {
         allowed,
@@ -98,16 +181,134 @@ pub(super) fn evaluate(
 
 pub(super) fn admit(window_ms: u64, state: Option<LogState>, now_ms: u64, cost: u64) -> LogState {
     let mut log = state.unwrap_or_default();
-    log.entries
-        .retain(|entry| is_counted(window_ms, entry.at_ms, now_ms));
-    // Clocks that step back (an injected test clock) must not unsort the log.
-    let position = log.entries.partition_point(|entry| entry.at_ms <= now_ms);
-    log.entries.insert(
-        position,
-        LogEntry {
+    while let Some(oldest) = log.marks.front() {
+        if is_counted(window_ms, oldest.at_ms, now_ms) {
+            break;
+        }
+        log.before = oldest.through;
+        log.marks.pop_front();
+    }
+    if log.newest().is_none_or(|newest| newest <= now_ms) {
+        let through = log.total().wrapping_add(cost);
+        log.marks.push_back(Mark {
             at_ms: now_ms,
-            cost,
+            through,
+        });
+        return log;
+    }
+    // Clocks that step back (an injected test clock) must not unsort the log: the request goes
+    // before any later one, whose running totals then include it (O(n), only on such clocks).
+    let position = log.marks.partition_point(|mark| mark.at_ms <= now_ms);
+    let through = log.total_before(position).wrapping_add(cost);
+    for later in log.marks.range_mut(position..) {
+        later.through = later.through.wrapping_add(cost);
+    }
+    log.marks.insert(
+        position,
+        Mark {
+            at_ms: now_ms,
+            through,
         },
     );
     log
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The plain walk over every entry that the running totals replace.
+    fn reference(
+        limit: u64,
+        window_ms: u64,
+        entries: &[LogEntry],
+        now_ms: u64,
+        cost: u64,
+    ) -> Verdict {
+        let counted: Vec<_> = entries
+            .iter()
+            .filter(|entry| is_counted(window_ms, entry.at_ms, now_ms))
+            .collect();
+        let used = counted
+            .iter()
+            .fold(0_u64, |sum, entry| sum.saturating_add(entry.cost));
+        let allowed = used.saturating_add(cost) <= limit;
+        let oldest = counted.first().map(|entry| entry.at_ms);
+        let (used_after, oldest_after) = if allowed {
+            (used + cost, Some(oldest.map_or(now_ms, |o| o.min(now_ms))))
+        } else {
+            (used, oldest)
+        };
+        let retry_after_ms = (!allowed && cost <= limit).then(|| {
+            let must_free = used + cost - limit;
+            let mut freed = 0_u64;
+            counted
+                .iter()
+                .find(|entry| {
+                    freed = freed.saturating_add(entry.cost);
+                    freed >= must_free
+                })
+                .map_or(1, |entry| (entry.at_ms + window_ms - now_ms).max(1))
+        });
+        Verdict {
+            allowed,
+            limit,
+            remaining: limit.saturating_sub(used_after),
+            reset_after_ms: oldest_after.map_or(0, |oldest| oldest + window_ms - now_ms),
+            retry_after_ms,
+            window_ms,
+        }
+    }
+
+    fn reference_admit(window_ms: u64, entries: &mut Vec<LogEntry>, now_ms: u64, cost: u64) {
+        entries.retain(|entry| is_counted(window_ms, entry.at_ms, now_ms));
+        let position = entries.partition_point(|entry| entry.at_ms <= now_ms);
+        entries.insert(
+            position,
+            LogEntry {
+                at_ms: now_ms,
+                cost,
+            },
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Random sequences of checks (costs, times that mostly advance and sometimes step
+        /// back) get the same verdicts as the plain walk, and leave the same log.
+        #[test]
+        fn running_totals_decide_like_the_plain_walk(
+            limit in 0_u64..12,
+            window_ms in 1_u64..200,
+            steps in prop::collection::vec((0_u64..80, 0_u64..6, any::<bool>()), 1..120),
+        ) {
+            let mut log: Option<LogState> = None;
+            let mut plain = Vec::new();
+            let mut now_ms = 1_000_u64;
+            for (delta, cost, back) in steps {
+                now_ms = if back { now_ms.saturating_sub(delta / 4) } else { now_ms + delta };
+                let verdict = evaluate(limit, window_ms, log.as_ref(), now_ms, cost);
+                prop_assert_eq!(verdict, reference(limit, window_ms, &plain, now_ms, cost));
+                if verdict.allowed {
+                    log = Some(admit(window_ms, log, now_ms, cost));
+                    reference_admit(window_ms, &mut plain, now_ms, cost);
+                    let kept: Vec<_> = log.iter().flat_map(LogState::entries).collect();
+                    prop_assert_eq!(&kept, &plain);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_log_rebuilt_from_its_entries_is_equal() {
+        let mut log = None;
+        for (at_ms, cost) in [(10, 2), (20, 1), (30, 3), (500, 1)] {
+            log = Some(admit(100, log, at_ms, cost));
+        }
+        let log = log.unwrap_or_default();
+        assert_eq!(log.entries().count(), 1);
+        assert_eq!(LogState::from_entries(log.entries()), log);
+    }
 }

@@ -24,10 +24,11 @@
 //! create one at random under `<prefix>hash-tag-secret` for the others to read. The key itself
 //! follows in clear, for operators and so that two keys are never taken for one.
 //!
-//! Values: the sliding log is a sorted set plus a counter; every other state is one string of
-//! packed doubles written with `SET … PX`, so a check costs the server at most one `GET` and
-//! one `SET` per quota, and a key checked several times in one batch is read and written once
-//! (see `redis/prelude.lua`).
+//! Values: the sliding log is a sorted set plus a string `<seq>:<total>` (its last sequence
+//! number and the running total of its costs, so a check never reads the whole log: see
+//! `redis/sliding_window.lua`); every other state is one string of packed doubles written with
+//! `SET … PX`, so a check costs the server at most one `GET` and one `SET` per quota, and a key
+//! checked several times in one batch is read and written once (see `redis/prelude.lua`).
 //!
 //! [`Backend::reset`] cannot list a key's states by name (any limit has a policy id), so it
 //! searches: on a single server `SCAN … MATCH <prefix>{<tag>}:<key>:*`, which walks the whole

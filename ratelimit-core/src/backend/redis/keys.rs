@@ -1,7 +1,7 @@
 //! Where a key's state lives in Redis, and how a reset recognises it again.
 //!
 //! `<prefix>{<tag>}:<key>:<algorithm>:<policy id>`, plus `:seq` for the sliding log's
-//! sequence counter. Everything up to the key's closing `:` is the key's *stem*, shared by
+//! sequence number and running total. Everything up to the key's closing `:` is the key's *stem*, shared by
 //! every state of that key. The policy ids of a key's states are not enumerable (any limit a
 //! program builds has one), so a reset searches for the stem and recognises the states by
 //! their exact shape ([`is_state_of`]).
