@@ -1,23 +1,21 @@
 //! `health_handler` and the failure policy with a failover backend, through real routing.
 
-use std::net::SocketAddr;
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Extension};
-use axum::http::{Request, StatusCode};
+use axum::extract::Extension;
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use http_body_util::BodyExt;
 use ratelimit_axum::core::{
     Backend, BackendError, CircuitBreakerConfig, Decision, HealthStatus, Limit, ManualClock,
     MemoryBackend, MultiBackend, Registry, async_trait,
 };
 use ratelimit_axum::{GuardSettings, Scope, health_handler, rate_limit};
-use tower::ServiceExt;
 
 /// A store that can be switched off.
 #[derive(Debug, Default)]
@@ -114,28 +112,11 @@ fn setup() -> Setup {
 }
 
 async fn call(app: &Router, uri: &str) -> Response {
-    let mut request = Request::builder()
-        .uri(uri)
-        .body(Body::empty())
-        .unwrap_or_else(|error| panic!("{error}"));
-    let peer: SocketAddr = "192.0.2.1:1"
-        .parse()
-        .unwrap_or_else(|error| panic!("{error}"));
-    request.extensions_mut().insert(ConnectInfo(peer));
-    app.clone()
-        .oneshot(request)
-        .await
-        .unwrap_or_else(|never| match never {})
+    support::send(app, support::get_request(uri, "192.0.2.1:1")).await
 }
 
 async fn json(response: Response) -> serde_json::Value {
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .map(|body| body.to_bytes())
-        .unwrap_or_default();
-    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
+    serde_json::from_str(&support::body_text(response).await).unwrap_or(serde_json::Value::Null)
 }
 
 #[tokio::test]
@@ -316,22 +297,12 @@ fn leaky_app(interval: Duration) -> (Router, Arc<Leaky>) {
     (app, leaky)
 }
 
-async fn text(response: Response) -> String {
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .map(|body| body.to_bytes())
-        .unwrap_or_default();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
 #[tokio::test]
 async fn health_shows_states_never_error_text_hosts_users_or_urls() {
     let (app, _leaky) = leaky_app(Duration::from_secs(60));
     let response = call(&app, "/health").await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body = text(response).await;
+    let body = support::body_text(response).await;
     for secret in [
         "hunter2", "admin", "db-7", "internal", "10.1.2.3", "postgres", "refused", "5432", "detail",
     ] {
@@ -400,11 +371,11 @@ async fn concurrent_health_requests_share_one_probe_and_the_next_ones_reuse_it()
 async fn health_probes_again_once_the_interval_has_passed() {
     let interval = Duration::from_millis(300);
     let (app, leaky) = leaky_app(interval);
-    let first = text(call(&app, "/health").await).await;
+    let first = support::body_text(call(&app, "/health").await).await;
     assert_eq!(leaky.probes.load(Ordering::SeqCst), 2);
-    assert_eq!(text(call(&app, "/health").await).await, first);
+    assert_eq!(support::body_text(call(&app, "/health").await).await, first);
     assert_eq!(leaky.probes.load(Ordering::SeqCst), 2, "still fresh");
     tokio::time::sleep(interval + Duration::from_millis(50)).await;
-    assert_eq!(text(call(&app, "/health").await).await, first);
+    assert_eq!(support::body_text(call(&app, "/health").await).await, first);
     assert_eq!(leaky.probes.load(Ordering::SeqCst), 4, "a new probe");
 }
