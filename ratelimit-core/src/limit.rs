@@ -270,6 +270,11 @@ impl Limit {
     }
 
     fn check(&self) -> Result<(), LimitError> {
+        if self.longest_period() > MAX_PERIOD {
+            return Err(LimitError::PeriodTooLong {
+                period_days: self.longest_period().as_secs() / 86_400,
+            });
+        }
         let fields = [
             (
                 "bucket_size",
@@ -420,6 +425,12 @@ impl Limit {
     }
 }
 
+/// The longest period a limit may have: 100 years of 365.25 days. Every store keeps times as
+/// milliseconds with room to add a few periods to today's time: exact in a Lua number
+/// (2^53 ms is some 285,000 years), within Redis's `PX` and a SQL `BIGINT`, and never
+/// overflowing a `u64`. A longer period is refused rather than wrapped.
+pub const MAX_PERIOD: Duration = Duration::from_millis(36_525 * 86_400_000);
+
 fn check_per_second(field: &'static str, value: Option<f64>) -> Result<(), LimitError> {
     match value {
         Some(value) if Flow::per_second(value).is_none() => {
@@ -473,6 +484,11 @@ pub enum LimitError {
         "`{field}` on a rate of 0 makes a bucket that never refills, whose state could never expire; to block every request use the rate alone (e.g. \"0/m\"), to allow a fixed budget use a fixed-window rate (e.g. \"1000/d\"), or set a refill/leak rate"
     )]
     NeverRefills { field: &'static str },
+    /// A period longer than [`MAX_PERIOD`] (100 years), which stores could not keep exact.
+    #[error(
+        "a period of {period_days} days is longer than the longest a store can keep exactly (100 years, e.g. \"1/36525d\"); use a shorter period"
+    )]
+    PeriodTooLong { period_days: u64 },
     /// A count, bucket or flow so large or fine that stores could not keep it exact.
     #[error(
         "the limit needs more than 2^53 units of precision (count, count × window for sliding_window_counter, or bucket size × refill period), so stores cannot keep it exact; use a smaller count or bucket, or a coarser refill/leak rate"

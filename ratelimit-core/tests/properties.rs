@@ -355,3 +355,84 @@ proptest! {
         }
     }
 }
+
+/// The longest period, in ms.
+const MAX_PERIOD_MS: u64 = 36_525 * 86_400_000;
+
+fn any_algorithm() -> impl Strategy<Value = Algorithm> {
+    prop::sample::select(Algorithm::ALL.to_vec())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// Extreme values never panic (tests run with overflow checks): periods up to the grammar's
+    /// longest (those beyond 100 years are refused), counts up to what stores keep exact, any
+    /// cost, and steps of time up to several periods. Each call is a decision or an error,
+    /// never a crash.
+    #[test]
+    fn extreme_periods_counts_and_costs_never_panic(
+        algorithm in any_algorithm(),
+        count in prop_oneof![Just(0_u64), 1_u64..10, Just(1_u64 << 40), Just(1_u64 << 53)],
+        period_ms in prop_oneof![
+            Just(1_u64),
+            1_u64..100_000,
+            Just(MAX_PERIOD_MS),
+            1_u64..=MAX_PERIOD_MS,
+            // Beyond the longest period, up to the grammar's: refused, never a crash.
+            MAX_PERIOD_MS..=u64::MAX,
+            Just(u64::MAX),
+        ],
+        steps in prop::collection::vec(
+            (
+                prop_oneof![Just(0_u64), 0_u64..1_000, Just(MAX_PERIOD_MS), Just(3 * MAX_PERIOD_MS)],
+                prop_oneof![Just(1_u64), 1_u64..10, Just(u64::from(u32::MAX)), Just(u64::MAX)],
+                any::<bool>(),
+            ),
+            1..12,
+        ),
+    ) {
+        let (backend, clock, limit) = setup(algorithm, count, period_ms);
+        for (advance_ms, cost, commit) in steps {
+            clock.advance(Duration::from_millis(advance_ms));
+            let decided = if commit {
+                backend.check_now("k", &limit, cost)
+            } else {
+                backend.peek_now("k", &limit, cost)
+            };
+            if let Ok(decision) = decided {
+                prop_assert!(decision.remaining <= decision.limit);
+            }
+        }
+    }
+}
+
+#[test]
+fn periods_longer_than_a_hundred_years_are_refused() {
+    let period = |ms: u64| std::num::NonZeroU64::new(ms).unwrap_or(std::num::NonZeroU64::MIN);
+    for algorithm in Algorithm::ALL {
+        let longest = Limit::new(
+            Rate::from_quota(Quota::new(5, period(MAX_PERIOD_MS))),
+            algorithm,
+        );
+        assert!(longest.validate().is_ok(), "{algorithm}");
+        for too_long in [MAX_PERIOD_MS + 1, u64::MAX] {
+            let limit = Limit::new(Rate::from_quota(Quota::new(5, period(too_long))), algorithm);
+            let refused = limit.validate();
+            assert!(
+                matches!(
+                    refused,
+                    Err(ratelimit_core::LimitError::PeriodTooLong { .. })
+                ),
+                "{algorithm}: {refused:?}"
+            );
+        }
+    }
+    let grammar_longest: Rate = "1/213503982334d".parse().unwrap_or_else(|e| panic!("{e}"));
+    let message = Limit::sliding_window(grammar_longest)
+        .validate()
+        .err()
+        .map(|error| error.to_string())
+        .unwrap_or_default();
+    assert!(message.contains("100 years"), "{message}");
+}
