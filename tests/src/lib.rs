@@ -2,6 +2,7 @@
 
 pub mod conformance;
 pub mod contention;
+pub mod extreme_values;
 pub mod fault_proxy;
 pub mod redis_cluster;
 pub mod separate_limits;

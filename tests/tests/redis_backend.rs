@@ -633,3 +633,20 @@ async fn a_log_without_a_running_total_is_rebuilt_once() {
         assert_eq!(stored, "1:6", "{key}");
     }
 }
+
+#[tokio::test]
+async fn extreme_periods_counts_and_costs_are_decided_without_errors() {
+    let Some(redis) = services::redis().await else {
+        return;
+    };
+    let clock = ManualClock::new(conformance::T0_MS);
+    let backend = backend(
+        redis.url(),
+        &unique_prefix("redis-extreme"),
+        Some(clock.clone()),
+    )
+    .await;
+    let (broken, calls) = ratelimit_tests::extreme_values::run(&backend, &clock, "", 60).await;
+    assert!(calls >= 240, "too few valid cases: {calls} calls");
+    assert!(broken.is_empty(), "{broken:#?}");
+}

@@ -552,3 +552,30 @@ async fn mysql_connects_from_a_spawned_task() {
 async fn sqlite_connects_from_a_spawned_task() {
     connects_from_a_spawned_task(Engine::Sqlite).await;
 }
+
+async fn extreme_values(engine: Engine) {
+    let Some(database) = database(engine, &format!("extreme_{engine:?}")).await else {
+        return;
+    };
+    let clock = ManualClock::new(conformance::T0_MS);
+    let backend = database.backend(Some(clock.clone())).await;
+    let (broken, calls) = ratelimit_tests::extreme_values::run(&backend, &clock, "", 40).await;
+    assert!(calls >= 160, "too few valid cases: {calls} calls");
+    database.drop_tables().await;
+    assert!(broken.is_empty(), "{engine:?}: {broken:#?}");
+}
+
+#[tokio::test]
+async fn postgres_decides_extreme_values_without_errors() {
+    extreme_values(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn mysql_decides_extreme_values_without_errors() {
+    extreme_values(Engine::Mysql).await;
+}
+
+#[tokio::test]
+async fn sqlite_decides_extreme_values_without_errors() {
+    extreme_values(Engine::Sqlite).await;
+}
