@@ -56,7 +56,7 @@ pub async fn run(
             clock.advance(Duration::from_millis(advance_ms));
             calls += 1;
             let what = format!("case {case} step {step}: {limit:?}, cost {cost}");
-            let decided = if random.next() % 4 == 0 {
+            let decided = if random.next().is_multiple_of(4) {
                 backend.peek_n(&key, &limit, cost).await
             } else {
                 backend.check_n(&key, &limit, cost).await
