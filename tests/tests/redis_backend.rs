@@ -639,7 +639,7 @@ async fn extreme_periods_counts_and_costs_are_decided_without_errors() {
     let Some(redis) = services::redis().await else {
         return;
     };
-    let clock = ManualClock::new(conformance::T0_MS);
+    let clock = ManualClock::new(T0_MS);
     let backend = backend(
         redis.url(),
         &unique_prefix("redis-extreme"),
