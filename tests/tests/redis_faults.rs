@@ -372,3 +372,56 @@ async fn refused_connections_fail_a_new_backend_fast_but_spare_open_ones() {
     let accepted = backend(&url, "refused-then-accepted").await;
     assert!(accepted.check("new", &roomy_limit()).await.is_ok());
 }
+
+/// `SCRIPT FLUSH` (an operator, a failover to a fresh replica) forgets the scripts under a
+/// running load: every check must still succeed, the batcher loading the script again on
+/// `NOSCRIPT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_flush_under_load_fails_no_check() {
+    let Some(server) = private_redis().await else {
+        return;
+    };
+    let backend = Arc::new(backend(server.url(), "script-flush").await);
+    let client = redis::Client::open(server.url()).unwrap_or_else(|e| panic!("{e}"));
+    let mut operator = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let load = Load::start(&backend, 8);
+    sleep(Duration::from_millis(200)).await;
+    for _ in 0..5 {
+        let flushed: Result<String, _> = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut operator)
+            .await;
+        assert_eq!(flushed.ok().as_deref(), Some("OK"));
+        sleep(Duration::from_millis(100)).await;
+    }
+    sleep(Duration::from_millis(200)).await;
+    let calls = load.finish().await;
+    let failed: Vec<_> = calls.iter().filter(|call| call.outcome.is_err()).collect();
+    assert!(calls.len() > 50, "too little load: {} calls", calls.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        calls.len()
+    );
+    assert_bounded(&calls, "script flush");
+    // Every limiter key the load wrote carries a TTL (the shared hash-tag secret alone lives on).
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut operator)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(keys.len() > 1, "{keys:?}");
+    for key in keys.iter().filter(|key| !key.ends_with("hash-tag-secret")) {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut operator)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // -1: no TTL; -2: expired since it was listed (the load's windows last a second).
+        assert_ne!(ttl, -1, "{key} has no TTL");
+    }
+}
