@@ -8,8 +8,8 @@
 //!
 //! The functions a counted request passes through once, here and in `key_source`, `key`,
 //! `client_ip`, `headers`, `header_template` and `unix_seconds`, are `#[inline]`: inlined into
-//! the guard they save the calls and the copies of their large results and arguments, ~160 of
-//! the guard's ~4,600 instructions per request (callgrind, BENCHMARKS.md).
+//! the guard they save the calls and the copies of their large results and arguments (what
+//! that bought is measured in BENCHMARKS.md).
 
 use std::borrow::Cow;
 use std::sync::Arc;
