@@ -237,6 +237,23 @@ impl Policy {
         }
     }
 
+    /// [`Policy::admit`] on a stored state in place: a sliding log is extended where it is
+    /// rather than moved out and back.
+    #[inline]
+    pub(crate) fn admit_in_place(&self, state: &mut State, now_ms: u64, cost: u64) {
+        if let (Self::SlidingWindow { window_ms, .. }, State::Log(log)) = (*self, &mut *state) {
+            sliding_window::admit_into(window_ms, log, now_ms, cost);
+            return;
+        }
+        // Every other state is a few integers, replaced whole.
+        let placeholder = State::Window(WindowState {
+            window_start: 0,
+            count: 0,
+        });
+        let current = std::mem::replace(state, placeholder);
+        *state = self.admit(Some(current), now_ms, cost);
+    }
+
     /// Records an admitted request of `cost` at `now_ms`. Call it only after every quota of the
     /// limit evaluated to allowed. Returns the new state.
     #[inline(always)]

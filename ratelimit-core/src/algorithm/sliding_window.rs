@@ -6,15 +6,19 @@
 //! and the entries still counted (a suffix, the log being sorted by time) are found by binary
 //! search. Admission drops the expired entries from the front, each once.
 
-use std::collections::VecDeque;
-
 use super::Verdict;
 
 /// Admitted requests, oldest first.
+///
+/// A vector rather than a ring buffer, so every search runs on one slice: expired entries are
+/// first only skipped (`start` moves past them) and dropped together once they are half the
+/// vector, which keeps admission amortised O(1) and the vector at most twice the live log.
 #[derive(Clone, Debug, Default)]
 pub struct LogState {
-    marks: VecDeque<Mark>,
-    /// The running total just before the oldest entry.
+    marks: Vec<Mark>,
+    /// The first entry not yet dropped; the ones before it have expired.
+    start: usize,
+    /// The running total just before `marks[0]`.
     before: u64,
 }
 
@@ -53,13 +57,17 @@ impl LogState {
                 }
             })
             .collect();
-        Self { marks, before: 0 }
+        Self {
+            marks,
+            start: 0,
+            before: 0,
+        }
     }
 
     /// The admitted requests, oldest first.
     pub fn entries(&self) -> impl Iterator<Item = LogEntry> + '_ {
-        let mut previous = self.before;
-        self.marks.iter().map(move |mark| {
+        let mut previous = self.total_before(0);
+        self.kept().iter().map(move |mark| {
             let cost = mark.through.wrapping_sub(previous);
             previous = mark.through;
             LogEntry {
@@ -72,46 +80,17 @@ impl LogState {
     /// When the newest request was admitted.
     #[must_use]
     pub fn newest(&self) -> Option<u64> {
-        self.marks.back().map(|mark| mark.at_ms)
+        self.kept().last().map(|mark| mark.at_ms)
     }
 
-    /// The index of the oldest entry still counted at `now_ms` (the length when none is).
-    fn first_counted(&self, window_ms: u64, now_ms: u64) -> usize {
-        self.gallop(0, |mark| !is_counted(window_ms, mark.at_ms, now_ms))
+    /// The entries not yet dropped, oldest first; indexes below are into this slice.
+    fn kept(&self) -> &[Mark] {
+        self.marks.get(self.start..).unwrap_or_default()
     }
 
-    /// The first index from `from` on whose entry is not `before` (the length when all are),
-    /// for a `before` that holds for a prefix of the log only. A galloping search: O(log d)
-    /// for an answer d entries on, and the answers sought lie near the front (admission drops
-    /// the expired entries; a retry needs only the oldest entries worth its cost).
-    fn gallop(&self, from: usize, before: impl Fn(&Mark) -> bool) -> usize {
-        let is_before = |index: usize| self.marks.get(index).is_some_and(&before);
-        if !is_before(from) {
-            return from;
-        }
-        // `low` is before; double the step until `high` is not (or lies past the end).
-        let (mut low, mut step) = (from, 1_usize);
-        let mut high = from.saturating_add(step);
-        while is_before(high) {
-            low = high;
-            step = step.saturating_mul(2);
-            high = high.saturating_add(step);
-        }
-        let mut high = high.min(self.marks.len());
-        while high - low > 1 {
-            let middle = low + (high - low) / 2;
-            if is_before(middle) {
-                low = middle;
-            } else {
-                high = middle;
-            }
-        }
-        high
-    }
-
-    /// The running total just before entry `index`.
+    /// The running total just before kept entry `index`.
     fn total_before(&self, index: usize) -> u64 {
-        index
+        (self.start + index)
             .checked_sub(1)
             .and_then(|previous| self.marks.get(previous))
             .map_or(self.before, |mark| mark.through)
@@ -119,14 +98,53 @@ impl LogState {
 
     /// The running total through the newest entry.
     fn total(&self) -> u64 {
-        self.marks.back().map_or(self.before, |mark| mark.through)
+        self.marks.last().map_or(self.before, |mark| mark.through)
     }
+
+    /// Drops the entries before kept entry `index` (expired ones): skipped now, removed from
+    /// the vector once they are half of it.
+    fn drop_before(&mut self, index: usize) {
+        self.start += index;
+        if self.start > 0 && self.start * 2 >= self.marks.len() {
+            self.before = self.total_before(0);
+            self.marks.drain(..self.start);
+            self.start = 0;
+        }
+    }
+}
+
+/// The index of the oldest entry of `marks` still counted at `now_ms` (the length when none is).
+#[inline]
+fn first_counted(marks: &[Mark], window_ms: u64, now_ms: u64) -> usize {
+    gallop(marks, 0, |mark| !is_counted(window_ms, mark.at_ms, now_ms))
+}
+
+/// The first index from `from` on whose entry is not `before` (the length when all are), for a
+/// `before` that holds for a prefix of `marks` only. A galloping search: O(log d) for an answer
+/// d entries on, and the answers sought lie near the front (admission drops the expired
+/// entries; a retry needs only the oldest entries worth its cost).
+#[inline]
+fn gallop(marks: &[Mark], from: usize, before: impl Fn(&Mark) -> bool) -> usize {
+    let is_before = |index: usize| marks.get(index).is_some_and(&before);
+    if !is_before(from) {
+        return from;
+    }
+    // `low` is before; double the step until `high` is not (or lies past the end).
+    let (mut low, mut step) = (from, 1_usize);
+    let mut high = from.saturating_add(step);
+    while is_before(high) {
+        low = high;
+        step = step.saturating_mul(2);
+        high = high.saturating_add(step);
+    }
+    let high = high.min(marks.len());
+    low + 1 + marks[low + 1..high].partition_point(before)
 }
 
 /// Two logs are equal when they hold the same requests, however their totals are based.
 impl PartialEq for LogState {
     fn eq(&self, other: &Self) -> bool {
-        self.marks.len() == other.marks.len() && self.entries().eq(other.entries())
+        self.kept().len() == other.kept().len() && self.entries().eq(other.entries())
     }
 }
 
@@ -145,10 +163,11 @@ pub(super) fn evaluate(
 ) -> Verdict {
     let empty = LogState::default();
     let log = state.unwrap_or(&empty);
-    let first = log.first_counted(window_ms, now_ms);
+    let marks = log.kept();
+    let first = first_counted(marks, window_ms, now_ms);
     let before_first = log.total_before(first);
     let used = log.total().wrapping_sub(before_first);
-    let oldest = log.marks.get(first).map(|mark| mark.at_ms);
+    let oldest = marks.get(first).map(|mark| mark.at_ms);
     let allowed = used.saturating_add(cost) <= limit;
     let (used_after, oldest_after) = if allowed {
         (
@@ -162,10 +181,10 @@ pub(super) fn evaluate(
         // Enough of the oldest counted requests must slide out to make room for this one: the
         // first entry whose running total from `first` on reaches `must_free`.
         let must_free = used.saturating_add(cost) - limit;
-        let freeing = log.gallop(first, |mark| {
+        let freeing = gallop(marks, first, |mark| {
             mark.through.wrapping_sub(before_first) < must_free
         });
-        log.marks
+        marks
             .get(freeing)
             .map_or(1, |mark| (mark.at_ms + window_ms - now_ms).max(1))
     });
@@ -181,36 +200,36 @@ pub(super) fn evaluate(
 
 pub(super) fn admit(window_ms: u64, state: Option<LogState>, now_ms: u64, cost: u64) -> LogState {
     let mut log = state.unwrap_or_default();
-    while let Some(oldest) = log.marks.front() {
-        if is_counted(window_ms, oldest.at_ms, now_ms) {
-            break;
-        }
-        log.before = oldest.through;
-        log.marks.pop_front();
-    }
+    admit_into(window_ms, &mut log, now_ms, cost);
+    log
+}
+
+/// [`admit`] on a log in place.
+pub(super) fn admit_into(window_ms: u64, log: &mut LogState, now_ms: u64, cost: u64) {
+    log.drop_before(first_counted(log.kept(), window_ms, now_ms));
     if log.newest().is_none_or(|newest| newest <= now_ms) {
         let through = log.total().wrapping_add(cost);
-        log.marks.push_back(Mark {
+        log.marks.push(Mark {
             at_ms: now_ms,
             through,
         });
-        return log;
+        return;
     }
     // Clocks that step back (an injected test clock) must not unsort the log: the request goes
     // before any later one, whose running totals then include it (O(n), only on such clocks).
-    let position = log.marks.partition_point(|mark| mark.at_ms <= now_ms);
+    let position = log.kept().partition_point(|mark| mark.at_ms <= now_ms);
     let through = log.total_before(position).wrapping_add(cost);
-    for later in log.marks.range_mut(position..) {
+    let at = log.start + position;
+    for later in &mut log.marks[at..] {
         later.through = later.through.wrapping_add(cost);
     }
     log.marks.insert(
-        position,
+        at,
         Mark {
             at_ms: now_ms,
             through,
         },
     );
-    log
 }
 
 #[cfg(test)]

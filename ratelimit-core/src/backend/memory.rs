@@ -151,17 +151,16 @@ impl MemoryBackend {
         };
         let store = self.store();
         let mut shard = self.shard(key);
-        // One quota of a fixed window or bucket, recorded if allowed: the hot path decides on
-        // the stored integers in one probe, unless they are missing or no longer live.
-        let ids = resolved.ids();
-        if let (Commit::Yes, Some(compact)) = (commit, resolved.single_compact())
-            && let Some(verdict) = shard.check_live(key, ids[0], compact, request, store)
+        // One quota, recorded if allowed: the hot path decides on the stored state in one
+        // probe, unless it is missing or no longer live.
+        if commit == Commit::Yes
+            && let Some(verdict) = shard.check_live(key, resolved, request, store)
         {
             drop(shard);
             return Ok(Decision::from(verdict));
         }
         // One quota otherwise: one probe decides and records.
-        let policies = resolved.policies();
+        let (policies, ids) = (resolved.policies(), resolved.ids());
         if let ([policy], [id]) = (policies, ids) {
             let record = match commit {
                 Commit::Yes => Record::IfAllowed,

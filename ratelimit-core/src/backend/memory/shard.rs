@@ -6,7 +6,8 @@ use hashbrown::HashTable;
 use super::key_hash::KeyHash;
 use super::slot::{CompactSlot, EvictionRank, GeneralSlot, Slot, StateKind, Written};
 use super::table::{Record, Request, Store, Table};
-use crate::algorithm::{CompactPolicy, Policy, PolicyId, Verdict};
+use crate::algorithm::{Policy, PolicyId, Verdict};
+use crate::limit::Resolved;
 use crate::log_throttle::{LOG_INTERVAL, LogThrottle};
 
 /// Evictions go on while the store is full, one line per interval says so.
@@ -41,9 +42,6 @@ impl Shard {
         record: Record,
         store: Store<'_>,
     ) -> Verdict {
-        if record != Record::Nothing {
-            self.known_policies.insert(policy_id);
-        }
         let kind = StateKind::of(policy);
         let slot_key = key.slot_key(policy_id);
         // The general table holds a compact kind's state only when the compact table could
@@ -54,6 +52,8 @@ impl Shard {
             self.compact.apply(slot_key, policy, request, record, store)
         };
         if let Some(written) = to_insert {
+            // Only a new slot can make a policy known: an existing one was inserted here.
+            self.known_policies.insert(policy_id);
             self.insert(slot_key, kind, written, request.now_ms, store);
         }
         verdict
@@ -123,27 +123,37 @@ impl Shard {
         }
     }
 
-    /// The hot path of a single-quota check that records when allowed: a fixed window or
-    /// bucket whose live state sits in the compact table. `None` when the general path of
-    /// [`Shard::apply`] must decide.
+    /// The hot path of a single-quota check that records when allowed: the quota's live state,
+    /// decided and written in its slot in one probe (a fixed window or bucket on its two
+    /// integers). `None` when the general path of [`Shard::apply`] must decide: a new key, a
+    /// state no longer live, or several quotas.
     #[inline]
     pub(super) fn check_live(
         &mut self,
         key: KeyHash,
-        policy_id: PolicyId,
-        policy: &CompactPolicy,
+        resolved: &Resolved,
         request: Request,
         store: Store<'_>,
     ) -> Option<Verdict> {
+        let ([policy], [policy_id]) = (resolved.policies(), resolved.ids()) else {
+            return None;
+        };
+        let slot_key = key.slot_key(*policy_id);
+        let Request { now_ms, cost } = request;
         // A slot key lives in one table at a time (`apply` moves a spilled state out of the
         // compact table, and writes there only while the general table lacks the key), so a
-        // compact slot found here is the key's state.
-        self.compact.get_mut(key.slot_key(policy_id))?.check_live(
-            policy,
-            request.now_ms,
-            request.cost,
-            store.epoch,
-        )
+        // slot found here is the key's state.
+        match resolved.single_compact() {
+            Some(compact) => {
+                self.compact
+                    .get_mut(slot_key)?
+                    .check_live(compact, now_ms, cost, store.epoch)
+            }
+            None => self
+                .general
+                .get_mut(slot_key)?
+                .check_live(policy, now_ms, cost),
+        }
     }
 
     /// Forgets every state of `key`: every policy, every layout. Returns how many there were.

@@ -256,6 +256,30 @@ const PLACEHOLDER: State = State::Window(WindowState {
     count: 0,
 });
 
+impl GeneralSlot {
+    /// [`CompactSlot::check_live`] for a sliding log or counter: a single-quota check that
+    /// records the request if it is allowed, decided on the state in place (a rejection moves
+    /// nothing). `None`, with the slot untouched, when the state is no longer live.
+    #[inline]
+    pub(super) fn check_live(
+        &mut self,
+        policy: &Policy,
+        now_ms: u64,
+        cost: u64,
+    ) -> Option<Verdict> {
+        if self.expires_at <= now_ms {
+            return None;
+        }
+        let verdict = policy.evaluate(Some(&self.state), now_ms, cost);
+        if verdict.allowed {
+            policy.admit_in_place(&mut self.state, now_ms, cost);
+            self.expires_at = policy.expires_after_admitting(&verdict, &self.state, now_ms);
+            self.pressure = Pressure::of(verdict.remaining, verdict.limit);
+        }
+        Some(verdict)
+    }
+}
+
 impl Slot for GeneralSlot {
     fn new(key: u64, written: Written, _epoch: Epoch) -> Self {
         Self {
