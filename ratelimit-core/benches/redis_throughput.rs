@@ -39,10 +39,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ratelimit_core::{Backend, Limit, Rate, RedisBackend};
-use tokio::runtime::{Builder, Runtime};
+use tokio::runtime::Builder;
 
 #[path = "../../bench-support/machine.rs"]
 mod machine;
+#[path = "../../bench-support/redis_server.rs"]
+mod redis_server;
+#[path = "../../bench-support/stats.rs"]
+mod stats;
+
+use redis_server::{Server, host_of, is_loopback};
+use stats::{median, nanos, percentile_ms};
 
 const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
@@ -170,26 +177,6 @@ impl Settings {
             ),
         }
     }
-}
-
-/// The host of `redis://[user[:password]@]host[:port][/db]`.
-fn host_of(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host_port = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    if let Some(bracketed) = host_port.strip_prefix('[') {
-        return bracketed.split(']').next().unwrap_or_default();
-    }
-    host_port.split(':').next().unwrap_or_default()
-}
-
-fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|address| address.is_loopback())
 }
 
 /// One run of one contestant.
@@ -337,124 +324,6 @@ fn run(settings: &Settings, server: &Server) {
     println!("wrote {}", path.display());
 }
 
-/// The Redis under test, through a plain connection of its own: version, CPU time, cleanup.
-struct Server {
-    runtime: Runtime,
-    connection: redis::aio::MultiplexedConnection,
-}
-
-impl Server {
-    fn connect(url: &str) -> Self {
-        let runtime = Builder::new_current_thread().enable_all().build().unwrap();
-        let client = redis::Client::open(url).unwrap();
-        let connection = runtime
-            .block_on(client.get_multiplexed_async_connection())
-            .unwrap_or_else(|error| panic!("no Redis at {url}: {error}"));
-        Self {
-            runtime,
-            connection,
-        }
-    }
-
-    fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> T {
-        let mut connection = self.connection.clone();
-        self.runtime
-            .block_on(command.query_async(&mut connection))
-            .unwrap()
-    }
-
-    fn info_field(&self, section: &str, field: &str) -> String {
-        let info: String = self.query(redis::cmd("INFO").arg(section));
-        info.lines()
-            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-            .unwrap_or_else(|| panic!("no {field} in INFO {section}"))
-            .trim()
-            .to_owned()
-    }
-
-    fn version(&self) -> String {
-        self.info_field("server", "redis_version")
-    }
-
-    /// The server's CPU time so far, user and system, over all its threads. Includes whatever
-    /// other clients of a shared server make it do.
-    fn cpu(&self) -> Duration {
-        let seconds = |field| -> f64 { self.info_field("cpu", field).parse().unwrap() };
-        Duration::from_secs_f64(seconds("used_cpu_user") + seconds("used_cpu_sys"))
-    }
-
-    /// Calls of one command so far and the µs spent in them (zero before the first call).
-    fn command_stats(&self, command: &str) -> CommandStats {
-        let info: String = self.query(redis::cmd("INFO").arg("commandstats"));
-        let prefix = format!("cmdstat_{command}:");
-        let Some(line) = info.lines().find_map(|line| line.strip_prefix(&prefix)) else {
-            return CommandStats { calls: 0, usec: 0 };
-        };
-        // calls=N,usec=N,usec_per_call=F,...
-        let field = |name: &str| -> u64 {
-            line.split(',')
-                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
-                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-                .parse()
-                .unwrap()
-        };
-        CommandStats {
-            calls: field("calls"),
-            usec: field("usec"),
-        }
-    }
-
-    fn scan_prefix(&self, prefix: &str) -> Vec<String> {
-        // The prefix is ours and holds no glob characters.
-        let pattern = format!("{prefix}*");
-        let mut keys = Vec::new();
-        let mut cursor = 0_u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) = self.query(
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1_000),
-            );
-            keys.extend(batch);
-            if next == 0 {
-                return keys;
-            }
-            cursor = next;
-        }
-    }
-
-    /// SCAN + DEL until a full SCAN finds nothing; returns how many keys were deleted.
-    fn delete_prefix(&self, prefix: &str) -> usize {
-        let mut deleted = 0;
-        loop {
-            let keys = self.scan_prefix(prefix);
-            if keys.is_empty() {
-                return deleted;
-            }
-            for batch in keys.chunks(500) {
-                deleted += self.query::<usize>(redis::cmd("DEL").arg(batch));
-            }
-        }
-    }
-}
-
-struct CommandStats {
-    calls: u64,
-    usec: u64,
-}
-
-impl CommandStats {
-    fn since(&self, earlier: &Self) -> Self {
-        Self {
-            calls: self.calls.saturating_sub(earlier.calls),
-            usec: self.usec.saturating_sub(earlier.usec),
-        }
-    }
-}
-
 /// CPU time of this process and of its waited-for children, from `/proc/self/stat`.
 struct CpuTimes {
     own: Duration,
@@ -577,17 +446,6 @@ async fn check_allowed(backend: &dyn Backend, key: &str, limit: &Limit) {
     assert!(decision.allowed, "{key:?} was rejected: {decision:?}");
 }
 
-fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// The nearest-rank percentile of sorted nanoseconds, in ms.
-fn percentile_ms(sorted: &[u64], quantile: f64) -> f64 {
-    assert!(!sorted.is_empty(), "a run made no checks");
-    let rank = ((sorted.len() as f64 * quantile).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1] as f64 / 1e6
-}
-
 /// The peer's command line (without the program name).
 fn peer_args(settings: &Settings, shape: KeyShape, requests: u64) -> Vec<String> {
     let mut args: Vec<String> = [
@@ -682,16 +540,6 @@ fn parse_peer_csv(stdout: &str, requests: u64) -> Option<Sample> {
         checks_per_call: 0.0,
         client_cpu_us: 0.0,
     })
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let middle = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[middle]
-    } else {
-        f64::midpoint(values[middle - 1], values[middle])
-    }
 }
 
 struct Report<'a> {
