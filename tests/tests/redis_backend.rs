@@ -140,12 +140,24 @@ async fn every_key_written_has_a_ttl_no_longer_than_needed() {
     // The sliding log keeps a sequence key beside its log; the compound rate one key per quota.
     assert_eq!(seen, cases.len() + 2);
     // Nothing else under the prefix but the shared hash-tag secret, which is configuration and
-    // has no TTL (the prefix holds no glob characters).
-    let mut everything: Vec<String> = redis::cmd("KEYS")
+    // has no TTL (the prefix holds no glob characters), and the script calls' markers
+    // (`<prefix>{<tag>}#<id>`), which last a second.
+    let (markers, mut everything): (Vec<String>, Vec<String>) = redis::cmd("KEYS")
         .arg(format!("{prefix}*"))
-        .query_async(&mut connection)
+        .query_async::<Vec<String>>(&mut connection)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .partition(|name| name.contains("}#"));
+    for marker in markers {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&marker)
+            .query_async(&mut connection)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // -2: expired since it was listed.
+        assert!(ttl == -2 || (1..=1_000).contains(&ttl), "{marker}: {ttl}");
+    }
     everything.sort();
     let mut expected = vec![format!("{prefix}hash-tag-secret")];
     for (key, limit, _) in &cases {
