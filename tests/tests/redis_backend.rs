@@ -7,6 +7,7 @@ use std::time::Duration;
 use ratelimit_core::{Algorithm, Backend, BackendError, Limit, ManualClock, Rate, RedisBackend};
 use ratelimit_tests::conformance::{self, T0_MS};
 use ratelimit_tests::contention::{admitted_per_algorithm, admitted_under_contention};
+use ratelimit_tests::expiry_audit;
 use ratelimit_tests::separate_limits;
 use ratelimit_tests::services::{self, unique_prefix};
 
@@ -64,6 +65,7 @@ async fn several_connections_and_many_tasks_admit_exactly_the_limit() {
             "{algorithm}: 320 attempts on a limit of 50 over 4 connections"
         );
     }
+    expiry_audit::assert_redis_keys_expire(redis.url(), &prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -85,6 +87,7 @@ async fn server_time_is_used_without_an_injected_clock() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(decision.reset_after <= Duration::from_secs(86_400));
+    expiry_audit::assert_redis_keys_expire(redis.url(), &prefix).await;
 }
 
 #[tokio::test]
@@ -571,6 +574,7 @@ async fn a_full_sliding_log_is_checked_without_walking_it() {
         slowest = slowest.max(elapsed);
     }
     tracing::info!(?slowest, "slowest check beside a full 20000/h log");
+    expiry_audit::assert_redis_keys_expire(redis.url(), &prefix).await;
 }
 
 /// A log written before running totals were kept (its sequence key a bare counter), or one

@@ -9,6 +9,7 @@ use std::time::Duration;
 use ratelimit_core::{Algorithm, Backend, Limit, ManualClock, Rate, RedisBackend};
 use ratelimit_tests::conformance::{self, T0_MS};
 use ratelimit_tests::contention::admitted_per_algorithm;
+use ratelimit_tests::expiry_audit;
 use ratelimit_tests::redis_cluster::LocalCluster;
 use ratelimit_tests::separate_limits;
 use ratelimit_tests::services::{self, unique_prefix};
@@ -204,6 +205,7 @@ async fn compound_quotas_share_a_slot_and_keys_spread_over_every_master() {
     for (url, count) in urls.iter().zip(&keys_per_node) {
         assert!(*count >= 50, "{url} holds {count} keys: {keys_per_node:?}");
     }
+    expiry_audit::assert_redis_cluster_keys_expire(&urls, &prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -227,6 +229,7 @@ async fn several_cluster_connections_admit_exactly_the_limit() {
             "{algorithm}: 320 attempts on a limit of 50 over 4 cluster connections"
         );
     }
+    expiry_audit::assert_redis_cluster_keys_expire(&urls, &prefix).await;
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ratelimit_core::{Backend, BackendError, Limit, Rate, RedisBackend};
+use ratelimit_tests::expiry_audit;
 use ratelimit_tests::fault_proxy::{Fault, FaultProxy};
 use ratelimit_tests::services::{self, PrivateRedis, ServerError, unique_prefix};
 use tokio::task::JoinHandle;
@@ -221,7 +222,7 @@ async fn a_killed_server_fails_every_call_within_the_timeout_and_a_restart_recov
     assert_unhealthy(&backend, "server killed").await;
 
     let restarting = Instant::now();
-    let _restarted = PrivateRedis::start_on(port)
+    let restarted = PrivateRedis::start_on(port)
         .await
         .unwrap_or_else(|e| panic!("restarting redis-server on port {port}: {e}"));
     let recovered = wait_for_recovery(&backend, "server restarted").await;
@@ -251,6 +252,7 @@ async fn a_killed_server_fails_every_call_within_the_timeout_and_a_restart_recov
     for call in after {
         assert!(call.outcome.is_ok(), "after recovery: {call:?}");
     }
+    expiry_audit::assert_redis_keys_expire(restarted.url(), backend.key_prefix()).await;
 }
 
 /// A private server behind a fault proxy, and a backend connected through the proxy.
@@ -266,7 +268,7 @@ async fn behind_proxy(test_name: &str) -> Option<(PrivateRedis, FaultProxy, Redi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stalled_connection_times_out_and_never_hangs() {
-    let Some((_server, proxy, backend)) = behind_proxy("stalled").await else {
+    let Some((server, proxy, backend)) = behind_proxy("stalled").await else {
         return;
     };
     let backend = Arc::new(backend);
@@ -308,11 +310,12 @@ async fn a_stalled_connection_times_out_and_never_hangs() {
     proxy.set(Fault::Pass);
     wait_for_recovery(&backend, "stall lifted").await;
     assert_healthy(&backend, "stall lifted").await;
+    expiry_audit::assert_redis_keys_expire(server.url(), backend.key_prefix()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cut_connections_fail_calls_and_the_backend_recovers_after_pass() {
-    let Some((_server, proxy, backend)) = behind_proxy("cut").await else {
+    let Some((server, proxy, backend)) = behind_proxy("cut").await else {
         return;
     };
     let backend = Arc::new(backend);
@@ -347,11 +350,12 @@ async fn cut_connections_fail_calls_and_the_backend_recovers_after_pass() {
     for call in after {
         assert!(call.outcome.is_ok(), "after recovery: {call:?}");
     }
+    expiry_audit::assert_redis_keys_expire(server.url(), backend.key_prefix()).await;
 }
 
 #[tokio::test]
 async fn refused_connections_fail_a_new_backend_fast_but_spare_open_ones() {
-    let Some((_server, proxy, connected)) = behind_proxy("refused").await else {
+    let Some((server, proxy, connected)) = behind_proxy("refused").await else {
         return;
     };
     let url = format!("redis://{}", proxy.address());
@@ -371,6 +375,8 @@ async fn refused_connections_fail_a_new_backend_fast_but_spare_open_ones() {
     proxy.set(Fault::Pass);
     let accepted = backend(&url, "refused-then-accepted").await;
     assert!(accepted.check("new", &roomy_limit()).await.is_ok());
+    expiry_audit::assert_redis_keys_expire(server.url(), connected.key_prefix()).await;
+    expiry_audit::assert_redis_keys_expire(server.url(), accepted.key_prefix()).await;
 }
 
 /// `SCRIPT FLUSH` (an operator, a failover to a fresh replica) forgets the scripts under a
@@ -409,21 +415,8 @@ async fn script_flush_under_load_fails_no_check() {
     );
     assert_bounded(&calls, "script flush");
     // Every limiter key the load wrote carries a TTL (the shared hash-tag secret alone lives on).
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut operator)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(keys.len() > 1, "{keys:?}");
-    for key in keys.iter().filter(|key| !key.ends_with("hash-tag-secret")) {
-        let ttl: i64 = redis::cmd("PTTL")
-            .arg(key)
-            .query_async(&mut operator)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        // -1: no TTL; -2: expired since it was listed (the load's windows last a second).
-        assert_ne!(ttl, -1, "{key} has no TTL");
-    }
+    let with_ttl = expiry_audit::assert_redis_keys_expire(server.url(), backend.key_prefix()).await;
+    assert!(with_ttl > 0, "the load left no key");
 }
 
 /// The backend's timeout in the restart test: a restart of a local `redis-server` takes a small
@@ -568,6 +561,7 @@ async fn a_quick_restart_under_load_fails_no_check_and_costs_one_round_trip_per_
         stats.script_calls <= answered_after as u64 + stats.noscript_errors,
         "{stats:?} for {answered_after} checks"
     );
+    expiry_audit::assert_redis_keys_expire(restarted.url(), &prefix).await;
 }
 
 /// The reply of a check is lost after the server ran its script, and the connection with it:
@@ -575,7 +569,7 @@ async fn a_quick_restart_under_load_fails_no_check_and_costs_one_round_trip_per_
 /// call's marker, answers with the first run's reply instead of counting the check again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_lost_after_the_script_ran_is_answered_and_counted_once() {
-    let Some((_server, proxy, backend)) = behind_proxy("lost-reply").await else {
+    let Some((server, proxy, backend)) = behind_proxy("lost-reply").await else {
         return;
     };
     let limit = Limit::fixed_window(Rate::parse("5/h").unwrap_or_else(|e| panic!("{e}")));
@@ -594,4 +588,5 @@ async fn a_reply_lost_after_the_script_ran_is_answered_and_counted_once() {
         .unwrap_or_else(|error| panic!("{error}"));
     // A peek answers as the next check would: with one counted, it would leave 3.
     assert_eq!(peeked.remaining, 3, "counted twice: {peeked:?}");
+    expiry_audit::assert_redis_keys_expire(server.url(), backend.key_prefix()).await;
 }

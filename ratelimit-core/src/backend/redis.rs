@@ -176,6 +176,12 @@ impl RedisBackend {
         RedisBackendBuilder::new(Target::Single(url.to_owned()))
     }
 
+    /// The prefix of every key this backend writes.
+    #[must_use]
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
     /// The Redis keys that hold `key`'s state under `limit`, one per quota (two for a sliding
     /// log: the log, then its sequence counter; a quota the rate names twice once), in the
     /// order of the rate's quotas. For
