@@ -577,9 +577,9 @@ impl RedisBackendBuilder {
                 manager.clone(),
                 Arc::clone(&scripts),
                 self.clock.clone(),
+                self.timeout,
                 Arc::clone(&health),
                 self.max_queued,
-                self.timeout,
             ))),
             Connection::Cluster(_) => None,
         };

@@ -171,9 +171,9 @@ impl Batcher {
         connection: ConnectionManager,
         scripts: Arc<ScriptCaller>,
         clock: Option<Arc<dyn Clock>>,
+        timeout: Duration,
         health: Arc<HealthTracker>,
         max_queued: usize,
-        timeout: Duration,
     ) -> Self {
         Self {
             connection,
