@@ -21,6 +21,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -48,6 +50,8 @@ pub enum Fault {
 pub struct FaultProxy {
     address: SocketAddr,
     fault: watch::Sender<Fault>,
+    /// Armed by [`FaultProxy::lose_next_reply`]; the relay that loses a reply disarms it.
+    lose_next_reply: Arc<AtomicBool>,
     accept_loop: JoinHandle<()>,
 }
 
@@ -61,10 +65,17 @@ impl FaultProxy {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let address = listener.local_addr()?;
         let (fault, watcher) = watch::channel(Fault::Pass);
-        let accept_loop = tokio::spawn(accept_loop(listener, target.to_owned(), watcher));
+        let lose_next_reply = Arc::new(AtomicBool::new(false));
+        let accept_loop = tokio::spawn(accept_loop(
+            listener,
+            target.to_owned(),
+            watcher,
+            Arc::clone(&lose_next_reply),
+        ));
         Ok(Self {
             address,
             fault,
+            lose_next_reply,
             accept_loop,
         })
     }
@@ -84,6 +95,18 @@ impl FaultProxy {
     pub fn fault(&self) -> Fault {
         *self.fault.borrow()
     }
+
+    /// Drops the next chunk of reply the server sends, on any connection, and cuts that
+    /// connection (both sides reset): the server acted on a request whose client never hears
+    /// back. Later replies and connections pass as the current [`Fault`] says.
+    pub fn lose_next_reply(&self) {
+        self.lose_next_reply.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a reply armed to be lost by [`FaultProxy::lose_next_reply`] is still to come.
+    pub fn is_losing_next_reply(&self) -> bool {
+        self.lose_next_reply.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for FaultProxy {
@@ -94,7 +117,12 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, target: String, fault: watch::Receiver<Fault>) {
+async fn accept_loop(
+    listener: TcpListener,
+    target: String,
+    fault: watch::Receiver<Fault>,
+    lose_next_reply: Arc<AtomicBool>,
+) {
     let mut relays = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -115,7 +143,12 @@ async fn accept_loop(listener: TcpListener, target: String, fault: watch::Receiv
             reset(&client);
             continue;
         }
-        relays.spawn(relay(client, target.clone(), fault.clone()));
+        relays.spawn(relay(
+            client,
+            target.clone(),
+            fault.clone(),
+            Arc::clone(&lose_next_reply),
+        ));
     }
 }
 
@@ -125,10 +158,10 @@ fn reset(stream: &TcpStream) {
     let _ = stream.set_zero_linger();
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which way a pump forwards; a reply pump may have to lose its next chunk.
 enum Direction {
     Request,
-    Reply,
+    Reply { lose_next: Arc<AtomicBool> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +172,12 @@ enum End {
     Cut,
 }
 
-async fn relay(client: TcpStream, target: String, fault: watch::Receiver<Fault>) {
+async fn relay(
+    client: TcpStream,
+    target: String,
+    fault: watch::Receiver<Fault>,
+    lose_next_reply: Arc<AtomicBool>,
+) {
     let Ok(server) = TcpStream::connect(&target).await else {
         reset(&client);
         return;
@@ -150,7 +188,12 @@ async fn relay(client: TcpStream, target: String, fault: watch::Receiver<Fault>)
     let (mut server_read, mut server_write) = server.into_split();
     let end = tokio::select! {
         end = pump(&mut client_read, &mut server_write, fault.clone(), Direction::Request) => end,
-        end = pump(&mut server_read, &mut client_write, fault, Direction::Reply) => end,
+        end = pump(
+            &mut server_read,
+            &mut client_write,
+            fault,
+            Direction::Reply { lose_next: lose_next_reply },
+        ) => end,
     };
     if end == End::Cut {
         reset(client_write.as_ref());
@@ -174,13 +217,18 @@ async fn pump(
             Ok(0) | Err(_) => return End::Closed,
             Ok(read) => read,
         };
+        if let Direction::Reply { lose_next } = &direction
+            && lose_next.swap(false, Ordering::SeqCst)
+        {
+            return End::Cut;
+        }
         // Hold the chunk while stalled, then forward it, or half of it if the stall ends in a cut.
         let now = match fault.wait_for(|fault| *fault != Fault::Stall).await {
             Ok(now) => *now,
             Err(_) => return End::Cut,
         };
         if now == Fault::Cut {
-            if direction == Direction::Reply {
+            if let Direction::Reply { .. } = direction {
                 let _ = to.write_all(&buffer[..read / 2]).await;
             }
             return End::Cut;

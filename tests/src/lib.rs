@@ -1,7 +1,9 @@
-//! Test support shared by every backend test: the conformance suite and service discovery.
+//! Test support shared by every backend test: the conformance suite, service discovery, the
+//! fault proxy and the expiry audit.
 
 pub mod conformance;
 pub mod contention;
+pub mod expiry_audit;
 pub mod extreme_values;
 pub mod fault_proxy;
 pub mod redis_cluster;

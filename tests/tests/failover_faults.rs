@@ -10,6 +10,7 @@ use ratelimit_core::{
     Backend, BackendError, CircuitBreakerConfig, CircuitState, Config, Limit, MemoryBackend,
     MultiBackend, Rate, RedisBackend, Registry,
 };
+use ratelimit_tests::expiry_audit;
 use ratelimit_tests::fault_proxy::{Fault, FaultProxy};
 use ratelimit_tests::services::{PrivateRedis, skip_or_fail};
 
@@ -84,6 +85,7 @@ async fn redis_killed_under_load_fails_over_without_errors_and_comes_back() {
         .build()
         .await
         .unwrap_or_else(|error| panic!("{error}"));
+    let prefix = backend.key_prefix().to_owned();
     let recovery = Duration::from_secs(1);
     let multi = failover(backend, 3, recovery);
     let alive_before = tokio::runtime::Handle::current()
@@ -114,7 +116,7 @@ async fn redis_killed_under_load_fails_over_without_errors_and_comes_back() {
         started.elapsed()
     );
 
-    let _restarted = PrivateRedis::start_on(port)
+    let restarted = PrivateRedis::start_on(port)
         .await
         .unwrap_or_else(|error| panic!("restarting redis on {port}: {error}"));
     tokio::time::sleep(recovery + Duration::from_millis(800)).await;
@@ -159,6 +161,7 @@ async fn redis_killed_under_load_fails_over_without_errors_and_comes_back() {
         alive_after <= alive_before,
         "{alive_before} tasks before, {alive_after} after"
     );
+    expiry_audit::assert_redis_keys_expire(restarted.url(), &prefix).await;
 }
 
 #[tokio::test]
@@ -212,6 +215,7 @@ async fn stalled_and_cut_primaries_cost_at_most_the_timeout_then_nothing() {
         .build()
         .await
         .unwrap_or_else(|error| panic!("{error}"));
+    let prefix = backend.key_prefix().to_owned();
     let recovery = Duration::from_secs(1);
     let multi = failover(backend, 3, recovery);
     for fault in [Fault::Stall, Fault::Cut] {
@@ -260,6 +264,7 @@ async fn stalled_and_cut_primaries_cost_at_most_the_timeout_then_nothing() {
             "{fault:?}: traffic returned to redis after the fault ended"
         );
     }
+    expiry_audit::assert_redis_keys_expire(redis.url(), &prefix).await;
 }
 
 /// A loopback listener that accepts every connection and holds it without ever answering;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use ratelimit_core::{Algorithm, Backend, BackendError, Limit, ManualClock, Rate, RedisBackend};
 use ratelimit_tests::conformance::{self, T0_MS};
 use ratelimit_tests::contention::{admitted_per_algorithm, admitted_under_contention};
+use ratelimit_tests::expiry_audit;
 use ratelimit_tests::separate_limits;
 use ratelimit_tests::services::{self, unique_prefix};
 
@@ -64,6 +65,7 @@ async fn several_connections_and_many_tasks_admit_exactly_the_limit() {
             "{algorithm}: 320 attempts on a limit of 50 over 4 connections"
         );
     }
+    expiry_audit::assert_redis_keys_expire(redis.url(), &prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -85,6 +87,7 @@ async fn server_time_is_used_without_an_injected_clock() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(decision.reset_after <= Duration::from_secs(86_400));
+    expiry_audit::assert_redis_keys_expire(redis.url(), &prefix).await;
 }
 
 #[tokio::test]
@@ -140,12 +143,24 @@ async fn every_key_written_has_a_ttl_no_longer_than_needed() {
     // The sliding log keeps a sequence key beside its log; the compound rate one key per quota.
     assert_eq!(seen, cases.len() + 2);
     // Nothing else under the prefix but the shared hash-tag secret, which is configuration and
-    // has no TTL (the prefix holds no glob characters).
-    let mut everything: Vec<String> = redis::cmd("KEYS")
+    // has no TTL (the prefix holds no glob characters), and the script calls' markers
+    // (`<prefix>{<tag>}#<id>`), which last a second.
+    let (markers, mut everything): (Vec<String>, Vec<String>) = redis::cmd("KEYS")
         .arg(format!("{prefix}*"))
-        .query_async(&mut connection)
+        .query_async::<Vec<String>>(&mut connection)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .partition(|name| name.contains("}#"));
+    for marker in markers {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&marker)
+            .query_async(&mut connection)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // -2: expired since it was listed.
+        assert!(ttl == -2 || (1..=1_000).contains(&ttl), "{marker}: {ttl}");
+    }
     everything.sort();
     let mut expected = vec![format!("{prefix}hash-tag-secret")];
     for (key, limit, _) in &cases {
@@ -559,6 +574,7 @@ async fn a_full_sliding_log_is_checked_without_walking_it() {
         slowest = slowest.max(elapsed);
     }
     tracing::info!(?slowest, "slowest check beside a full 20000/h log");
+    expiry_audit::assert_redis_keys_expire(redis.url(), &prefix).await;
 }
 
 /// A log written before running totals were kept (its sequence key a bare counter), or one

@@ -16,6 +16,7 @@ use ratelimit_core::{
     Rate, RedisBackend,
 };
 use ratelimit_tests::contention::remaining_of_admitted;
+use ratelimit_tests::expiry_audit;
 use ratelimit_tests::fault_proxy::{Fault, FaultProxy};
 use ratelimit_tests::services::{self, PrivateRedis, ServerError, unique_prefix};
 use tokio::task::JoinSet;
@@ -109,6 +110,7 @@ async fn many_tasks_on_one_backend_admit_exactly_the_limit_in_order() {
         // Each admitted check saw the ones before it: 49, 48, ... 0, each exactly once.
         assert_eq!(remaining, (0..50).collect::<Vec<u64>>(), "{algorithm}");
     }
+    expiry_audit::assert_redis_keys_expire(redis.url(), backend.key_prefix()).await;
 }
 
 /// How many script calls `checks` concurrent checks take, the `index`-th with
@@ -137,7 +139,9 @@ async fn script_calls_for(
     for result in join_all(tasks).await {
         assert!(matches!(result, Ok(true)), "{result:?}");
     }
-    evalsha_calls(redis.url()).await - before
+    let calls = evalsha_calls(redis.url()).await - before;
+    expiry_audit::assert_redis_keys_expire(redis.url(), backend.key_prefix()).await;
+    calls
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -179,7 +183,8 @@ async fn a_batch_of_mixed_keys_and_algorithms_decides_like_the_memory_backend() 
         return;
     };
     let clock = ManualClock::new(1_700_000_000_000);
-    let redis = backend(redis.url(), "redis-batch-mixed", Some(clock.clone())).await;
+    let url = redis.url().to_owned();
+    let redis = backend(&url, "redis-batch-mixed", Some(clock.clone())).await;
     let memory = MemoryBackend::with_clock(clock.clone());
     let limits: Vec<Limit> = vec![
         Limit::fixed_window(rate("5/m")),
@@ -231,6 +236,7 @@ async fn a_batch_of_mixed_keys_and_algorithms_decides_like_the_memory_backend() 
         }
         clock.advance(Duration::from_millis(7_300));
     }
+    expiry_audit::assert_redis_keys_expire(&url, redis.key_prefix()).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -276,6 +282,7 @@ async fn a_caller_that_gives_up_withdraws_only_its_own_check() {
     let started = Instant::now();
     assert!(backend.check("other", &limit).await.is_ok());
     assert!(started.elapsed() < TIMEOUT + SLACK);
+    expiry_audit::assert_redis_keys_expire(redis.url(), backend.key_prefix()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,6 +331,7 @@ async fn a_failed_batch_fails_every_caller_and_the_backend_recovers() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    expiry_audit::assert_redis_keys_expire(redis.url(), backend.key_prefix()).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -457,6 +465,7 @@ async fn a_full_queue_refuses_the_next_check_at_once_and_serves_the_queued_ones(
     let Some((proxy, redis)) = bounded_backend("redis-batch-bounded").await else {
         return;
     };
+    let prefix = redis.key_prefix().to_owned();
     let backend: Arc<dyn Backend> = redis;
     let limit = Limit::fixed_window(rate("100/h"));
     assert!(backend.check("warm", &limit).await.is_ok());
@@ -493,6 +502,7 @@ async fn a_full_queue_refuses_the_next_check_at_once_and_serves_the_queued_ones(
     // Answered checks leave room: the refused one goes through now, and was never counted.
     let decision = backend.check("ninth", &limit).await;
     assert_eq!(decision.ok().map(|d| d.remaining), Some(99));
+    expiry_audit::assert_redis_keys_expire(&format!("redis://{}", proxy.address()), &prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -500,6 +510,7 @@ async fn an_overloaded_member_of_a_multi_backend_is_served_by_the_fallback() {
     let Some((proxy, redis)) = bounded_backend("redis-batch-overloaded-multi").await else {
         return;
     };
+    let prefix = redis.key_prefix().to_owned();
     let memory: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
     let multi: Arc<dyn Backend> = Arc::new(
         MultiBackend::builder()
@@ -534,4 +545,5 @@ async fn an_overloaded_member_of_a_multi_backend_is_served_by_the_fallback() {
     // The queued checks were Redis's: the fallback never saw them.
     let untouched = memory.peek("queued-0", &limit).await;
     assert_eq!(untouched.ok().map(|d| d.remaining), Some(99));
+    expiry_audit::assert_redis_keys_expire(&format!("redis://{}", proxy.address()), &prefix).await;
 }

@@ -3,14 +3,17 @@
 //! or cuts connections. Every server here is the test's own; the shared Redis is never touched.
 //!
 //! The promise under test: a call never takes much longer than the backend's timeout, fails
-//! with a typed error (`Redis` or `Timeout`) while the server is away, never panics, and the
-//! same backend works again once the server is back.
+//! with a typed error (`Redis` or `Timeout`) while the server is away for longer than that,
+//! never panics, and the same backend works again once the server is back. A server away for
+//! less than the timeout (a quick restart, `SCRIPT FLUSH`) fails no check, and a call sent again
+//! after its reply was lost counts once. Every test ends with the expiry audit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ratelimit_core::{Backend, BackendError, Limit, Rate, RedisBackend};
+use ratelimit_tests::expiry_audit;
 use ratelimit_tests::fault_proxy::{Fault, FaultProxy};
 use ratelimit_tests::services::{self, PrivateRedis, ServerError, unique_prefix};
 use tokio::task::JoinHandle;
@@ -221,7 +224,7 @@ async fn a_killed_server_fails_every_call_within_the_timeout_and_a_restart_recov
     assert_unhealthy(&backend, "server killed").await;
 
     let restarting = Instant::now();
-    let _restarted = PrivateRedis::start_on(port)
+    let restarted = PrivateRedis::start_on(port)
         .await
         .unwrap_or_else(|e| panic!("restarting redis-server on port {port}: {e}"));
     let recovered = wait_for_recovery(&backend, "server restarted").await;
@@ -251,6 +254,7 @@ async fn a_killed_server_fails_every_call_within_the_timeout_and_a_restart_recov
     for call in after {
         assert!(call.outcome.is_ok(), "after recovery: {call:?}");
     }
+    expiry_audit::assert_redis_keys_expire(restarted.url(), backend.key_prefix()).await;
 }
 
 /// A private server behind a fault proxy, and a backend connected through the proxy.
@@ -266,7 +270,7 @@ async fn behind_proxy(test_name: &str) -> Option<(PrivateRedis, FaultProxy, Redi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stalled_connection_times_out_and_never_hangs() {
-    let Some((_server, proxy, backend)) = behind_proxy("stalled").await else {
+    let Some((server, proxy, backend)) = behind_proxy("stalled").await else {
         return;
     };
     let backend = Arc::new(backend);
@@ -308,11 +312,12 @@ async fn a_stalled_connection_times_out_and_never_hangs() {
     proxy.set(Fault::Pass);
     wait_for_recovery(&backend, "stall lifted").await;
     assert_healthy(&backend, "stall lifted").await;
+    expiry_audit::assert_redis_keys_expire(server.url(), backend.key_prefix()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cut_connections_fail_calls_and_the_backend_recovers_after_pass() {
-    let Some((_server, proxy, backend)) = behind_proxy("cut").await else {
+    let Some((server, proxy, backend)) = behind_proxy("cut").await else {
         return;
     };
     let backend = Arc::new(backend);
@@ -347,11 +352,12 @@ async fn cut_connections_fail_calls_and_the_backend_recovers_after_pass() {
     for call in after {
         assert!(call.outcome.is_ok(), "after recovery: {call:?}");
     }
+    expiry_audit::assert_redis_keys_expire(server.url(), backend.key_prefix()).await;
 }
 
 #[tokio::test]
 async fn refused_connections_fail_a_new_backend_fast_but_spare_open_ones() {
-    let Some((_server, proxy, connected)) = behind_proxy("refused").await else {
+    let Some((server, proxy, connected)) = behind_proxy("refused").await else {
         return;
     };
     let url = format!("redis://{}", proxy.address());
@@ -371,6 +377,8 @@ async fn refused_connections_fail_a_new_backend_fast_but_spare_open_ones() {
     proxy.set(Fault::Pass);
     let accepted = backend(&url, "refused-then-accepted").await;
     assert!(accepted.check("new", &roomy_limit()).await.is_ok());
+    expiry_audit::assert_redis_keys_expire(server.url(), connected.key_prefix()).await;
+    expiry_audit::assert_redis_keys_expire(server.url(), accepted.key_prefix()).await;
 }
 
 /// `SCRIPT FLUSH` (an operator, a failover to a fresh replica) forgets the scripts under a
@@ -409,19 +417,178 @@ async fn script_flush_under_load_fails_no_check() {
     );
     assert_bounded(&calls, "script flush");
     // Every limiter key the load wrote carries a TTL (the shared hash-tag secret alone lives on).
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut operator)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(keys.len() > 1, "{keys:?}");
-    for key in keys.iter().filter(|key| !key.ends_with("hash-tag-secret")) {
-        let ttl: i64 = redis::cmd("PTTL")
-            .arg(key)
-            .query_async(&mut operator)
+    let with_ttl = expiry_audit::assert_redis_keys_expire(server.url(), backend.key_prefix()).await;
+    assert!(with_ttl > 0, "the load left no key");
+}
+
+/// The backend's timeout in the restart test: a restart of a local `redis-server` takes a small
+/// part of it, so every check may wait out the restart and still answer in time.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Counters of a server since it started (`INFO stats`, `errorstats`, `commandstats`).
+#[derive(Debug, Default)]
+struct ServerStats {
+    connections_received: u64,
+    /// Replies `NOSCRIPT` (an `EVALSHA` of a script the server does not hold).
+    noscript_errors: u64,
+    /// `EVALSHA`, `EVAL` and `SCRIPT LOAD` calls.
+    script_calls: u64,
+}
+
+impl ServerStats {
+    async fn read(url: &str) -> Self {
+        let client = redis::Client::open(url).unwrap_or_else(|e| panic!("{e}"));
+        let mut connection = client
+            .get_multiplexed_async_connection()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        // -1: no TTL; -2: expired since it was listed (the load's windows last a second).
-        assert_ne!(ttl, -1, "{key} has no TTL");
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .arg("errorstats")
+            .arg("commandstats")
+            .query_async(&mut connection)
+            .await
+            .unwrap_or_else(|e| panic!("INFO: {e}"));
+        let mut stats = Self::default();
+        for line in info.lines() {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            match name {
+                "total_connections_received" => stats.connections_received = number(value),
+                "errorstat_NOSCRIPT" => stats.noscript_errors = field(value, "count"),
+                "cmdstat_evalsha" | "cmdstat_eval" | "cmdstat_script|load" => {
+                    stats.script_calls += field(value, "calls");
+                }
+                _ => {}
+            }
+        }
+        stats
     }
+}
+
+fn number(text: &str) -> u64 {
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{text:?}: {e}"))
+}
+
+/// `name=<n>` out of an `INFO` value such as `calls=12,usec=345`.
+fn field(value: &str, name: &str) -> u64 {
+    value
+        .split(',')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        .map_or(0, number)
+}
+
+/// A restart (the server killed and started again on its port) under load on three
+/// connections (three backends, as three app instances have). A restart much shorter than
+/// the timeout must cost no check: the checks in flight when the server went away are sent
+/// again, once, on the new connection, and the ones made meanwhile wait for it. The restarted
+/// server knows no script; each connection must bring them back with at most one extra round
+/// trip, not a retry loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quick_restart_under_load_fails_no_check_and_costs_one_round_trip_per_connection() {
+    let Some(mut server) = private_redis().await else {
+        return;
+    };
+    let (port, url) = (server.port(), server.url().to_owned());
+    let prefix = unique_prefix("restart");
+    let mut backends = Vec::new();
+    for _ in 0..3 {
+        let backend = RedisBackend::builder(&url)
+            .key_prefix(&prefix)
+            .timeout(RESTART_TIMEOUT)
+            .build()
+            .await
+            .unwrap_or_else(|error| panic!("connecting to {url}: {error}"));
+        backends.push(Arc::new(backend));
+    }
+    let loads: Vec<Load> = backends
+        .iter()
+        .map(|backend| Load::start(backend, 4))
+        .collect();
+    sleep(Duration::from_millis(300)).await;
+
+    let restarting = Instant::now();
+    server
+        .kill()
+        .await
+        .unwrap_or_else(|e| panic!("killing the server: {e}"));
+    // Away long enough for the waiting checks to meet refused reconnects.
+    sleep(Duration::from_millis(300)).await;
+    let restarted = PrivateRedis::start_on(port)
+        .await
+        .unwrap_or_else(|e| panic!("restarting redis-server on port {port}: {e}"));
+    let away = restarting.elapsed();
+    assert!(
+        away < RESTART_TIMEOUT / 2,
+        "the restart took {away:?}, too close to the timeout ({RESTART_TIMEOUT:?}) to test it"
+    );
+    sleep(Duration::from_millis(700)).await;
+    let mut calls = Vec::new();
+    for load in loads {
+        calls.append(&mut load.finish().await);
+    }
+    let stats = ServerStats::read(restarted.url()).await;
+    tracing::info!(?away, checks = calls.len(), ?stats, "restart under load");
+
+    let failed: Vec<&Call> = calls.iter().filter(|call| call.outcome.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} checks failed: {failed:?}",
+        failed.len(),
+        calls.len()
+    );
+    let slowest = calls.iter().map(|call| call.took).max().unwrap_or_default();
+    assert!(
+        slowest <= RESTART_TIMEOUT + SLACK,
+        "a check took {slowest:?}"
+    );
+    let answered_after = calls.iter().filter(|c| c.ended() > restarting).count();
+    assert!(
+        answered_after > 100,
+        "too little load: {answered_after} checks"
+    );
+    // One connection per backend, the start's readiness probe and the one that read the
+    // counters: no reconnect loop.
+    assert!(
+        stats.connections_received <= backends.len() as u64 + 2,
+        "{stats:?}"
+    );
+    // At most one NOSCRIPT per connection (the algorithm's one script), and no call beyond
+    // one per check plus the one each NOSCRIPT costs.
+    assert!(stats.noscript_errors <= backends.len() as u64, "{stats:?}");
+    assert!(
+        stats.script_calls <= answered_after as u64 + stats.noscript_errors,
+        "{stats:?} for {answered_after} checks"
+    );
+    expiry_audit::assert_redis_keys_expire(restarted.url(), &prefix).await;
+}
+
+/// The reply of a check is lost after the server ran its script, and the connection with it:
+/// the backend sends the call once more on a fresh connection, and the script, finding the
+/// call's marker, answers with the first run's reply instead of counting the check again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_lost_after_the_script_ran_is_answered_and_counted_once() {
+    let Some((server, proxy, backend)) = behind_proxy("lost-reply").await else {
+        return;
+    };
+    let limit = Limit::fixed_window(Rate::parse("5/h").unwrap_or_else(|e| panic!("{e}")));
+    proxy.lose_next_reply();
+    let started = Instant::now();
+    let checked = backend.check("lost", &limit).await;
+    let took = started.elapsed();
+    assert!(!proxy.is_losing_next_reply(), "no reply was lost");
+    let decision = checked.unwrap_or_else(|error| panic!("the check failed: {error}"));
+    assert!(took <= TIMEOUT + SLACK, "the check took {took:?}");
+    assert!(decision.allowed, "{decision:?}");
+    assert_eq!(decision.remaining, 4, "{decision:?}");
+    let peeked = backend
+        .peek("lost", &limit)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    // A peek answers as the next check would: with one counted, it would leave 3.
+    assert_eq!(peeked.remaining, 3, "counted twice: {peeked:?}");
+    expiry_audit::assert_redis_keys_expire(server.url(), backend.key_prefix()).await;
 }

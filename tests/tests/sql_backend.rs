@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use ratelimit_core::{Algorithm, Backend, BackendError, Limit, ManualClock, Rate, SqlBackend};
 use ratelimit_tests::conformance;
 use ratelimit_tests::contention::{admitted_per_algorithm, admitted_under_contention};
+use ratelimit_tests::expiry_audit;
 use ratelimit_tests::services::{self, unique_sql_prefix};
 
 /// A database each test can use: a shared server, or a SQLite file of its own.
@@ -128,6 +129,10 @@ async fn contention(engine: Engine, pools: usize) {
         backends.push(Arc::new(database.backend(Some(clock.clone())).await));
     }
     let results = admitted_per_algorithm(&backends).await;
+    let hour = Duration::from_secs(3_600);
+    let rows =
+        expiry_audit::assert_sql_rows_expire(&database.url, &database.prefix, None, hour).await;
+    assert!(rows > 0, "{engine:?}: the audit saw no row");
     database.drop_tables().await;
     for (algorithm, admitted) in results {
         assert_eq!(
@@ -165,6 +170,8 @@ async fn database_time(engine: Engine) {
     let limit = Limit::fixed_window(rate("50/d"));
     let admitted = admitted_under_contention(&backends, "db-clock", &limit, 32, 4).await;
     let peeked = backends[0].peek("db-clock", &limit).await;
+    let day = Duration::from_secs(86_400);
+    expiry_audit::assert_sql_rows_expire(&database.url, &database.prefix, None, day).await;
     database.drop_tables().await;
     // 128 attempts within one day-aligned window (a run across midnight UTC could see two).
     assert!(admitted == 50 || admitted == 100, "{engine:?}: {admitted}");

@@ -12,6 +12,7 @@ use ratelimit_core::{
     Rate, SqlBackend,
 };
 use ratelimit_tests::contention::{admitted_per_algorithm, remaining_of_admitted};
+use ratelimit_tests::expiry_audit;
 use ratelimit_tests::fault_proxy::{Fault, FaultProxy};
 use ratelimit_tests::services::{self, unique_sql_prefix};
 use tokio::time::Instant;
@@ -34,7 +35,16 @@ async fn backend(test: &str, pool_size: u32, clock: Option<ManualClock>) -> Opti
     )
 }
 
+/// No test here uses a window or bucket time longer than this.
+const LONGEST_WINDOW: Duration = Duration::from_secs(86_400);
+
+/// Drops the test's tables, after the expiry audit: every row they hold would go in a cleanup
+/// once the longest window is over.
 async fn drop_tables(backend: &SqlBackend) {
+    if let Some(postgres) = services::postgres().await {
+        let prefix = backend.table_prefix();
+        expiry_audit::assert_sql_rows_expire(postgres.url(), prefix, None, LONGEST_WINDOW).await;
+    }
     if let Err(error) = backend.drop_tables().await {
         panic!("dropping {}*: {error}", backend.table_prefix());
     }

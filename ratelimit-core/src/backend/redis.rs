@@ -28,7 +28,21 @@
 //! number and the running total of its costs, so a check never reads the whole log: see
 //! `redis/sliding_window.lua`); every other state is one string of packed doubles written with
 //! `SET … PX`, so a check costs the server at most one `GET` and one `SET` per quota, and a key
-//! checked several times in one batch is read and written once (see `redis/prelude.lua`).
+//! checked several times in one batch is read and written once (see `redis/prelude.lua`). Each
+//! call adds one `GET` and one `SET` of its marker, `<prefix>{<tag>}#<id>` (below).
+//!
+//! Failures: a call that finds its connection broken (the server restarted, a connection
+//! reset) is sent once more on the fresh connection the connection manager opens, within what
+//! is left of the timeout. Whether the script ran before the connection broke is unknown, so
+//! each call carries a marker that the script stores with its reply for twice the timeout (at
+//! least a second): a call sent again gets the first run's reply and counts nothing twice
+//! (`redis/invoke.rs`). A server that is away for less than the timeout (a quick restart) costs
+//! the checks waiting for it that wait, and no error; the reconnecting pauses are capped at a
+//! quarter of the timeout so that a server that is back is found in time. A server away longer
+//! fails each check with [`BackendError::Timeout`] or [`BackendError::Redis`] (connection
+//! refused) within the timeout, and the next check after its return succeeds. A server that has
+//! forgotten the scripts (a restart, `SCRIPT FLUSH`) answers `NOSCRIPT`, and the call goes again
+//! as `EVAL` with the source, which loads it: one extra round trip per script and connection.
 //!
 //! [`Backend::reset`] cannot list a key's states by name (any limit has a policy id), so it
 //! searches: on a single server `SCAN … MATCH <prefix>{<tag>}:<key>:*`, which walks the whole
@@ -39,6 +53,7 @@
 
 mod batch;
 mod hash_tag;
+mod invoke;
 mod keys;
 mod scripts;
 
@@ -59,6 +74,7 @@ use crate::health::{HealthStatus, HealthTracker};
 use crate::limit::{Limit, LimitError};
 use batch::Batcher;
 use hash_tag::{HashTagger, Secret};
+use invoke::ScriptCaller;
 use scripts::ScriptCall;
 
 /// The default key prefix.
@@ -70,6 +86,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 /// The default most checks waiting at once on a single server, queued for a batch or in one
 /// at the server (see [`RedisBackendBuilder::max_queued`]).
 pub const DEFAULT_MAX_QUEUED: usize = 10_000;
+
+/// The first pause before reconnecting (the connection manager's default), shorter when a
+/// quarter of the timeout is.
+const RECONNECT_MIN_PAUSE: Duration = Duration::from_millis(100);
 
 /// How many keys each `SCAN` step of a reset on a single server walks. Larger steps mean fewer
 /// round trips and longer single commands; a thousand keys take the server well under a
@@ -84,6 +104,8 @@ pub struct RedisBackend {
     key_prefix: String,
     /// Keyed by the shared secret; never shown by `Debug`.
     hash_tags: HashTagger,
+    /// Sends the script calls of a Cluster (the batcher has the same one).
+    scripts: Arc<ScriptCaller>,
     clock: Option<Arc<dyn Clock>>,
     timeout: Duration,
     health: Arc<HealthTracker>,
@@ -154,6 +176,12 @@ impl RedisBackend {
         RedisBackendBuilder::new(Target::Single(url.to_owned()))
     }
 
+    /// The prefix of every key this backend writes.
+    #[must_use]
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
     /// The Redis keys that hold `key`'s state under `limit`, one per quota (two for a sliding
     /// log: the log, then its sequence counter; a quota the rate names twice once), in the
     /// order of the rate's quotas. For
@@ -172,9 +200,14 @@ impl RedisBackend {
         Ok(names)
     }
 
+    /// `<prefix>{<tag>}` of `key`: where its states live, in its Cluster slot.
+    fn slot(&self, key: &str) -> String {
+        keys::slot(&self.key_prefix, &self.hash_tags.tag(key))
+    }
+
     /// `<prefix>{<tag>}:<key>:`, the start of every state key of `key`.
     fn stem(&self, key: &str) -> String {
-        keys::stem(&self.key_prefix, &self.hash_tags.tag(key), key)
+        keys::stem(&self.slot(key), key)
     }
 
     async fn decide(
@@ -190,8 +223,9 @@ impl RedisBackend {
         let algorithm = limit.algorithm();
         let policies: Vec<_> = limit.policies_with_ids()?.collect();
         let quotas = policies.len();
-        let stem = self.stem(key);
-        let mut call = ScriptCall::new(algorithm, cost, record, quotas);
+        let slot = self.slot(key);
+        let stem = keys::stem(&slot, key);
+        let mut call = ScriptCall::new(algorithm, slot, cost, record, quotas);
         for (policy, id) in &policies {
             let (state_key, sequence_key) = keys::state_keys(&stem, algorithm, *id);
             call.keys.push(state_key);
@@ -200,17 +234,7 @@ impl RedisBackend {
         }
         let reply = match &self.batcher {
             Some(batcher) => batcher.run(call).await?,
-            None => {
-                let now_ms = self.clock.as_ref().map(|clock| clock.now_millis());
-                self.call(|mut connection| async move {
-                    let invocation = scripts::invocation(algorithm, now_ms, std::iter::once(&call));
-                    match &mut connection {
-                        Connection::Single(manager) => invocation.invoke_async(manager).await,
-                        Connection::Cluster(cluster) => invocation.invoke_async(cluster).await,
-                    }
-                })
-                .await?
-            }
+            None => self.call_unbatched(&call).await?,
         };
         let verdicts = policies
             .iter()
@@ -227,6 +251,21 @@ impl RedisBackend {
             "redis decision"
         );
         Ok(decision)
+    }
+
+    /// One script call for `call` alone (on a Cluster, where checks are not batched).
+    async fn call_unbatched(&self, call: &ScriptCall) -> Result<Vec<i64>, BackendError> {
+        let now_ms = self.clock.as_ref().map(|clock| clock.now_millis());
+        let invocation = self
+            .scripts
+            .invocation(call.algorithm, now_ms, std::iter::once(call));
+        let started = Instant::now();
+        let reply = match &self.connection {
+            Connection::Single(manager) => self.scripts.run(|| manager.clone(), &invocation).await,
+            Connection::Cluster(cluster) => self.scripts.run(|| cluster.clone(), &invocation).await,
+        };
+        self.health.record(reply.as_ref().err(), started.elapsed());
+        reply
     }
 
     /// Every state key of `stem` on a single server: `SCAN` over the whole keyspace with a
@@ -499,9 +538,15 @@ impl RedisBackendBuilder {
             match &self.target {
                 Target::Single(url) => {
                     let client = redis::Client::open(url.as_str())?;
+                    // The connection manager reconnects with exponential backoff; capped at a
+                    // quarter of the timeout, the pauses still find a server that is back while
+                    // the checks waiting for it have time left.
+                    let pause = self.timeout / 4;
                     let config = ConnectionManagerConfig::new()
                         .set_connection_timeout(Some(self.timeout))
-                        .set_response_timeout(Some(self.timeout));
+                        .set_response_timeout(Some(self.timeout))
+                        .set_min_delay(pause.min(RECONNECT_MIN_PAUSE))
+                        .set_max_delay(pause);
                     ConnectionManager::new_with_config(client, config)
                         .await
                         .map(Connection::Single)
@@ -526,9 +571,11 @@ impl RedisBackendBuilder {
             None => hash_tag::load_shared(&mut connection, &self.key_prefix, self.timeout).await?,
         };
         let health = Arc::new(HealthTracker::new("redis"));
+        let scripts = Arc::new(ScriptCaller::new(self.timeout)?);
         let batcher = match &connection {
             Connection::Single(manager) => Some(Arc::new(Batcher::new(
                 manager.clone(),
+                Arc::clone(&scripts),
                 self.clock.clone(),
                 self.timeout,
                 Arc::clone(&health),
@@ -541,6 +588,7 @@ impl RedisBackendBuilder {
             batcher,
             key_prefix: self.key_prefix,
             hash_tags: HashTagger::new(&secret),
+            scripts,
             clock: self.clock,
             timeout: self.timeout,
             health,

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManager;
 use tokio::sync::oneshot;
 
-use super::scripts::{self, REPLY_PER_QUOTA, ScriptCall};
+use super::invoke::ScriptCaller;
+use super::scripts::{REPLY_PER_QUOTA, ScriptCall};
 use crate::algorithm::Algorithm;
 use crate::backend::BackendError;
 use crate::clock::Clock;
@@ -52,6 +53,7 @@ static QUEUE_FULL: LogThrottle = LogThrottle::new(LOG_INTERVAL);
 /// Queues checks and sends them in batches over one multiplexed connection.
 pub(super) struct Batcher {
     connection: ConnectionManager,
+    scripts: Arc<ScriptCaller>,
     clock: Option<Arc<dyn Clock>>,
     timeout: Duration,
     health: Arc<HealthTracker>,
@@ -167,6 +169,7 @@ impl Batcher {
     /// At most `max_queued` checks (at least 1) wait at once, queued or sent.
     pub(super) fn new(
         connection: ConnectionManager,
+        scripts: Arc<ScriptCaller>,
         clock: Option<Arc<dyn Clock>>,
         timeout: Duration,
         health: Arc<HealthTracker>,
@@ -174,6 +177,7 @@ impl Batcher {
     ) -> Self {
         Self {
             connection,
+            scripts,
             clock,
             timeout,
             health,
@@ -265,15 +269,16 @@ impl Batcher {
         let Some(first) = batch.first() else {
             return;
         };
-        let invocation = scripts::invocation(
+        let invocation = self.scripts.invocation(
             first.call.algorithm,
             now_ms,
             batch.iter().map(|waiting| &waiting.call),
         );
-        let mut connection = self.connection.clone();
         let started = Instant::now();
-        let reply: Result<Vec<i64>, BackendError> =
-            super::bounded(self.timeout, invocation.invoke_async(&mut connection)).await;
+        let reply = self
+            .scripts
+            .run(|| self.connection.clone(), &invocation)
+            .await;
         let expected: usize = batch
             .iter()
             .map(|waiting| waiting.call.quotas * REPLY_PER_QUOTA)
@@ -360,7 +365,7 @@ mod tests {
     use super::*;
 
     fn call(algorithm: Algorithm) -> ScriptCall {
-        ScriptCall::new(algorithm, 1, true, 1)
+        ScriptCall::new(algorithm, "rl:{0123456789abcdef}".to_owned(), 1, true, 1)
     }
 
     /// Queues a check; its receiver stands for the caller (dropping it gives up).

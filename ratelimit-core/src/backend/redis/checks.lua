@@ -1,6 +1,17 @@
 -- The loop over the batch. Each check evaluates every quota, then records in all of them only
 -- if all allow (a rejected request is never counted). Returns 4 integers per quota of each
 -- check: allowed (1/0), remaining, reset_after_ms, retry_after_ms (-1: never).
+--
+-- KEYS[1] is the call's marker, unique to the call. A client that lost its connection before
+-- the reply cannot tell whether the call ran, so it may send the very same call again: the
+-- marker holds the reply of the first run (for ARGV[2] ms), and a call that finds it returns
+-- that reply and counts nothing twice.
+
+local marker = KEYS[1]
+local done = redis.call('GET', marker)
+if done then
+  return cmsgpack.unpack(done)
+end
 
 -- `evaluate` is this script's algorithm function, bound just before this file.
 -- Bytes of parameters per quota (8 per number), and keys per quota, by algorithm code.
@@ -20,8 +31,8 @@ end
 local reply = {}
 -- Per quota of the current check: value and TTL if admitted, then if not. Reused.
 local pending = {}
-local k = 1
-for c = 2, #ARGV do
+local k = 2
+for c = 3, #ARGV do
   local args = ARGV[c]
   local code, cost, record, quotas = unpack('<dddd', args)
   local params, keys = param_bytes[code], keys_per_quota[code]
@@ -61,4 +72,5 @@ end
 for key, ttl in pairs(ttls) do
   redis.call('SET', key, values[key], 'PX', ttl)
 end
+redis.call('SET', marker, cmsgpack.pack(reply), 'PX', ARGV[2])
 return reply

@@ -29,13 +29,21 @@ fn has_sequence_key(algorithm: Algorithm) -> bool {
 
 const SEQUENCE_SUFFIX: &str = ":seq";
 
-/// `<prefix>{<tag>}:<key>:`, the start of every state key of `key`.
-pub(super) fn stem(prefix: &str, tag: &str, key: &str) -> String {
-    let mut stem = String::with_capacity(prefix.len() + tag.len() + key.len() + 4);
-    stem.push_str(prefix);
-    stem.push('{');
-    stem.push_str(tag);
-    stem.push_str("}:");
+/// `<prefix>{<tag>}`: the start of every key in the tag's Cluster slot.
+pub(super) fn slot(prefix: &str, tag: &str) -> String {
+    let mut slot = String::with_capacity(prefix.len() + tag.len() + 2);
+    slot.push_str(prefix);
+    slot.push('{');
+    slot.push_str(tag);
+    slot.push('}');
+    slot
+}
+
+/// `<slot>:<key>:`, the start of every state key of `key` (`slot` from [`slot`]).
+pub(super) fn stem(slot: &str, key: &str) -> String {
+    let mut stem = String::with_capacity(slot.len() + key.len() + 2);
+    stem.push_str(slot);
+    stem.push(':');
     stem.push_str(key);
     stem.push(':');
     stem
@@ -109,7 +117,7 @@ mod tests {
 
     #[test]
     fn every_state_key_of_a_stem_is_recognised() {
-        let stem = stem("rl:", "0123456789abcdef", "user:1");
+        let stem = stem(&slot("rl:", "0123456789abcdef"), "user:1");
         assert_eq!(stem, "rl:{0123456789abcdef}:user:1:");
         for algorithm in Algorithm::ALL {
             let (state, sequence) = state_keys(&stem, algorithm, id());
@@ -125,10 +133,10 @@ mod tests {
     fn keys_that_only_start_alike_are_not_taken() {
         // The same tag, as if two keys' digests collided: the clear key still tells them apart.
         let tag = "0123456789abcdef";
-        let short = stem("rl:", tag, "a");
+        let short = stem(&slot("rl:", tag), "a");
         let (of_short, _) = state_keys(&short, Algorithm::FixedWindow, id());
         for other in ["ab", "a:f", "a:b", "a:f:0123456789abcdef", ""] {
-            let other = stem("rl:", tag, other);
+            let other = stem(&slot("rl:", tag), other);
             let (state, sequence) = state_keys(&other, Algorithm::SlidingWindow, id());
             assert!(!is_state_of(state.as_bytes(), &short), "{state}");
             assert!(sequence.is_none_or(|s| !is_state_of(s.as_bytes(), &short)));
@@ -151,7 +159,7 @@ mod tests {
 
     #[test]
     fn glob_characters_are_escaped() {
-        let stem = stem("p*[x]?:", "0123456789abcdef", r"k\*?[]");
+        let stem = stem(&slot("p*[x]?:", "0123456789abcdef"), r"k\*?[]");
         assert_eq!(
             scan_pattern(&stem),
             r"p\*\[x\]\?:{0123456789abcdef}:k\\\*\?\[\]:*"

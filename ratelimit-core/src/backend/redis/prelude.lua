@@ -2,11 +2,12 @@
 -- `scripts.rs` joins this prelude, the algorithm's file and `checks.lua` (the loop over the
 -- batch) into that algorithm's script, one script per algorithm.
 --
--- ARGV[1] = now in ms, or '' to use the server clock (TIME, read once per batch); then one
--- argument per check, its numbers packed as little-endian doubles: algorithm code (1 fixed
--- window, 2 sliding log, 3 sliding window counter, 4 token bucket, 5 leaky bucket), cost,
--- 1 to record or 0 to peek, number of quotas, then each quota's parameters. KEYS: per check,
--- per quota, the state key (the sliding log: its log key, then its sequence key).
+-- ARGV[1] = now in ms, or '' to use the server clock (TIME, read once per batch); ARGV[2] =
+-- how long the call's marker lasts, in ms; then one argument per check, its numbers packed as
+-- little-endian doubles: algorithm code (1 fixed window, 2 sliding log, 3 sliding window
+-- counter, 4 token bucket, 5 leaky bucket), cost, 1 to record or 0 to peek, number of quotas,
+-- then each quota's parameters. KEYS[1] = the call's marker (see `checks.lua`); then per
+-- check, per quota, the state key (the sliding log: its log key, then its sequence key).
 --
 -- Every number is an integer below 2^53 (the Rust side validates that), so doubles carry it
 -- exactly, in arguments, in Lua and in stored state. Packing spares the server parsing

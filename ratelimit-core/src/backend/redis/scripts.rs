@@ -7,14 +7,24 @@
 
 use std::sync::LazyLock;
 
-use redis::{Script, ScriptInvocation};
+use redis::{Arg, Cmd};
 
 use crate::algorithm::{Algorithm, Policy, Verdict};
 
-/// The scripts in [`Algorithm::ALL`] order. Sent by SHA (EVALSHA) and loaded again on
-/// NOSCRIPT by the `redis` crate.
-static SCRIPTS: LazyLock<[Script; 5]> =
-    LazyLock::new(|| Algorithm::ALL.map(|algorithm| Script::new(&source(algorithm))));
+/// A script's source, and its SHA-1 for `EVALSHA`.
+struct Lua {
+    source: String,
+    sha: String,
+}
+
+/// The scripts in [`Algorithm::ALL`] order.
+static SCRIPTS: LazyLock<[Lua; 5]> = LazyLock::new(|| {
+    Algorithm::ALL.map(|algorithm| {
+        let source = source(algorithm);
+        let sha = redis::Script::new(&source).get_hash().to_owned();
+        Lua { source, sha }
+    })
+});
 
 /// The prelude, the algorithm's function bound to `evaluate`, then the loop over the batch.
 fn source(algorithm: Algorithm) -> String {
@@ -35,7 +45,7 @@ fn source(algorithm: Algorithm) -> String {
     )
 }
 
-fn script(algorithm: Algorithm) -> &'static Script {
+fn script(algorithm: Algorithm) -> &'static Lua {
     // `code` numbers the algorithms from 1 in `Algorithm::ALL` order.
     &SCRIPTS[code(algorithm) as usize - 1]
 }
@@ -62,6 +72,9 @@ fn code(algorithm: Algorithm) -> u64 {
 pub(super) struct ScriptCall {
     /// Which script evaluates it.
     pub(super) algorithm: Algorithm,
+    /// `<prefix>{<tag>}` of the checked key: a call that carries this check first keeps its
+    /// marker there, in the key's Cluster slot.
+    pub(super) slot: String,
     pub(super) keys: Vec<String>,
     args: Vec<u8>,
     /// How many quotas, hence `quotas * REPLY_PER_QUOTA` reply integers.
@@ -69,9 +82,16 @@ pub(super) struct ScriptCall {
 }
 
 impl ScriptCall {
-    pub(super) fn new(algorithm: Algorithm, cost: u64, record: bool, quotas: usize) -> Self {
+    pub(super) fn new(
+        algorithm: Algorithm,
+        slot: String,
+        cost: u64,
+        record: bool,
+        quotas: usize,
+    ) -> Self {
         let mut call = Self {
             algorithm,
+            slot,
             keys: Vec::with_capacity(quotas * 2),
             args: Vec::with_capacity(8 * (4 + 5 * quotas)),
             quotas,
@@ -122,25 +142,64 @@ impl ScriptCall {
     }
 }
 
-/// One `EVALSHA` of `algorithm`'s script for `calls` (all of that algorithm), evaluated in
-/// order at `now_ms` (`None`: the server's `TIME`).
-pub(super) fn invocation<'a>(
-    algorithm: Algorithm,
-    now_ms: Option<u64>,
-    calls: impl IntoIterator<Item = &'a ScriptCall>,
-) -> ScriptInvocation<'static> {
-    let mut invocation = script(algorithm).prepare_invoke();
-    match now_ms {
-        Some(now_ms) => invocation.arg(now_ms),
-        None => invocation.arg(""),
-    };
-    for call in calls {
-        for key in &call.keys {
-            invocation.key(key);
+/// One call of a script: `EVALSHA`, or the same as `EVAL` with the source.
+pub(super) struct Invocation {
+    pub(super) algorithm: Algorithm,
+    evalsha: Cmd,
+}
+
+/// Arguments of `EVALSHA` before the call's own: the command and the SHA-1.
+const EVALSHA_HEAD: usize = 2;
+
+impl Invocation {
+    /// One call of `algorithm`'s script for `calls` (all of that algorithm), evaluated in order
+    /// at `now_ms` (`None`: the server's `TIME`), under the call's `marker` (see
+    /// `checks.lua`), which lasts `marker_ttl_ms`.
+    pub(super) fn new<'a>(
+        algorithm: Algorithm,
+        now_ms: Option<u64>,
+        marker: &str,
+        marker_ttl_ms: u64,
+        calls: impl IntoIterator<Item = &'a ScriptCall> + Clone,
+    ) -> Self {
+        let keys: usize = calls.clone().into_iter().map(|call| call.keys.len()).sum();
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha
+            .arg(&script(algorithm).sha)
+            .arg(keys + 1)
+            .arg(marker);
+        for call in calls.clone() {
+            for key in &call.keys {
+                evalsha.arg(key);
+            }
         }
-        invocation.arg(call.args.as_slice());
+        match now_ms {
+            Some(now_ms) => evalsha.arg(now_ms),
+            None => evalsha.arg(""),
+        };
+        evalsha.arg(marker_ttl_ms);
+        for call in calls {
+            evalsha.arg(call.args.as_slice());
+        }
+        Self { algorithm, evalsha }
     }
-    invocation
+
+    /// The call by SHA-1: the server must hold the script.
+    pub(super) fn evalsha(&self) -> &Cmd {
+        &self.evalsha
+    }
+
+    /// The same call with the script's source, which also loads it into the server.
+    pub(super) fn eval(&self) -> Cmd {
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(&script(self.algorithm).source);
+        for arg in self.evalsha.args_iter().skip(EVALSHA_HEAD) {
+            if let Arg::Simple(bytes) = arg {
+                eval.arg(bytes);
+            }
+        }
+        eval
+    }
 }
 
 /// One quota's verdict from its four reply integers.
