@@ -520,6 +520,32 @@ mod tests {
         rate_limit(args, item, position).to_string()
     }
 
+    /// The whole expansion of a handler using most options, pretty-printed: a change to what
+    /// the macro emits shows in review as a diff of `snapshots/*.snap` (accept it with
+    /// `cargo insta review`, or `INSTA_UPDATE=always cargo test -p ratelimit-macros`).
+    #[test]
+    fn full_expansion() {
+        let output = rate_limit(
+            quote!(
+                key = "ip",
+                rate = "100/h",
+                algorithm = "token_bucket",
+                block = true,
+                skip_if = is_staff
+            ),
+            quote! {
+                /// Lists the caller's orders.
+                async fn list_orders(State(db): State<Db>, user: User) -> Json<Vec<Order>> {
+                    Json(db.orders_of(&user).await)
+                }
+            },
+            Position { line: 7, column: 1 },
+        );
+        let file = syn::parse2::<syn::File>(output)
+            .unwrap_or_else(|error| panic!("the expansion is not a Rust file: {error}"));
+        insta::assert_snapshot!(prettyplease::unparse(&file));
+    }
+
     #[test]
     fn stacked_attributes_become_one_guard_with_every_limit() {
         let output = expand(
