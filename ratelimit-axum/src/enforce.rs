@@ -9,7 +9,7 @@
 //! The functions a counted request passes through once, here and in `key_source`, `key`,
 //! `client_ip`, `headers`, `header_template` and `unix_seconds`, are `#[inline]`: inlined into
 //! the guard they save the calls and the copies of their large results and arguments (what
-//! that bought is measured in BENCHMARKS.md).
+//! that bought was measured with the `guard_inprocess` bench under callgrind).
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! What one request costs while the primary Redis is down, with its circuit breaker open vs
 //! closed: the breaker must remove the timeout cost. Results and how to read them: the section
-//! "Failover: request latency with the primary down, breaker open vs closed" of `BENCHMARKS.md`.
+//! "Failover: breaker open vs closed" of `BENCHMARKS.md`.
 //!
 //! Setup: a `redis-server` of the bench's own (`PrivateRedis`, never the shared one) behind a
 //! `FaultProxy`; a `MultiBackend` with `RedisBackend::builder(proxy).timeout(200 ms)` as
