@@ -55,7 +55,7 @@
 //! url = "redis://127.0.0.1:6379"    # the backend named "redis"
 //! [database]
 //! url = "postgres://postgres@127.0.0.1:5432/test"   # the backend named "database"
-//! table_prefix = "ratelimit_"       # optional; tables <prefix>state_v2 and <prefix>log_v2
+//! table_prefix = "ratelimit_"       # optional; tables <prefix>state_v2 and <prefix>log_v3
 //! [[backends]]                      # more named backends, for failover and `backend = ".."`
 //! name = "primary_redis"
 //! type = "redis"                    # memory | redis | database

@@ -1,9 +1,11 @@
 //! State per (key, policy) on the SQL engines, against real PostgreSQL and MariaDB/MySQL (or
 //! private servers the test support starts) and SQLite in a temporary file: limits of different
 //! rates or algorithms on one key never share state, identical limits do, a reset forgets every
-//! limit of a key; and a database of the previous version (state per quota index,
-//! `tests/fixtures/sql_v1`) keeps working after the upgrade. Every test works in tables of its
-//! own prefix and drops them at the end, so tests run in parallel.
+//! limit of a key; a database of an earlier version (state per quota index,
+//! `tests/fixtures/sql_v1`) keeps working after the upgrade, and so does one whose sliding logs
+//! a process of the previous version (the log read whole, `tests/fixtures/sql_v2`) still
+//! counts beside this one. Every test works in tables of its own prefix and drops them at the
+//! end, so tests run in parallel.
 
 use std::path::PathBuf;
 use std::str::FromStr as _;
@@ -341,15 +343,29 @@ on_every_engine!(
     reset_forgets_every_limit_of_the_key,
 );
 
-/// The previous version's schema, as it created it.
-fn old_schema(engine: Engine, prefix: &str) -> String {
-    let sql = match engine {
-        Engine::Postgres => concat!(
+/// An earlier version's schema, as it created it.
+#[derive(Clone, Copy, Debug)]
+enum Fixture {
+    /// State per quota index (`tests/fixtures/sql_v1`).
+    V1,
+    /// State per policy, the sliding log read whole (`tests/fixtures/sql_v2`).
+    V2,
+}
+
+fn old_schema(fixture: Fixture, engine: Engine, prefix: &str) -> String {
+    let sql = match (fixture, engine) {
+        (Fixture::V1, Engine::Postgres) => concat!(
             include_str!("../fixtures/sql_v1/postgres.sql"),
             include_str!("../fixtures/sql_v1/postgres_batch.sql")
         ),
-        Engine::Mysql => include_str!("../fixtures/sql_v1/mysql.sql"),
-        Engine::Sqlite => include_str!("../fixtures/sql_v1/sqlite.sql"),
+        (Fixture::V1, Engine::Mysql) => include_str!("../fixtures/sql_v1/mysql.sql"),
+        (Fixture::V1, Engine::Sqlite) => include_str!("../fixtures/sql_v1/sqlite.sql"),
+        (Fixture::V2, Engine::Postgres) => concat!(
+            include_str!("../fixtures/sql_v2/postgres.sql"),
+            include_str!("../fixtures/sql_v2/postgres_batch.sql")
+        ),
+        (Fixture::V2, Engine::Mysql) => include_str!("../fixtures/sql_v2/mysql.sql"),
+        (Fixture::V2, Engine::Sqlite) => include_str!("../fixtures/sql_v2/sqlite.sql"),
     };
     sql.replace("{prefix}", prefix)
 }
@@ -375,21 +391,21 @@ impl Direct {
         })
     }
 
-    /// Creates the previous version's tables and routines.
-    async fn install_old_schema(&self, prefix: &str) -> Result<(), sqlx::Error> {
+    /// Creates an earlier version's tables and routines.
+    async fn install_old_schema(&self, fixture: Fixture, prefix: &str) -> Result<(), sqlx::Error> {
         match self {
             Self::Postgres(pool) => {
-                let schema = old_schema(Engine::Postgres, prefix);
+                let schema = old_schema(fixture, Engine::Postgres, prefix);
                 sqlx::raw_sql(&schema).execute(pool).await?;
             }
             Self::Mysql(pool) => {
                 // Sent one statement at a time, as that version's migration did.
-                for statement in old_schema(Engine::Mysql, prefix).split("\n-- //\n") {
+                for statement in old_schema(fixture, Engine::Mysql, prefix).split("\n-- //\n") {
                     sqlx::raw_sql(statement).execute(pool).await?;
                 }
             }
             Self::Sqlite(pool) => {
-                let schema = old_schema(Engine::Sqlite, prefix);
+                let schema = old_schema(fixture, Engine::Sqlite, prefix);
                 sqlx::raw_sql(&schema).execute(pool).await?;
             }
         }
@@ -435,6 +451,91 @@ impl Direct {
                 .bind(start + 60_000)
                 .execute(pool)
                 .await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// One check of the sliding log `quota` (its policy id, limit and window) on `key` at `now`,
+    /// the way a process of the version before running totals makes it; whether it was
+    /// allowed. On SQLite, where that version decided in Rust, the same statements: the counted
+    /// entries of `log_v2` added up, then for an admission the expired entries dropped, the new
+    /// one numbered after the state row's sequence, and the state row written.
+    async fn v2_sliding_check(
+        &self,
+        prefix: &str,
+        key: &str,
+        (policy, limit, window): (i64, i64, i64),
+        now: u64,
+    ) -> Result<bool, sqlx::Error> {
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        match self {
+            Self::Postgres(pool) => {
+                let reply: Vec<i64> = sqlx::query_scalar(&format!(
+                    "SELECT {prefix}sw_check_v2($1, $2, 1, true, ARRAY[$3]::bigint[], \
+                     ARRAY[$4, $5]::bigint[])"
+                ))
+                .bind(key.as_bytes())
+                .bind(now)
+                .bind(policy)
+                .bind(limit)
+                .bind(window)
+                .fetch_one(pool)
+                .await?;
+                Ok(reply.first() == Some(&1))
+            }
+            Self::Mysql(pool) => {
+                let reply: Vec<String> = sqlx::query_scalar(&format!(
+                    "CALL {prefix}check_v2(?, 'sw', ?, 1, true, 1, ?, ?)"
+                ))
+                .bind(key.as_bytes())
+                .bind(now)
+                .bind(policy.to_string())
+                .bind(format!("{limit},{window}"))
+                .fetch_all(pool)
+                .await?;
+                Ok(reply.first().is_some_and(|reply| reply.starts_with("1,")))
+            }
+            Self::Sqlite(pool) => {
+                let mut transaction = pool.begin().await?;
+                let of_key = "WHERE key = ?1 AND policy = ?2";
+                let used: i64 = sqlx::query_scalar(&format!(
+                    "SELECT COALESCE(SUM(cost), 0) FROM {prefix}log_v2 {of_key} AND at_ms > ?3"
+                ))
+                .bind(key.as_bytes())
+                .bind(policy)
+                .bind(now - window)
+                .fetch_one(&mut *transaction)
+                .await?;
+                if used + 1 > limit {
+                    return Ok(false);
+                }
+                let statements = [
+                    format!("DELETE FROM {prefix}log_v2 {of_key} AND at_ms <= ?3 - ?4"),
+                    format!(
+                        "INSERT INTO {prefix}log_v2 (key, policy, at_ms, seq, cost, expires_at_ms) \
+                         SELECT ?1, ?2, ?3, COALESCE(MAX(amount), 0) + 1, 1, ?3 + ?4 \
+                         FROM {prefix}state_v2 {of_key}"
+                    ),
+                    format!(
+                        "INSERT INTO {prefix}state_v2 \
+                         (key, policy, since_ms, amount, previous, expires_at_ms) \
+                         SELECT ?1, ?2, MAX(at_ms), MAX(seq), 0, MAX(at_ms) + ?4 \
+                         FROM {prefix}log_v2 {of_key} \
+                         ON CONFLICT (key, policy) DO UPDATE SET since_ms = excluded.since_ms, \
+                         amount = excluded.amount, expires_at_ms = excluded.expires_at_ms"
+                    ),
+                ];
+                for statement in &statements {
+                    sqlx::query(statement)
+                        .bind(key.as_bytes())
+                        .bind(policy)
+                        .bind(now)
+                        .bind(window)
+                        .execute(&mut *transaction)
+                        .await?;
+                }
+                transaction.commit().await?;
                 Ok(true)
             }
         }
@@ -550,7 +651,7 @@ async fn upgrade_steps(database: &Database, direct: &Direct) -> Result<(), Strin
     let prefix = &database.prefix;
     let sql = |what: &'static str| move |error: sqlx::Error| format!("{what}: {error}");
     direct
-        .install_old_schema(prefix)
+        .install_old_schema(Fixture::V1, prefix)
         .await
         .map_err(sql("installing the old schema"))?;
     for _ in 0..3 {
@@ -616,4 +717,129 @@ async fn mysql_database_of_the_previous_version_keeps_working() {
 #[tokio::test]
 async fn sqlite_database_of_the_previous_version_keeps_working() {
     upgrade(Engine::Sqlite).await;
+}
+
+/// A database the version before running totals created, one of whose processes keeps
+/// counting sliding logs beside this version on the same keys and limits (a rolling upgrade):
+/// each version admits exactly its own limit (this one counts in `log_v3` from zero and never
+/// reads the previous version's log, nor the state row that version keeps numbering its entries
+/// with), neither fails, the cleanup removes both versions' expired rows, and dropping the
+/// tables removes both versions' tables and routines.
+async fn previous_version_beside(engine: Engine) {
+    let Some(database) = Database::new(engine, &format!("beside_{engine:?}")).await else {
+        return;
+    };
+    let direct = Direct::connect(&database)
+        .await
+        .unwrap_or_else(|error| panic!("{engine:?}: connecting: {error}"));
+    let outcome = beside_steps(&database, &direct).await;
+    let clock = ManualClock::new(T0_MS);
+    database.drop_tables(&clock).await;
+    let left = direct.objects_named(&database.prefix).await;
+    direct.close().await;
+    if let Err(error) = outcome {
+        panic!("{engine:?}: {error}");
+    }
+    assert_eq!(
+        left.ok(),
+        Some(0),
+        "{engine:?}: tables or routines of {}* left after drop_tables",
+        database.prefix
+    );
+}
+
+async fn beside_steps(database: &Database, direct: &Direct) -> Result<(), String> {
+    let prefix = &database.prefix;
+    let sql = |what: &'static str| move |error: sqlx::Error| format!("{what}: {error}");
+    direct
+        .install_old_schema(Fixture::V2, prefix)
+        .await
+        .map_err(sql("installing the previous schema"))?;
+    let limit = Limit::sliding_window(rate("3/m"));
+    let (_, id) = limit
+        .policies_with_ids()
+        .map_err(|error| error.to_string())?
+        .next()
+        .ok_or("no policy")?;
+    let quota = (id.as_i64(), 3, 60_000);
+    // `count` checks of the previous version at `now`; how many it admitted.
+    let old_checks = |now: u64, count: usize| async move {
+        let mut admitted = 0;
+        for _ in 0..count {
+            let allowed = direct
+                .v2_sliding_check(prefix, "k", quota, now)
+                .await
+                .map_err(sql("a check of the previous version"))?;
+            admitted += usize::from(allowed);
+        }
+        Ok::<_, String>(admitted)
+    };
+    expect(
+        "the previous version, before",
+        old_checks(T0_MS, 2).await?,
+        2,
+    )?;
+
+    let clock = ManualClock::new(T0_MS);
+    let backend = database.backend(&clock).await;
+    // Turns within one millisecond: a version that removed or renumbered the other's state
+    // row would make it reuse an entry number there.
+    for round in 0..2 {
+        expect(
+            &format!("this version, round {round}"),
+            admitted_in_turns(&backend, "k", &[&limit], 2).await?,
+            vec![if round == 0 { 2 } else { 1 }],
+        )?;
+        expect(
+            &format!("the previous version, round {round}"),
+            old_checks(T0_MS, 1).await?,
+            usize::from(round == 0),
+        )?;
+    }
+    let now = peek(&backend, "k", &limit).await?;
+    expect(
+        "this version's count",
+        (now.allowed, now.remaining),
+        (false, 0),
+    )?;
+
+    // A minute later both start over, each in its own log.
+    clock.set_millis(T0_MS + 61_000);
+    expect(
+        "the previous version, a minute later",
+        old_checks(T0_MS + 61_000, 4).await?,
+        3,
+    )?;
+    expect(
+        "this version, a minute later",
+        admitted_in_turns(&backend, "k", &[&limit], 4).await?,
+        vec![3],
+    )?;
+
+    // Everything has expired: the previous version's three entries and state row, and this
+    // version's three entries.
+    clock.set_millis(T0_MS + 200_000);
+    let expired = backend.count_expired().await.map_err(|e| e.to_string())?;
+    let removed = backend.cleanup().await.map_err(|e| e.to_string())?;
+    let left = backend.count_expired().await.map_err(|e| e.to_string())?;
+    expect(
+        "expired, removed, left",
+        (expired, removed, left),
+        (7, 7, 0),
+    )
+}
+
+#[tokio::test]
+async fn postgres_previous_version_counts_sliding_logs_beside_this_one() {
+    previous_version_beside(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn mysql_previous_version_counts_sliding_logs_beside_this_one() {
+    previous_version_beside(Engine::Mysql).await;
+}
+
+#[tokio::test]
+async fn sqlite_previous_version_counts_sliding_logs_beside_this_one() {
+    previous_version_beside(Engine::Sqlite).await;
 }

@@ -24,6 +24,8 @@ pub(crate) use compact::CompactPolicy;
 pub use fixed_window::WindowState;
 pub use flow::{Flow, MAX_EXACT_UNITS};
 pub use policy_id::PolicyId;
+#[cfg(feature = "sqlite")]
+pub(crate) use sliding_window::{Counted, LogCheck};
 pub use sliding_window::{LogEntry, LogState};
 pub use sliding_window_counter::CounterState;
 pub use token_bucket::BucketState;

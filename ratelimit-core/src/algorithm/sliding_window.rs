@@ -4,7 +4,8 @@
 //! A check costs O(log n) for a log of n entries, never O(limit): each entry carries the running
 //! total of the costs admitted up to it, so the cost of any run of entries is one subtraction,
 //! and the entries still counted (a suffix, the log being sorted by time) are found by binary
-//! search. Admission drops the expired entries from the front, each once.
+//! search. Admission drops the expired entries from the front, each once. The SQL stores keep the
+//! same running totals in an index and read only what [`LogCheck`] needs of them.
 
 use super::Verdict;
 
@@ -154,6 +155,73 @@ fn is_counted(window_ms: u64, at_ms: u64, now_ms: u64) -> bool {
     at_ms.saturating_add(window_ms) > now_ms
 }
 
+/// One check of a sliding log, for a store that reads only what the decision needs (SQL, whose
+/// log keeps each entry's running total in an index): first the counted entries (the total
+/// through the newest minus the total before the oldest counted one), then, for a rejection
+/// that can wait, when the first entry whose running total reaches [`Self::must_free`] was
+/// admitted. The memory store decides through the same arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LogCheck {
+    pub(crate) limit: u64,
+    pub(crate) window_ms: u64,
+    pub(crate) now_ms: u64,
+    pub(crate) cost: u64,
+}
+
+/// The entries of a log still counted at a check (a suffix of the log: it is in time order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Counted {
+    /// When the oldest of them was admitted.
+    pub(crate) oldest_at_ms: u64,
+    /// Their costs, added up.
+    pub(crate) used: u64,
+}
+
+impl LogCheck {
+    /// How much of the counted cost must slide out before this request fits, when it is
+    /// rejected and can ever fit; `None` otherwise.
+    pub(crate) fn must_free(&self, counted: Option<Counted>) -> Option<u64> {
+        let used = counted.map_or(0, |counted| counted.used);
+        let fits = used.saturating_add(self.cost) <= self.limit;
+        (!fits && self.cost <= self.limit).then(|| used.saturating_add(self.cost) - self.limit)
+    }
+
+    /// The verdict, given the counted entries and, when [`Self::must_free`] is `Some`, when the
+    /// oldest counted entry was admitted whose running total, counted from the oldest counted
+    /// entry, reaches it (`None` when none does, which a consistent log never gives).
+    pub(crate) fn verdict(&self, counted: Option<Counted>, freed_at_ms: Option<u64>) -> Verdict {
+        let Self {
+            limit,
+            window_ms,
+            now_ms,
+            cost,
+        } = *self;
+        let used = counted.map_or(0, |counted| counted.used);
+        let oldest = counted.map(|counted| counted.oldest_at_ms);
+        let allowed = used.saturating_add(cost) <= limit;
+        let (used_after, oldest_after) = if allowed {
+            (
+                used + cost,
+                Some(oldest.map_or(now_ms, |oldest| oldest.min(now_ms))),
+            )
+        } else {
+            (used, oldest)
+        };
+        // Enough of the oldest counted requests must slide out to make room for this one.
+        let retry_after_ms = self
+            .must_free(counted)
+            .map(|_| freed_at_ms.map_or(1, |freed_at| (freed_at + window_ms - now_ms).max(1)));
+        Verdict {
+            allowed,
+            limit,
+            remaining: limit.saturating_sub(used_after),
+            reset_after_ms: oldest_after.map_or(0, |oldest| oldest + window_ms - now_ms),
+            retry_after_ms,
+            window_ms,
+        }
+    }
+}
+
 pub(super) fn evaluate(
     limit: u64,
     window_ms: u64,
@@ -161,41 +229,29 @@ pub(super) fn evaluate(
     now_ms: u64,
     cost: u64,
 ) -> Verdict {
+    let check = LogCheck {
+        limit,
+        window_ms,
+        now_ms,
+        cost,
+    };
     let empty = LogState::default();
     let log = state.unwrap_or(&empty);
     let marks = log.kept();
     let first = first_counted(marks, window_ms, now_ms);
     let before_first = log.total_before(first);
-    let used = log.total().wrapping_sub(before_first);
-    let oldest = marks.get(first).map(|mark| mark.at_ms);
-    let allowed = used.saturating_add(cost) <= limit;
-    let (used_after, oldest_after) = if allowed {
-        (
-            used + cost,
-            Some(oldest.map_or(now_ms, |oldest| oldest.min(now_ms))),
-        )
-    } else {
-        (used, oldest)
-    };
-    let retry_after_ms = (!allowed && cost <= limit).then(|| {
-        // Enough of the oldest counted requests must slide out to make room for this one: the
-        // first entry whose running total from `first` on reaches `must_free`.
-        let must_free = used.saturating_add(cost) - limit;
+    let counted = marks.get(first).map(|oldest| Counted {
+        oldest_at_ms: oldest.at_ms,
+        used: log.total().wrapping_sub(before_first),
+    });
+    // The first entry whose running total from `first` on reaches `must_free`.
+    let freed_at_ms = check.must_free(counted).and_then(|must_free| {
         let freeing = gallop(marks, first, |mark| {
             mark.through.wrapping_sub(before_first) < must_free
         });
-        marks
-            .get(freeing)
-            .map_or(1, |mark| (mark.at_ms + window_ms - now_ms).max(1))
+        marks.get(freeing).map(|mark| mark.at_ms)
     });
-    Verdict {
-        allowed,
-        limit,
-        remaining: limit.saturating_sub(used_after),
-        reset_after_ms: oldest_after.map_or(0, |oldest| oldest + window_ms - now_ms),
-        retry_after_ms,
-        window_ms,
-    }
+    check.verdict(counted, freed_at_ms)
 }
 
 pub(super) fn admit(window_ms: u64, state: Option<LogState>, now_ms: u64, cost: u64) -> LogState {

@@ -17,33 +17,34 @@
 //!
 //! How each engine decides:
 //!
-//! - **PostgreSQL**: `<prefix><algorithm>_check_v2(..)`, a PL/pgSQL port of the Redis Lua
-//!   scripts with the same integer maths (in `NUMERIC`, so nothing overflows). Checks of one key
-//!   queue on a transaction-scoped advisory lock taken from the key's hash, so a key seen for the
-//!   first time is never inserted twice. A single-quota check decides inside one
-//!   `INSERT .. ON CONFLICT DO UPDATE .. WHERE <fits>` when it can. Checks are batched: those
-//!   that concurrent tasks make through one backend while earlier ones are at the database go
-//!   together as one call of `<prefix>check_batch_v3(..)`, one round trip and one transaction
-//!   (so one commit and one WAL flush) for the batch. It locks the batch's keys in key order
-//!   (two batches never deadlock), decides the single-quota fixed-window and token-bucket checks
-//!   of distinct keys in one `UPDATE`/`INSERT` statement for the lot, runs the rest one after
-//!   the other (checks of one key keep their order, each seeing the one before), and answers
-//!   each caller with exactly what it would have got alone. A check on an idle backend leaves
-//!   at once; [`SqlBackendBuilder::batches_in_flight`] batches (default 1) start as soon as
-//!   checks come, and more, up to the pool size, when a full batch waits or a check has waited
-//!   5 ms (a batch held up on a lock or a stalled disk). A failed batch fails each of its
-//!   callers with the same error. At most [`SqlBackendBuilder::max_queued`] checks (default
-//!   [`DEFAULT_MAX_QUEUED`]) wait at once, queued or in batches out; one more fails at once
-//!   with [`BackendError::Overloaded`]. Peeks, resets and cleanups are not batched.
-//! - **MySQL/MariaDB**: one round trip per check, `CALL <prefix>check_v2(..)`, a stored procedure
+//! - **PostgreSQL**: `<prefix><algorithm>_check_v2(..)` (`sw_check_v3` for the sliding log), a
+//!   PL/pgSQL port of the Redis Lua scripts with the same integer maths (in `NUMERIC`, so nothing
+//!   overflows). Checks of one key queue on a transaction-scoped advisory lock taken from the key's
+//!   hash, so a key seen for the first time is never inserted twice. A single-quota check decides
+//!   inside one `INSERT .. ON CONFLICT DO UPDATE .. WHERE <fits>` when it can. Checks are batched:
+//!   those that concurrent tasks make through one backend while earlier ones are at the database go
+//!   together as one call of `<prefix>check_batch_v4(..)`, one round trip and one transaction (so
+//!   one commit and one WAL flush) for the batch. It locks the batch's keys in key order (two
+//!   batches never deadlock), decides the single-quota fixed-window and token-bucket checks of
+//!   distinct keys in one `UPDATE`/`INSERT` statement for the lot, runs the rest one after the
+//!   other (checks of one key keep their order, each seeing the one before), and answers each
+//!   caller with exactly what it would have got alone. A check on an idle backend leaves at once;
+//!   [`SqlBackendBuilder::batches_in_flight`] batches (default 1) start as soon as checks come, and
+//!   more, up to the pool size, when a full batch waits or a check has waited 5 ms (a batch held up
+//!   on a lock or a stalled disk). A failed batch fails each of its callers with the same error. At
+//!   most [`SqlBackendBuilder::max_queued`] checks (default [`DEFAULT_MAX_QUEUED`]) wait at once,
+//!   queued or in batches out; one more fails at once with [`BackendError::Overloaded`]. Peeks,
+//!   resets and cleanups are not batched.
+//! - **MySQL/MariaDB**: one round trip per check, `CALL <prefix>check_v3(..)`, a stored procedure
 //!   that locks the key's rows (inserting a placeholder row first, so a new key has a row to
 //!   lock) in a `READ COMMITTED` transaction. Not batched: a procedure cannot take arrays, and
 //!   building one multi-statement call per batch would cost the parsing batching saves.
 //! - **SQLite**: a `BEGIN IMMEDIATE` transaction (one writer at a time) that loads the state and
-//!   applies the Rust algorithms themselves. Not batched: there is no round trip to share.
+//!   applies the Rust algorithms themselves (for the sliding log, reads what the algorithm's
+//!   arithmetic needs by index probes). Not batched: there is no round trip to share.
 //!
 //! Tables (prefix `ratelimit_` by default): `<prefix>state_v2`, one row per key and policy, and
-//! `<prefix>log_v2`, the sliding log's entries, per key and policy. The policy column holds the
+//! `<prefix>log_v3`, the sliding log's entries, per key and policy. The policy column holds the
 //! [`PolicyId`] of the quota (its algorithm and every parameter, as a signed 64-bit integer), so
 //! two limits on one key (`5/m` and `10/h`, or a fixed window and a token bucket of one rate)
 //! never share a row, and identical limits do; [`Backend::reset`] deletes every row of the key,
@@ -56,6 +57,28 @@
 //! processes of the previous version still running during a rolling upgrade keep working (each
 //! version counting on its own) until they are replaced; [`SqlBackend::drop_tables`] drops them
 //! with the rest, and so can a `DROP TABLE` once no such process is left.
+//!
+//! The sliding log costs a check O(log n) for a log of n entries, never O(limit), as in memory
+//! and Redis: each row of `<prefix>log_v3` carries the running total of the costs through it,
+//! in time order, and is indexed by time (the primary key) and by that total. The cost of the
+//! entries still counted is the newest entry's total minus the total just before the oldest
+//! counted one (two index probes), and a rejection's retry time is when the first entry whose
+//! total reaches the excess over the limit was admitted (one more). An admission deletes the
+//! key's expired entries by range (each entry once) and appends; a clock that steps back (an
+//! injected one) puts the request before later entries and adds its cost to their totals
+//! (O(later entries), only on such clocks). Totals start from 0 when the log is empty and are
+//! rebased before one would leave the 64-bit range. Nothing reads an expired entry, so
+//! [`Backend::cleanup`] may delete them at any time; the sliding log keeps no state row.
+//!
+//! Upgrading from the sliding log `<prefix>log_v2`, which every check read whole: its entries
+//! carry no totals, so sliding-log counts start afresh once, at the upgrade, in `<prefix>log_v3`
+//! (every other count stays in `<prefix>state_v2`, shared by both versions). The previous
+//! version's sliding-log routines and `<prefix>log_v2` are no longer created but left in place:
+//! its processes still running during a rolling upgrade keep counting their sliding logs there
+//! (each version on its own, and a [`Backend::reset`] by either leaving the other's log), and
+//! this version's cleanup deletes the expired entries they leave. Nothing of this version reads
+//! that table or the state row the previous version kept beside it, so they cannot change what
+//! this version counts; [`SqlBackend::drop_tables`] drops them with the rest.
 //!
 //! Every row stores `expires_at_ms`, the instant after which it means the same as no row
 //! ([`crate::Policy::expires_at`]); a row past it is ignored by checks and deleted by
@@ -98,7 +121,7 @@ use crate::decision::Decision;
 use crate::health::{HealthStatus, HealthTracker};
 use crate::limit::{Limit, LimitError};
 
-/// The default table prefix: tables `ratelimit_state_v2` and `ratelimit_log_v2`.
+/// The default table prefix: tables `ratelimit_state_v2` and `ratelimit_log_v3`.
 pub const DEFAULT_TABLE_PREFIX: &str = "ratelimit_";
 
 /// The default time a call may take, waiting for a pooled connection and retries included.
@@ -181,6 +204,24 @@ pub(crate) struct Request<'a> {
 struct Deleted {
     state: u64,
     log: u64,
+    /// From the previous version's sliding log (`<prefix>log_v2`), which its processes may still
+    /// write during a rolling upgrade; 0 where the table does not exist.
+    previous_log: u64,
+}
+
+impl Deleted {
+    fn total(self) -> u64 {
+        self.state
+            .saturating_add(self.log)
+            .saturating_add(self.previous_log)
+    }
+
+    /// Whether every table had less than a batch to delete: nothing expired is left.
+    fn is_last(self, batch: NonZeroU64) -> bool {
+        [self.state, self.log, self.previous_log]
+            .into_iter()
+            .all(|deleted| deleted < batch.get())
+    }
 }
 
 /// What a SQL engine does; [`SqlBackend`] adds the timeout, retries and health around it.
@@ -253,9 +294,8 @@ impl SqlBackend {
             let deleted = self
                 .call(|| self.engine.cleanup_batch(self.now_ms(), batch_size))
                 .await?;
-            removed = removed.saturating_add(deleted.state.saturating_add(deleted.log));
-            // A table that had less than a batch to delete is done.
-            if deleted.state < batch_size.get() && deleted.log < batch_size.get() {
+            removed = removed.saturating_add(deleted.total());
+            if deleted.is_last(batch_size) {
                 return Ok(removed);
             }
         }

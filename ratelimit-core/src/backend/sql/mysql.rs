@@ -1,4 +1,4 @@
-//! MySQL and MariaDB: every check is one `CALL <prefix>check_v2(..)` of the stored procedure in
+//! MySQL and MariaDB: every check is one `CALL <prefix>check_v3(..)` of the stored procedure in
 //! `mysql.sql`, so one round trip, atomic per key under row locks.
 
 use std::fmt::Write as _;
@@ -39,9 +39,11 @@ const PROCEDURES: &[&str] = &[
     "lb_admit",
 ];
 
-/// The versions of [`PROCEDURES`] to drop: this one's, and the earlier one's (state per quota
-/// index, in `<prefix>state` and `<prefix>log`), left for its processes.
-const PROCEDURE_VERSIONS: &[&str] = &["_v2", "_v1"];
+/// The versions of [`PROCEDURES`] to drop: this one's (the sliding log's and the procedures
+/// calling them are `_v3`, the rest `_v2`), and the earlier ones', left for their processes: the
+/// `_v2` sliding log (in `<prefix>log_v2`) and state per quota index (`_v1`, in `<prefix>state`
+/// and `<prefix>log`).
+const PROCEDURE_VERSIONS: &[&str] = &["_v3", "_v2", "_v1"];
 
 /// The functions `mysql.sql` creates, for dropping them.
 const FUNCTIONS: &[&str] = &[
@@ -55,6 +57,14 @@ const FUNCTIONS: &[&str] = &[
 /// The database clock in ms (the statement's start), or the injected time when there is one.
 const NOW: &str = "COALESCE(?, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000))";
 
+/// The previous version's sliding log. This version neither creates nor reads it, but its
+/// processes may still write it during a rolling upgrade, so the cleanup deletes its expired
+/// entries while it exists.
+const PREVIOUS_LOG: &str = "{prefix}log_v2";
+
+/// Every table, this version's and the earlier versions', for dropping them.
+const TABLES: &str = "{prefix}state_v2, {prefix}log_v3, {prefix}log_v2, {prefix}state, {prefix}log";
+
 /// MySQL's "ER_LOCK_DEADLOCK" SQLSTATE: the transaction was rolled back whole.
 const DEADLOCK: &str = "40001";
 
@@ -66,6 +76,10 @@ pub(super) struct MysqlEngine {
     cleanup_state: String,
     cleanup_log: String,
     count_expired: String,
+    /// The previous version's sliding log, cleaned while it exists (see [`PREVIOUS_LOG`]).
+    previous_log_exists: String,
+    cleanup_previous_log: String,
+    count_expired_previous_log: String,
 }
 
 impl MysqlEngine {
@@ -82,21 +96,39 @@ impl MysqlEngine {
         Ok(Self {
             pool,
             prefix: prefix.to_owned(),
-            check: sql("CALL {prefix}check_v2(?, ?, ?, ?, ?, ?, ?, ?)"),
-            reset: sql("CALL {prefix}reset_v2(?)"),
+            check: sql("CALL {prefix}check_v3(?, ?, ?, ?, ?, ?, ?, ?)"),
+            reset: sql("CALL {prefix}reset_v3(?)"),
             // Under READ COMMITTED InnoDB checks the condition again on the row it locks, so a
             // row a check has just renewed is not deleted.
             cleanup_state: sql(&format!(
                 "DELETE FROM {{prefix}}state_v2 WHERE expires_at_ms <= {NOW} LIMIT ?"
             )),
             cleanup_log: sql(&format!(
-                "DELETE FROM {{prefix}}log_v2 WHERE expires_at_ms <= {NOW} LIMIT ?"
+                "DELETE FROM {{prefix}}log_v3 WHERE expires_at_ms <= {NOW} LIMIT ?"
             )),
             count_expired: sql(&format!(
                 "SELECT (SELECT COUNT(*) FROM {{prefix}}state_v2 WHERE expires_at_ms <= {NOW}) \
-                 + (SELECT COUNT(*) FROM {{prefix}}log_v2 WHERE expires_at_ms <= {NOW})"
+                 + (SELECT COUNT(*) FROM {{prefix}}log_v3 WHERE expires_at_ms <= {NOW})"
+            )),
+            previous_log_exists: sql(&format!(
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_name = '{PREVIOUS_LOG}'"
+            )),
+            cleanup_previous_log: sql(&format!(
+                "DELETE FROM {PREVIOUS_LOG} WHERE expires_at_ms <= {NOW} LIMIT ?"
+            )),
+            count_expired_previous_log: sql(&format!(
+                "SELECT COUNT(*) FROM {PREVIOUS_LOG} WHERE expires_at_ms <= {NOW}"
             )),
         })
+    }
+
+    /// Whether the previous version's sliding log exists here (see [`PREVIOUS_LOG`]).
+    async fn previous_log_exists(&self) -> Result<bool, BackendError> {
+        let tables: i64 = sqlx::query_scalar(&self.previous_log_exists)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(tables > 0)
     }
 
     async fn delete_expired(
@@ -215,9 +247,16 @@ impl Engine for MysqlEngine {
     ) -> Result<Deleted, BackendError> {
         let now = optional_int("now", now_ms)?;
         let batch = args::to_sql_int("cleanup batch", batch.get())?;
+        let previous_log = if self.previous_log_exists().await? {
+            self.delete_expired(&self.cleanup_previous_log, now, batch)
+                .await?
+        } else {
+            0
+        };
         Ok(Deleted {
             state: self.delete_expired(&self.cleanup_state, now, batch).await?,
             log: self.delete_expired(&self.cleanup_log, now, batch).await?,
+            previous_log,
         })
     }
 
@@ -228,7 +267,17 @@ impl Engine for MysqlEngine {
             .bind(now)
             .fetch_one(&self.pool)
             .await?;
-        Ok(u64::try_from(expired).unwrap_or_default())
+        let previous: i64 = if self.previous_log_exists().await? {
+            sqlx::query_scalar(&self.count_expired_previous_log)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?
+        } else {
+            0
+        };
+        Ok(u64::try_from(expired)
+            .unwrap_or_default()
+            .saturating_add(u64::try_from(previous).unwrap_or_default()))
     }
 
     async fn drop_schema(&self) -> Result<(), BackendError> {
@@ -243,9 +292,7 @@ impl Engine for MysqlEngine {
         for function in FUNCTIONS {
             sql.push_str(&format!("DROP FUNCTION IF EXISTS {{prefix}}{function};"));
         }
-        sql.push_str(
-            "DROP TABLE IF EXISTS {prefix}state_v2, {prefix}log_v2, {prefix}state, {prefix}log;",
-        );
+        sql.push_str(&format!("DROP TABLE IF EXISTS {TABLES};"));
         sqlx::raw_sql(&with_prefix(&sql, &self.prefix))
             .execute(&self.pool)
             .await?;

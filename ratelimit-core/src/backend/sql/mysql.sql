@@ -11,6 +11,17 @@
 -- of earlier versions are left for processes of that version and never read (see sql.rs,
 -- "Tables"). The pure functions did not change and keep their `_v1` names.
 --
+-- The `_v3` sliding log lives in `{prefix}log_v3`, whose entries carry running totals, instead
+-- of `{prefix}log_v2`, which every check read whole: sliding-log counts start afresh once, at
+-- the upgrade. Its procedures, and `check_v3` and `reset_v3` that call them, are new; every
+-- other state stays in `{prefix}state_v2` with the unchanged `_v2` procedures, shared by both
+-- versions. `check_v2`, `reset_v2`, `sw_evaluate_v2`, `sw_admit_v2` and `log_v2` are no longer
+-- created; those of a database in use are left to the previous version's processes (each
+-- version counting its sliding logs on its own, and a reset by either leaving the other's log).
+-- The sliding log keeps no state row any more (the previous version kept its newest entry and
+-- an entry sequence there, which the log now gives itself), so the previous version's writes
+-- to that row change nothing this one counts.
+--
 -- Arithmetic on request values is done in DECIMAL(65,0) (exact), so a huge cost or period
 -- cannot overflow; stored values are BIGINT. floor(a / b) is `a DIV b` and ceil(a / b) is
 -- `(a + b - 1) DIV b`, for a >= 0 and b > 0 (never `/`, which rounds to a few decimals).
@@ -22,9 +33,10 @@ CREATE TABLE IF NOT EXISTS {prefix}state_v2 (
     -- on a key has its own row, so `5/m` and `10/h` never reset each other, and identical
     -- limits share one.
     policy BIGINT NOT NULL,
-    -- Window or bucket start (fw, swc), newest entry (sw), last update (tb, lb).
+    -- Window or bucket start (fw, swc), last update (tb, lb). (The previous version's sliding
+    -- log kept its newest entry here, and its entry sequence in `amount`; this one keeps none.)
     since_ms BIGINT NOT NULL,
-    -- Count (fw), current bucket (swc), entry sequence (sw), scaled level (tb, lb).
+    -- Count (fw), current bucket (swc), scaled level (tb, lb).
     amount BIGINT NOT NULL,
     -- Previous bucket (swc).
     previous BIGINT NOT NULL DEFAULT 0,
@@ -35,18 +47,27 @@ CREATE TABLE IF NOT EXISTS {prefix}state_v2 (
     KEY {prefix}state_v2_expires_at (expires_at_ms)
 ) ENGINE = InnoDB
 -- //
--- The sliding log: one row per admitted request, per policy.
-CREATE TABLE IF NOT EXISTS {prefix}log_v2 (
+-- The sliding log: one row per admitted request, per policy, in (at_ms, seq) order. Each row
+-- carries the running total of the costs through it, so a check reads a few index entries
+-- however long the log is (see sw_evaluate_v3).
+CREATE TABLE IF NOT EXISTS {prefix}log_v3 (
     key_hash BINARY(32) NOT NULL,
     policy BIGINT NOT NULL,
     at_ms BIGINT NOT NULL,
-    -- Keeps two requests of one millisecond apart, and their order.
+    -- Keeps two requests of one millisecond apart, and their order: one more than the last
+    -- entry of the same millisecond (1 for the first).
     seq BIGINT NOT NULL,
     cost BIGINT NOT NULL,
+    -- The running total of the costs through this entry. Only differences between the totals
+    -- of one key and policy mean anything: they start from 0 when the log is empty, and are
+    -- rebased when the next one would not fit a BIGINT.
+    through BIGINT NOT NULL,
     -- at_ms + window: when the request stops counting.
     expires_at_ms BIGINT NOT NULL,
     PRIMARY KEY (key_hash, policy, at_ms, seq),
-    KEY {prefix}log_v2_expires_at (expires_at_ms)
+    -- The retry search: the first entry whose running total reaches a value, in one probe.
+    KEY {prefix}log_v3_through (key_hash, policy, through),
+    KEY {prefix}log_v3_expires_at (expires_at_ms)
 ) ENGINE = InnoDB
 -- //
 -- The n-th (1-based) integer of a comma-separated list.
@@ -113,9 +134,14 @@ BEGIN
                           v_start + v_window, p_now);
 END
 -- //
--- Sliding log. params: limit, window; entries in {prefix}log_v2, counted while
--- at_ms + window > now; state: since = newest entry, amount = entry sequence.
-CREATE PROCEDURE IF NOT EXISTS {prefix}sw_evaluate_v2(
+-- Sliding log. params: limit, window; entries in {prefix}log_v3, counted while
+-- at_ms + window > now. The counted entries are the newest ones (the log is in time order), so
+-- their cost is the running total through the newest entry minus the total just before the
+-- oldest counted one (its total minus its cost): two index probes, whatever the log's length.
+-- A rejection that can wait finds the first entry whose total reaches the excess: one more.
+-- Nothing reads an entry that is no longer counted, so the cleanup may delete them any time.
+-- The state row is only the check's lock (check_v3 removes it): the log holds everything.
+CREATE PROCEDURE IF NOT EXISTS {prefix}sw_evaluate_v3(
     IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
     IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
     IN p_hash BINARY(32), IN p_policy BIGINT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0),
@@ -125,12 +151,24 @@ BEGIN
     DECLARE v_limit DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 1);
     DECLARE v_window DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 2);
     DECLARE v_counted_after BIGINT DEFAULT p_now - v_window;
-    DECLARE v_used DECIMAL(65, 0);
-    DECLARE v_oldest DECIMAL(65, 0);
-    DECLARE v_freed_at DECIMAL(65, 0);
-    SELECT COALESCE(SUM(cost), 0), MIN(at_ms) INTO v_used, v_oldest
-    FROM {prefix}log_v2
-    WHERE key_hash = p_hash AND policy = p_policy AND at_ms > v_counted_after;
+    -- The oldest counted entry's time, and the running total just before it.
+    DECLARE v_oldest BIGINT;
+    DECLARE v_before BIGINT;
+    DECLARE v_used DECIMAL(65, 0) DEFAULT 0;
+    DECLARE v_freed BIGINT;
+    DECLARE v_freed_at BIGINT;
+    -- An aggregate over at most one row: no entry is NULLs rather than a "no data" warning.
+    SELECT MAX(at_ms), MAX(through - cost) INTO v_oldest, v_before
+    FROM (SELECT at_ms, through, cost FROM {prefix}log_v3
+          WHERE key_hash = p_hash AND policy = p_policy AND at_ms > v_counted_after
+          ORDER BY at_ms, seq
+          LIMIT 1) AS oldest;
+    IF v_oldest IS NOT NULL THEN
+        SET v_used = (SELECT through FROM {prefix}log_v3
+                      WHERE key_hash = p_hash AND policy = p_policy
+                      ORDER BY through DESC
+                      LIMIT 1) - v_before;
+    END IF;
     SET o_allowed = v_used + p_cost <= v_limit;
     SET o_retry = -1;
     IF o_allowed THEN
@@ -139,16 +177,14 @@ BEGIN
     ELSE
         SET o_remaining = GREATEST(v_limit - v_used, 0);
         IF p_cost <= v_limit THEN
-            -- Enough earlier requests must slide out to make room for this one.
+            -- The oldest counted requests whose costs add up to the excess must slide out; the
+            -- total they reach lies within the log's totals (the excess is at most what is
+            -- counted), so it is a BIGINT, and the index is searched with one.
+            SET v_freed = v_before + (v_used + p_cost - v_limit);
             SET v_freed_at = (
-                SELECT e.at_ms
-                FROM (
-                    SELECT at_ms, seq, SUM(cost) OVER (ORDER BY at_ms, seq) AS freed
-                    FROM {prefix}log_v2
-                    WHERE key_hash = p_hash AND policy = p_policy AND at_ms > v_counted_after
-                ) e
-                WHERE e.freed >= v_used + p_cost - v_limit
-                ORDER BY e.at_ms, e.seq
+                SELECT at_ms FROM {prefix}log_v3
+                WHERE key_hash = p_hash AND policy = p_policy AND through >= v_freed
+                ORDER BY through
                 LIMIT 1);
             SET o_retry = IF(v_freed_at IS NULL, 1, GREATEST(v_freed_at + v_window - p_now, 1));
         END IF;
@@ -156,27 +192,60 @@ BEGIN
     SET o_reset = IF(v_oldest IS NULL, 0, v_oldest + v_window - p_now);
 END
 -- //
-CREATE PROCEDURE IF NOT EXISTS {prefix}sw_admit_v2(
+CREATE PROCEDURE IF NOT EXISTS {prefix}sw_admit_v3(
     IN p_params TEXT, IN p_offset INT, IN p_found BOOLEAN,
     IN s_since BIGINT, IN s_amount BIGINT, IN s_previous BIGINT,
     IN p_hash BINARY(32), IN p_policy BIGINT, IN p_now BIGINT, IN p_cost DECIMAL(65, 0))
 MODIFIES SQL DATA
 BEGIN
     DECLARE v_window DECIMAL(65, 0) DEFAULT {prefix}param_v1(p_params, p_offset + 2);
-    DECLARE v_seq BIGINT;
-    DECLARE v_newest BIGINT;
-    DELETE FROM {prefix}log_v2
-    WHERE key_hash = p_hash AND policy = p_policy AND at_ms <= p_now - v_window;
-    -- The sequence survives the row's expiry (p_found is false then), so it never repeats.
-    SET v_seq = COALESCE((
-        SELECT amount FROM {prefix}state_v2
-        WHERE key_hash = p_hash AND policy = p_policy), 0) + 1;
-    INSERT INTO {prefix}log_v2 (key_hash, policy, at_ms, seq, cost, expires_at_ms)
-    VALUES (p_hash, p_policy, p_now, v_seq, p_cost,
-            LEAST(p_now + v_window, 9223372036854775807));
-    SET v_newest = (SELECT MAX(at_ms) FROM {prefix}log_v2
-                    WHERE key_hash = p_hash AND policy = p_policy);
-    CALL {prefix}store_v2(p_hash, p_policy, v_newest, v_seq, 0, v_newest + v_window, p_now);
+    DECLARE v_counted_after BIGINT DEFAULT p_now - v_window;
+    -- The last entry at or before now, after which the request goes.
+    DECLARE v_last_at, v_last_seq, v_last_through BIGINT;
+    DECLARE v_total, v_base BIGINT;
+    -- The entries no longer counted go by range, each once.
+    DELETE FROM {prefix}log_v3
+    WHERE key_hash = p_hash AND policy = p_policy AND at_ms <= v_counted_after;
+    -- At the end, unless a clock that stepped back left later entries.
+    SELECT MAX(at_ms), MAX(seq), MAX(through) INTO v_last_at, v_last_seq, v_last_through
+    FROM (SELECT at_ms, seq, through FROM {prefix}log_v3
+          WHERE key_hash = p_hash AND policy = p_policy AND at_ms <= p_now
+          ORDER BY at_ms DESC, seq DESC
+          LIMIT 1) AS last;
+    IF v_last_at IS NULL THEN
+        -- First in the log: after the total before the first entry (0 when empty).
+        SET v_last_through = COALESCE((
+            SELECT through - cost FROM {prefix}log_v3
+            WHERE key_hash = p_hash AND policy = p_policy
+            ORDER BY at_ms, seq
+            LIMIT 1), 0);
+    END IF;
+    SET v_total = COALESCE((SELECT through FROM {prefix}log_v3
+                            WHERE key_hash = p_hash AND policy = p_policy
+                            ORDER BY through DESC
+                            LIMIT 1), 0);
+    -- Totals only grow while the log never empties. Before one would leave the BIGINT range
+    -- they are rebased on the total before the first entry; every entry left is counted, so
+    -- they are then at most the limit.
+    IF v_total + p_cost > 9223372036854775807 THEN
+        SET v_base = (SELECT through - cost FROM {prefix}log_v3
+                      WHERE key_hash = p_hash AND policy = p_policy
+                      ORDER BY at_ms, seq
+                      LIMIT 1);
+        UPDATE {prefix}log_v3 SET through = through - v_base
+        WHERE key_hash = p_hash AND policy = p_policy;
+        SET v_total = v_total - v_base;
+        SET v_last_through = v_last_through - v_base;
+    END IF;
+    IF v_total > v_last_through THEN
+        -- A clock that stepped back: the later entries' totals now include this request
+        -- (O(later entries), only on such clocks).
+        UPDATE {prefix}log_v3 SET through = through + p_cost
+        WHERE key_hash = p_hash AND policy = p_policy AND at_ms > p_now;
+    END IF;
+    INSERT INTO {prefix}log_v3 (key_hash, policy, at_ms, seq, cost, through, expires_at_ms)
+    VALUES (p_hash, p_policy, p_now, IF(v_last_at = p_now, v_last_seq + 1, 1), p_cost,
+            v_last_through + p_cost, LEAST(p_now + v_window, 9223372036854775807));
 END
 -- //
 -- Sliding window counter. params: limit, window; state: since = current bucket start,
@@ -395,8 +464,9 @@ WHERE key_hash = p_hash AND policy = p_policy AND expires_at_ms > p_now
 -- never counted). Answers one row: 4 comma-separated integers per quota, as the Lua scripts
 -- return. p_now NULL: the database's clock. p_record false: a peek, which writes nothing.
 -- p_policies: each quota's policy id (its rows' key), comma-separated, distinct and in id
--- order (see sql.rs); p_params: each quota's parameters, in the same order.
-CREATE PROCEDURE IF NOT EXISTS {prefix}check_v2(
+-- order (see sql.rs); p_params: each quota's parameters, in the same order. (`check_v2` with
+-- the sliding log of `log_v3`.)
+CREATE PROCEDURE IF NOT EXISTS {prefix}check_v3(
     IN p_key LONGBLOB, IN p_algorithm VARCHAR(3), IN p_now BIGINT, IN p_cost BIGINT,
     IN p_record BOOLEAN, IN p_quotas INT, IN p_policies TEXT, IN p_params TEXT)
 MODIFIES SQL DATA
@@ -455,7 +525,7 @@ BEGIN
             WHEN 'fw' THEN CALL {prefix}fw_evaluate_v2(p_params, v_offset, v_found, v_since,
                 v_amount, v_previous, v_hash, v_policy, v_now, p_cost,
                 v_allowed, v_remaining, v_reset, v_retry);
-            WHEN 'sw' THEN CALL {prefix}sw_evaluate_v2(p_params, v_offset, v_found, v_since,
+            WHEN 'sw' THEN CALL {prefix}sw_evaluate_v3(p_params, v_offset, v_found, v_since,
                 v_amount, v_previous, v_hash, v_policy, v_now, p_cost,
                 v_allowed, v_remaining, v_reset, v_retry);
             WHEN 'swc' THEN CALL {prefix}swc_evaluate_v2(p_params, v_offset, v_found, v_since,
@@ -485,7 +555,7 @@ BEGIN
                 CASE p_algorithm
                     WHEN 'fw' THEN CALL {prefix}fw_admit_v2(p_params, v_offset, v_found,
                         v_since, v_amount, v_previous, v_hash, v_policy, v_now, p_cost);
-                    WHEN 'sw' THEN CALL {prefix}sw_admit_v2(p_params, v_offset, v_found,
+                    WHEN 'sw' THEN CALL {prefix}sw_admit_v3(p_params, v_offset, v_found,
                         v_since, v_amount, v_previous, v_hash, v_policy, v_now, p_cost);
                     WHEN 'swc' THEN CALL {prefix}swc_admit_v2(p_params, v_offset, v_found,
                         v_since, v_amount, v_previous, v_hash, v_policy, v_now, p_cost);
@@ -497,9 +567,10 @@ BEGIN
             ELSEIF p_algorithm = 'tb' AND NOT v_found THEN
                 CALL {prefix}tb_first_rejection_v2(p_params, v_offset, v_hash, v_policy, v_now);
             END IF;
-            -- A rejection stores nothing: remove the placeholder it did not replace (by its
-            -- whole primary key, so no other policy's row of the key is waited on).
-            IF NOT v_all_allowed THEN
+            -- A rejection stores nothing, and the sliding log keeps everything in its log: remove
+            -- the placeholder it did not replace (by its whole primary key, so no other
+            -- policy's row of the key is waited on).
+            IF NOT v_all_allowed OR p_algorithm = 'sw' THEN
                 DELETE FROM {prefix}state_v2
                 WHERE key_hash = v_hash AND policy = v_policy AND expires_at_ms = 0;
             END IF;
@@ -511,7 +582,7 @@ BEGIN
 END
 -- //
 -- Forgets every state and log entry of a key, of every policy.
-CREATE PROCEDURE IF NOT EXISTS {prefix}reset_v2(IN p_key LONGBLOB)
+CREATE PROCEDURE IF NOT EXISTS {prefix}reset_v3(IN p_key LONGBLOB)
 MODIFIES SQL DATA
 BEGIN
     DECLARE v_hash BINARY(32) DEFAULT UNHEX(SHA2(p_key, 256));
@@ -523,6 +594,6 @@ BEGIN
     SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
     START TRANSACTION;
     DELETE FROM {prefix}state_v2 WHERE key_hash = v_hash;
-    DELETE FROM {prefix}log_v2 WHERE key_hash = v_hash;
+    DELETE FROM {prefix}log_v3 WHERE key_hash = v_hash;
     COMMIT;
 END

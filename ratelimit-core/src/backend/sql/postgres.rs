@@ -1,8 +1,9 @@
 //! PostgreSQL: every check is one call of the algorithm's PL/pgSQL function
-//! `<prefix><tag>_check_v2` (see `postgres.sql`), atomic per key under an advisory lock. Checks
-//! made concurrently go together in one call of `<prefix>check_batch_v3` (see `batch.rs` and
-//! `postgres_batch.sql`): one round trip and one transaction for the whole batch, and one
-//! statement for its single-quota fixed-window and token-bucket checks.
+//! `<prefix><tag>_check_v2` (`sw_check_v3` for the sliding log; see `postgres.sql`), atomic per
+//! key under an advisory lock. Checks made concurrently go together in one call of
+//! `<prefix>check_batch_v4` (see `batch.rs` and `postgres_batch.sql`): one round trip and one
+//! transaction for the whole batch, and one statement for its single-quota fixed-window and
+//! token-bucket checks.
 
 use std::num::NonZeroU64;
 use std::str::FromStr as _;
@@ -26,15 +27,20 @@ const SCHEMA: &str = concat!(
 /// Every routine `postgres.sql` creates, with its argument types, for dropping them.
 const ROUTINES: &[&str] = &[
     "fw_check_v2(bytea, bigint, bigint, boolean, bigint[], bigint[])",
-    "sw_check_v2(bytea, bigint, bigint, boolean, bigint[], bigint[])",
+    "sw_check_v3(bytea, bigint, bigint, boolean, bigint[], bigint[])",
     "swc_check_v2(bytea, bigint, bigint, boolean, bigint[], bigint[])",
     "tb_check_v2(bytea, bigint, bigint, boolean, bigint[], bigint[])",
     "lb_check_v2(bytea, bigint, bigint, boolean, bigint[], bigint[])",
-    "check_batch_v3(bytea[], bigint[], bigint[], text[], integer[], bigint[], integer[], bigint[])",
-    "reset_v2(bytea)",
+    "check_batch_v4(bytea[], bigint[], bigint[], text[], integer[], bigint[], integer[], bigint[])",
+    "reset_v3(bytea)",
     "lock_id_v1(bytea)",
     "first_fitting_elapsed_v1(numeric, numeric, numeric)",
     "millis_for_v1(numeric, numeric)",
+    // Created by the previous version (its sliding log read `<prefix>log_v2` whole); left for
+    // its processes, dropped with the rest.
+    "sw_check_v2(bytea, bigint, bigint, boolean, bigint[], bigint[])",
+    "check_batch_v3(bytea[], bigint[], bigint[], text[], integer[], bigint[], integer[], bigint[])",
+    "reset_v2(bytea)",
     // Created by earlier versions (state per quota index, in `<prefix>state` and `<prefix>log`);
     // left for their processes, dropped with the rest.
     "fw_check_v1(bytea, bigint, bigint, boolean, bigint[])",
@@ -48,7 +54,12 @@ const ROUTINES: &[&str] = &[
 ];
 
 /// Every table, this version's and the earlier versions' (see [`ROUTINES`]), for dropping them.
-const TABLES: &str = "{prefix}state_v2, {prefix}log_v2, {prefix}state, {prefix}log";
+const TABLES: &str = "{prefix}state_v2, {prefix}log_v3, {prefix}log_v2, {prefix}state, {prefix}log";
+
+/// The previous version's sliding log. This version neither creates nor reads it, but its
+/// processes may still write it during a rolling upgrade, so the cleanup deletes its expired
+/// entries while it exists.
+const PREVIOUS_LOG: &str = "{prefix}log_v2";
 
 /// The granule `cleanup_at_ms` is rounded up to (postgres.sql).
 const CLEANUP_GRANULE_MS: u64 = 10_000;
@@ -60,13 +71,17 @@ const NOW: &str =
 pub(super) struct PostgresEngine {
     pool: PgPool,
     prefix: String,
-    /// `SELECT <prefix><tag>_check_v2(..)`, in the order of [`Algorithm::ALL`].
+    /// `SELECT <prefix><tag>_check_v2(..)` (`sw_check_v3`), in the order of [`Algorithm::ALL`].
     checks: [String; 5],
     check_batch: String,
     reset: String,
     cleanup_state: String,
     cleanup_log: String,
     count_expired: String,
+    /// The previous version's sliding log, cleaned while it exists (see [`PREVIOUS_LOG`]).
+    previous_log_exists: String,
+    cleanup_previous_log: String,
+    count_expired_previous_log: String,
 }
 
 impl PostgresEngine {
@@ -85,12 +100,13 @@ impl PostgresEngine {
             prefix: prefix.to_owned(),
             checks: Algorithm::ALL.map(|algorithm| {
                 let tag = algorithm_tag(algorithm);
+                let version = check_version(algorithm);
                 sql(&format!(
-                    "SELECT {{prefix}}{tag}_check_v2($1, $2, $3, $4, $5, $6)"
+                    "SELECT {{prefix}}{tag}_check_{version}($1, $2, $3, $4, $5, $6)"
                 ))
             }),
-            check_batch: sql("SELECT {prefix}check_batch_v3($1, $2, $3, $4, $5, $6, $7, $8)"),
-            reset: sql("SELECT {prefix}reset_v2($1)"),
+            check_batch: sql("SELECT {prefix}check_batch_v4($1, $2, $3, $4, $5, $6, $7, $8)"),
+            reset: sql("SELECT {prefix}reset_v3($1)"),
             // The outer condition is checked again on the row as it is when locked, so a row a
             // check has just renewed is not deleted. Rows a check holds are skipped (it is
             // renewing them): a cleanup never waits on a row, so it can never be half of a
@@ -102,18 +118,30 @@ impl PostgresEngine {
                  FROM {{prefix}}state_v2 WHERE cleanup_at_ms <= {NOW} + {CLEANUP_GRANULE_MS} \
                  AND expires_at_ms <= {NOW} LIMIT $2 FOR UPDATE SKIP LOCKED)"
             )),
-            cleanup_log: sql(&format!(
-                "DELETE FROM {{prefix}}log_v2 WHERE expires_at_ms <= {NOW} \
-                 AND (key_hash, policy, at_ms, seq) IN (SELECT key_hash, policy, at_ms, seq \
-                 FROM {{prefix}}log_v2 WHERE expires_at_ms <= {NOW} LIMIT $2 FOR UPDATE SKIP LOCKED)"
-            )),
+            cleanup_log: sql(&cleanup_log("{prefix}log_v3")),
             count_expired: sql(&format!(
                 "SELECT (SELECT count(*) FROM {{prefix}}state_v2 \
                  WHERE cleanup_at_ms <= {NOW} + {CLEANUP_GRANULE_MS} AND expires_at_ms <= {NOW}) \
-                 + (SELECT count(*) FROM {{prefix}}log_v2 WHERE expires_at_ms <= {NOW})"
+                 + (SELECT count(*) FROM {{prefix}}log_v3 WHERE expires_at_ms <= {NOW})"
+            )),
+            previous_log_exists: sql(&format!("SELECT to_regclass('{PREVIOUS_LOG}') IS NOT NULL")),
+            cleanup_previous_log: sql(&cleanup_log(PREVIOUS_LOG)),
+            count_expired_previous_log: sql(&format!(
+                "SELECT count(*) FROM {PREVIOUS_LOG} WHERE expires_at_ms <= {NOW}"
             )),
         })
     }
+}
+
+/// Deletes at most `$2` expired entries of a sliding log `table`. The outer condition is
+/// checked again on the row as it is when locked, and rows a check holds are skipped (see
+/// `cleanup_state`).
+fn cleanup_log(table: &str) -> String {
+    format!(
+        "DELETE FROM {table} WHERE expires_at_ms <= {NOW} \
+         AND (key_hash, policy, at_ms, seq) IN (SELECT key_hash, policy, at_ms, seq \
+         FROM {table} WHERE expires_at_ms <= {NOW} LIMIT $2 FOR UPDATE SKIP LOCKED)"
+    )
 }
 
 /// Creates the tables and routines. Concurrent connects (many processes starting at once)
@@ -189,8 +217,26 @@ impl BatchEngine for PostgresEngine {
     }
 }
 
+impl PostgresEngine {
+    /// Whether the previous version's sliding log exists here (see [`PREVIOUS_LOG`]).
+    async fn previous_log_exists(&self) -> Result<bool, BackendError> {
+        Ok(sqlx::query_scalar(&self.previous_log_exists)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
+
 fn optional_int(what: &'static str, value: Option<u64>) -> Result<Option<i64>, BackendError> {
     value.map(|value| args::to_sql_int(what, value)).transpose()
+}
+
+/// The version of an algorithm's check function: the sliding log's changed with its table
+/// (`log_v3`, running totals).
+fn check_version(algorithm: Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::SlidingWindow => "v3",
+        _ => "v2",
+    }
 }
 
 fn count(value: i64) -> u64 {
@@ -253,18 +299,38 @@ impl Engine for PostgresEngine {
             .bind(batch)
             .execute(&self.pool)
             .await?;
+        let previous_log = if self.previous_log_exists().await? {
+            sqlx::query(&self.cleanup_previous_log)
+                .bind(now)
+                .bind(batch)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+        } else {
+            0
+        };
         Ok(Deleted {
             state: state.rows_affected(),
             log: log.rows_affected(),
+            previous_log,
         })
     }
 
     async fn count_expired(&self, now_ms: Option<u64>) -> Result<u64, BackendError> {
+        let now = optional_int("now", now_ms)?;
         let expired: i64 = sqlx::query_scalar(&self.count_expired)
-            .bind(optional_int("now", now_ms)?)
+            .bind(now)
             .fetch_one(&self.pool)
             .await?;
-        Ok(count(expired))
+        let previous: i64 = if self.previous_log_exists().await? {
+            sqlx::query_scalar(&self.count_expired_previous_log)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?
+        } else {
+            0
+        };
+        Ok(count(expired).saturating_add(count(previous)))
     }
 
     async fn drop_schema(&self) -> Result<(), BackendError> {

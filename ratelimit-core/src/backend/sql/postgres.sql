@@ -9,7 +9,7 @@
 -- by the planner where they are used, so they cost nothing.
 --
 -- Every routine and table ends in a version (the batch function of postgres_batch.sql is
--- `_v3`): a change to one gets a new name, so processes of two versions sharing a database each
+-- `_v4`): a change to one gets a new name, so processes of two versions sharing a database each
 -- keep calling the routines, and using the tables, they were written for.
 --
 -- Upgrading from the tables `<prefix>state` and `<prefix>log` (rows keyed by algorithm and the
@@ -19,6 +19,16 @@
 -- functions are left as they are, so processes of the previous version still running keep
 -- working (each version counting on its own) until they are replaced; nothing of this version
 -- reads them, and `SqlBackend::drop_tables` drops them with the rest.
+--
+-- Upgrading from the sliding log `<prefix>log_v2` (which every check read whole): the sliding
+-- log now lives in `<prefix>log_v3`, whose entries carry running totals, so sliding-log counts
+-- start afresh once, at the upgrade; every other state stays in `<prefix>state_v2`, shared by
+-- both versions. `sw_check_v2`, `check_batch_v3`, `reset_v2` and `log_v2` are no longer
+-- created; those of a database in use are left to the previous version's processes (each
+-- version counting its sliding logs on its own, and a reset by either leaving the other's log)
+-- and dropped by `SqlBackend::drop_tables`. The sliding log keeps no row in `state_v2` any more
+-- (its newest entry and entry sequence, which the log now gives itself), so the previous
+-- version's writes to that row change nothing this one counts.
 --
 -- Arithmetic on request values is done in NUMERIC (exact, unbounded), so a huge cost or period
 -- cannot overflow; stored values are BIGINT. floor(a / b) is div(a, b) and ceil(a / b) is
@@ -31,9 +41,10 @@ CREATE TABLE IF NOT EXISTS {prefix}state_v2 (
     -- on a key has its own row, so `5/m` and `10/h` never reset each other, and identical
     -- limits share one. The algorithm is part of the identity, so it needs no column.
     policy bigint NOT NULL,
-    -- Window or bucket start (fw, swc), newest entry (sw), last update (tb, lb).
+    -- Window or bucket start (fw, swc), last update (tb, lb). (The previous version's sliding
+    -- log kept its newest entry here, and its entry sequence in `amount`; this one keeps none.)
     since_ms bigint NOT NULL,
-    -- Count (fw), current bucket (swc), entry sequence (sw), scaled level (tb, lb).
+    -- Count (fw), current bucket (swc), scaled level (tb, lb).
     amount bigint NOT NULL,
     -- Previous bucket (swc).
     previous bigint NOT NULL DEFAULT 0,
@@ -50,19 +61,28 @@ CREATE TABLE IF NOT EXISTS {prefix}state_v2 (
 ) WITH (fillfactor = 90);
 CREATE INDEX IF NOT EXISTS {prefix}state_v2_cleanup_at ON {prefix}state_v2 (cleanup_at_ms);
 
--- The sliding log: one row per admitted request, per policy.
-CREATE TABLE IF NOT EXISTS {prefix}log_v2 (
+-- The sliding log: one row per admitted request, per policy, in (at_ms, seq) order. Each row
+-- carries the running total of the costs through it, so a check reads a few index entries
+-- however long the log is (see sw_check_v3).
+CREATE TABLE IF NOT EXISTS {prefix}log_v3 (
     key_hash bytea NOT NULL,
     policy bigint NOT NULL,
     at_ms bigint NOT NULL,
-    -- Keeps two requests of one millisecond apart, and their order.
+    -- Keeps two requests of one millisecond apart, and their order: one more than the last
+    -- entry of the same millisecond (1 for the first).
     seq bigint NOT NULL,
     cost bigint NOT NULL,
+    -- The running total of the costs through this entry. Only differences between the totals
+    -- of one key and policy mean anything: they start from 0 when the log is empty, and are
+    -- rebased when the next one would not fit a bigint.
+    through bigint NOT NULL,
     -- at_ms + window: when the request stops counting.
     expires_at_ms bigint NOT NULL,
     PRIMARY KEY (key_hash, policy, at_ms, seq)
 );
-CREATE INDEX IF NOT EXISTS {prefix}log_v2_expires_at ON {prefix}log_v2 (expires_at_ms);
+-- The retry search: the first entry whose running total reaches a value, in one probe.
+CREATE INDEX IF NOT EXISTS {prefix}log_v3_through ON {prefix}log_v3 (key_hash, policy, through);
+CREATE INDEX IF NOT EXISTS {prefix}log_v3_expires_at ON {prefix}log_v3 (expires_at_ms);
 
 -- Milliseconds until `units` scaled units have flowed at `amount` per ms; NULL when nothing flows.
 -- PL/pgSQL, not SQL: the fast paths pass it whole expressions over the stored row, and the
@@ -201,12 +221,20 @@ BEGIN
     RETURN v_reply;
 END $$;
 
--- Sliding log. params: limit, window; entries in {prefix}log, counted while
--- at_ms + window > now; row: since_ms = newest entry, amount = entry sequence.
-CREATE OR REPLACE FUNCTION {prefix}sw_check_v2(
+-- Sliding log. params: limit, window; entries in {prefix}log_v3, counted while
+-- at_ms + window > now. The counted entries are the newest ones (the log is in time order), so
+-- their cost is the running total through the newest entry minus the total just before the
+-- oldest counted one (its total minus its cost): two index probes, whatever the log's length.
+-- A rejection that can wait finds the first entry whose total reaches the excess: one more.
+-- Nothing reads an entry that is no longer counted, so the cleanup may delete them any time.
+--
+-- Every statement reads the log through an index, and sequential scans are off: a session keeps
+-- the plans it made, and one made while the table was nearly empty (where a sequential scan is
+-- cheapest) would otherwise read the whole table on every check until the next ANALYZE.
+CREATE OR REPLACE FUNCTION {prefix}sw_check_v3(
     p_key bytea, p_now bigint, p_cost bigint, p_record boolean, p_policies bigint[],
     p bigint[])
-RETURNS bigint[] LANGUAGE plpgsql AS $$
+RETURNS bigint[] LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_hash bytea := sha256(p_key);
     v_quotas int := coalesce(cardinality(p), 0) / 2;
@@ -217,13 +245,21 @@ DECLARE
     v_limit numeric;
     v_window numeric;
     v_counted_after bigint;
+    -- The oldest counted entry's time, and the running total just before it.
+    v_oldest bigint;
+    v_before bigint;
+    -- The running total through the newest entry.
+    v_total bigint;
     v_used numeric;
-    v_oldest numeric;
     v_allowed boolean;
-    v_freed_at numeric;
+    v_freed bigint;
+    v_freed_at bigint;
     v_retry numeric;
-    v_seq bigint;
-    v_newest bigint;
+    -- The last entry at or before now, after which an admitted request goes.
+    v_last_at bigint;
+    v_last_seq bigint;
+    v_last_through bigint;
+    v_base bigint;
 BEGIN
     IF p_record THEN
         PERFORM pg_advisory_xact_lock({prefix}lock_id_v1(v_hash));
@@ -236,24 +272,34 @@ BEGIN
         v_limit := p[2 * i - 1];
         v_window := p[2 * i];
         v_counted_after := v_now - p[2 * i];
-        SELECT coalesce(sum(cost), 0), min(at_ms) INTO v_used, v_oldest
-        FROM {prefix}log_v2
-        WHERE key_hash = v_hash AND policy = v_policy AND at_ms > v_counted_after;
+        v_used := 0;
+        SELECT at_ms, through - cost INTO v_oldest, v_before
+        FROM {prefix}log_v3
+        WHERE key_hash = v_hash AND policy = v_policy AND at_ms > v_counted_after
+        ORDER BY at_ms, seq
+        LIMIT 1;
+        IF FOUND THEN
+            SELECT through INTO v_total
+            FROM {prefix}log_v3
+            WHERE key_hash = v_hash AND policy = v_policy
+            ORDER BY through DESC
+            LIMIT 1;
+            v_used := v_total - v_before;
+        END IF;
         v_allowed := v_used + p_cost <= v_limit;
         v_all_allowed := v_all_allowed AND v_allowed;
         v_retry := -1;
         IF v_allowed THEN
             v_oldest := least(coalesce(v_oldest, v_now), v_now);
         ELSIF p_cost <= v_limit THEN
-            -- Enough earlier requests must slide out to make room for this one.
-            SELECT e.at_ms INTO v_freed_at
-            FROM (
-                SELECT at_ms, seq, sum(cost) OVER (ORDER BY at_ms, seq) AS freed
-                FROM {prefix}log_v2
-                WHERE key_hash = v_hash AND policy = v_policy AND at_ms > v_counted_after
-            ) e
-            WHERE e.freed >= v_used + p_cost - v_limit
-            ORDER BY e.at_ms, e.seq
+            -- The oldest counted requests whose costs add up to the excess must slide out; the
+            -- total they reach lies within the log's totals (the excess is at most what is
+            -- counted), so it is a bigint, and the index is searched with one.
+            v_freed := v_before + (v_used + p_cost - v_limit);
+            SELECT at_ms INTO v_freed_at
+            FROM {prefix}log_v3
+            WHERE key_hash = v_hash AND policy = v_policy AND through >= v_freed
+            ORDER BY through
             LIMIT 1;
             v_retry := CASE WHEN v_freed_at IS NULL THEN 1
                             ELSE greatest(v_freed_at + v_window - v_now, 1) END;
@@ -270,24 +316,63 @@ BEGIN
             v_policy := p_policies[i];
             v_window := p[2 * i];
             v_counted_after := v_now - p[2 * i];
-            DELETE FROM {prefix}log_v2
-            WHERE key_hash = v_hash AND policy = v_policy AND at_ms <= v_counted_after;
-            -- The sequence survives the row's expiry, so it never repeats.
-            SELECT amount INTO v_seq FROM {prefix}state_v2
-            WHERE key_hash = v_hash AND policy = v_policy;
-            v_seq := coalesce(v_seq, 0) + 1;
-            INSERT INTO {prefix}log_v2 (key_hash, policy, at_ms, seq, cost, expires_at_ms)
-            VALUES (v_hash, v_policy, v_now, v_seq, p_cost,
+            -- The entries no longer counted go by range, each once: searched in time order,
+            -- which only the primary key serves without a sort (two indexes lead with the key,
+            -- and with statistics that say a key has one row, the planner could scan the other
+            -- one whole on every admission), then deleted by row address.
+            DELETE FROM {prefix}log_v3
+            WHERE ctid = ANY (ARRAY(
+                SELECT ctid FROM {prefix}log_v3
+                WHERE key_hash = v_hash AND policy = v_policy AND at_ms <= v_counted_after
+                ORDER BY at_ms, seq));
+            -- The request goes after the last entry at or before now: at the end, unless a
+            -- clock that stepped back left later ones.
+            SELECT at_ms, seq, through INTO v_last_at, v_last_seq, v_last_through
+            FROM {prefix}log_v3
+            WHERE key_hash = v_hash AND policy = v_policy AND at_ms <= v_now
+            ORDER BY at_ms DESC, seq DESC
+            LIMIT 1;
+            IF NOT FOUND THEN
+                -- First in the log: after the total before the first entry (0 when empty).
+                SELECT through - cost INTO v_last_through
+                FROM {prefix}log_v3
+                WHERE key_hash = v_hash AND policy = v_policy
+                ORDER BY at_ms, seq
+                LIMIT 1;
+                v_last_through := coalesce(v_last_through, 0);
+            END IF;
+            SELECT through INTO v_total
+            FROM {prefix}log_v3
+            WHERE key_hash = v_hash AND policy = v_policy
+            ORDER BY through DESC
+            LIMIT 1;
+            v_total := coalesce(v_total, 0);
+            -- Totals only grow while the log never empties. Before one would leave the bigint
+            -- range they are rebased on the total before the first entry; every entry left is
+            -- counted, so they are then at most the limit.
+            IF v_total::numeric + p_cost > 9223372036854775807 THEN
+                SELECT through - cost INTO v_base
+                FROM {prefix}log_v3
+                WHERE key_hash = v_hash AND policy = v_policy
+                ORDER BY at_ms, seq
+                LIMIT 1;
+                UPDATE {prefix}log_v3 SET through = through - v_base
+                WHERE key_hash = v_hash AND policy = v_policy;
+                v_total := v_total - v_base;
+                v_last_through := v_last_through - v_base;
+            END IF;
+            IF v_total > v_last_through THEN
+                -- A clock that stepped back: the later entries' totals now include this
+                -- request (O(later entries), only on such clocks).
+                UPDATE {prefix}log_v3 SET through = through + p_cost
+                WHERE key_hash = v_hash AND policy = v_policy AND at_ms > v_now;
+            END IF;
+            INSERT INTO {prefix}log_v3
+                (key_hash, policy, at_ms, seq, cost, through, expires_at_ms)
+            VALUES (v_hash, v_policy, v_now,
+                    CASE WHEN v_last_at = v_now THEN v_last_seq + 1 ELSE 1 END,
+                    p_cost, v_last_through + p_cost,
                     least(v_now + v_window, 9223372036854775807));
-            SELECT max(at_ms) INTO v_newest FROM {prefix}log_v2
-            WHERE key_hash = v_hash AND policy = v_policy;
-            INSERT INTO {prefix}state_v2 AS s
-                (key_hash, policy, since_ms, amount, previous, expires_at_ms)
-            VALUES (v_hash, v_policy, v_newest, v_seq, 0,
-                    least(greatest(v_newest + v_window, v_now::numeric + 1), 9223372036854775807))
-            ON CONFLICT (key_hash, policy) DO UPDATE
-            SET since_ms = excluded.since_ms, amount = excluded.amount,
-                previous = excluded.previous, expires_at_ms = excluded.expires_at_ms;
         END LOOP;
     END IF;
     RETURN v_reply;
@@ -728,12 +813,12 @@ BEGIN
 END $$;
 
 -- Forgets every state and log entry of a key, of every policy.
-CREATE OR REPLACE FUNCTION {prefix}reset_v2(p_key bytea)
+CREATE OR REPLACE FUNCTION {prefix}reset_v3(p_key bytea)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     v_hash bytea := sha256(p_key);
 BEGIN
     PERFORM pg_advisory_xact_lock({prefix}lock_id_v1(v_hash));
     DELETE FROM {prefix}state_v2 WHERE key_hash = v_hash;
-    DELETE FROM {prefix}log_v2 WHERE key_hash = v_hash;
+    DELETE FROM {prefix}log_v3 WHERE key_hash = v_hash;
 END $$;

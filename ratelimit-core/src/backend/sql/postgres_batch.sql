@@ -7,6 +7,7 @@
 -- The keys come sorted (the client sorts the batch, keeping the order of a key's checks), which
 -- the function verifies. Returns every check's reply (postgres.sql), one after the other, in the
 -- order given; checks of one key are decided in that order, each seeing the ones before it.
+-- (`check_batch_v4` is `check_batch_v3` calling `sw_check_v3`, the sliding log of `log_v3`.)
 --
 -- 1. Every key of the batch is locked first, in key order (the order in which check_batch_v1
 --    took them, one check at a time), so two batches never wait on each other in a cycle.
@@ -23,7 +24,7 @@
 -- 3. Every other check (a rejection, a repeated key, several quotas, another algorithm) is the
 --    call of its algorithm's function, in order. Its lock is already held; it reads the clock
 --    again, later than the set did, as a check that waited would.
-CREATE OR REPLACE FUNCTION {prefix}check_batch_v3(
+CREATE OR REPLACE FUNCTION {prefix}check_batch_v4(
     p_keys bytea[], p_now bigint[], p_costs bigint[], p_algorithms text[],
     p_policy_bounds int[], p_policies bigint[], p_param_bounds int[], p bigint[])
 RETURNS bigint[] LANGUAGE plpgsql AS $$
@@ -53,7 +54,7 @@ BEGIN
     INTO v_locked, v_sorted
     FROM generate_subscripts(p_keys, 1) AS i;
     IF NOT coalesce(v_sorted, true) THEN
-        RAISE EXCEPTION 'check_batch_v3: the keys must come sorted';
+        RAISE EXCEPTION 'check_batch_v4: the keys must come sorted';
     END IF;
     -- Read after every lock: no check decides on a time before its key was free.
     v_clock := floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint;
@@ -235,7 +236,7 @@ BEGIN
                     v_reply := {prefix}fw_check_v2(p_keys[i], p_now[i], p_costs[i], true,
                                                    v_policies, v_params);
                 WHEN 'sw' THEN
-                    v_reply := {prefix}sw_check_v2(p_keys[i], p_now[i], p_costs[i], true,
+                    v_reply := {prefix}sw_check_v3(p_keys[i], p_now[i], p_costs[i], true,
                                                    v_policies, v_params);
                 WHEN 'swc' THEN
                     v_reply := {prefix}swc_check_v2(p_keys[i], p_now[i], p_costs[i], true,

@@ -1,7 +1,10 @@
 //! SQLite: the state is loaded and written back inside one `BEGIN IMMEDIATE` transaction (the
 //! database's single writer lock), and the Rust algorithms themselves decide, so SQLite agrees
 //! with the memory backend by construction. SQLite runs in the process, so the extra
-//! statements cost no network round trips.
+//! statements cost no network round trips. The sliding log is read by index probes instead of
+//! loaded (see [`sliding_log`]).
+
+mod sliding_log;
 
 use std::num::NonZeroU64;
 use std::str::FromStr as _;
@@ -14,9 +17,7 @@ use sqlx::sqlite::{
 
 use super::args::to_sql_int;
 use super::{Deleted, Engine, Request, Settings, with_prefix};
-use crate::algorithm::{
-    BucketState, CounterState, LogEntry, LogState, Policy, State, Verdict, WindowState,
-};
+use crate::algorithm::{BucketState, CounterState, LogCheck, Policy, State, Verdict, WindowState};
 use crate::backend::BackendError;
 
 const SCHEMA: &str = include_str!("sqlite.sql");
@@ -37,16 +38,19 @@ pub(super) struct SqliteEngine {
 /// Every statement, with the table prefix filled in once.
 struct Statements {
     load_state: String,
-    load_log: String,
     store_state: String,
-    next_seq: String,
-    delete_uncounted: String,
-    insert_entry: String,
+    log: sliding_log::LogStatements,
     reset_state: String,
     reset_log: String,
     cleanup_state: String,
     cleanup_log: String,
     count_expired: String,
+    /// The previous version's sliding log (`<prefix>log_v2`): this version neither creates nor
+    /// reads it, but its processes may still write it during a rolling upgrade, so the cleanup
+    /// deletes its expired entries while it exists.
+    previous_log_exists: String,
+    cleanup_previous_log: String,
+    count_expired_previous_log: String,
     drop_tables: String,
 }
 
@@ -57,49 +61,83 @@ impl Statements {
         Self {
             load_state: sql("SELECT since_ms, amount, previous FROM {prefix}state_v2 \
                  WHERE key = ?1 AND policy = ?2 AND expires_at_ms > ?3"),
-            load_log: sql("SELECT at_ms, cost FROM {prefix}log_v2 \
-                 WHERE key = ?1 AND policy = ?2 AND at_ms > ?3 ORDER BY at_ms, seq"),
             store_state: sql("INSERT INTO {prefix}state_v2 \
                  (key, policy, since_ms, amount, previous, expires_at_ms) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                  ON CONFLICT (key, policy) DO UPDATE SET since_ms = excluded.since_ms, \
                  amount = excluded.amount, previous = excluded.previous, \
                  expires_at_ms = excluded.expires_at_ms"),
-            next_seq: sql("SELECT COALESCE(MAX(amount), 0) + 1 FROM {prefix}state_v2 \
-                 WHERE key = ?1 AND policy = ?2"),
-            delete_uncounted: sql(
-                "DELETE FROM {prefix}log_v2 WHERE key = ?1 AND policy = ?2 AND at_ms <= ?3",
-            ),
-            insert_entry: sql(
-                "INSERT INTO {prefix}log_v2 (key, policy, at_ms, seq, cost, expires_at_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            ),
+            log: sliding_log::LogStatements::new(prefix),
             reset_state: sql("DELETE FROM {prefix}state_v2 WHERE key = ?1"),
-            reset_log: sql("DELETE FROM {prefix}log_v2 WHERE key = ?1"),
+            reset_log: sql("DELETE FROM {prefix}log_v3 WHERE key = ?1"),
             cleanup_state: sql(&format!(
                 "DELETE FROM {{prefix}}state_v2 WHERE (key, policy) IN \
                  (SELECT key, policy FROM {{prefix}}state_v2 \
                  WHERE expires_at_ms <= {now_or} LIMIT ?2)"
             )),
-            cleanup_log: sql(&format!(
-                "DELETE FROM {{prefix}}log_v2 WHERE (key, policy, at_ms, seq) IN \
-                 (SELECT key, policy, at_ms, seq FROM {{prefix}}log_v2 \
-                 WHERE expires_at_ms <= {now_or} LIMIT ?2)"
-            )),
+            cleanup_log: sql(&cleanup_log("{prefix}log_v3", &now_or)),
             count_expired: sql(&format!(
                 "SELECT (SELECT COUNT(*) FROM {{prefix}}state_v2 \
                  WHERE expires_at_ms <= {now_or}) \
-                 + (SELECT COUNT(*) FROM {{prefix}}log_v2 WHERE expires_at_ms <= {now_or})"
+                 + (SELECT COUNT(*) FROM {{prefix}}log_v3 WHERE expires_at_ms <= {now_or})"
+            )),
+            previous_log_exists: sql("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' \
+                 AND name = '{prefix}log_v2'"),
+            cleanup_previous_log: sql(&cleanup_log("{prefix}log_v2", &now_or)),
+            count_expired_previous_log: sql(&format!(
+                "SELECT COUNT(*) FROM {{prefix}}log_v2 WHERE expires_at_ms <= {now_or}"
             )),
             // The earlier versions' tables too (see sqlite.sql).
             drop_tables: sql("DROP TABLE IF EXISTS {prefix}state_v2; \
-                 DROP TABLE IF EXISTS {prefix}log_v2; DROP TABLE IF EXISTS {prefix}state; \
-                 DROP TABLE IF EXISTS {prefix}log;"),
+                 DROP TABLE IF EXISTS {prefix}log_v3; DROP TABLE IF EXISTS {prefix}log_v2; \
+                 DROP TABLE IF EXISTS {prefix}state; DROP TABLE IF EXISTS {prefix}log;"),
         }
     }
 }
 
+/// Deletes at most `?2` expired entries of a sliding log `table`, at `now_or` (`?1` or the
+/// database's clock).
+fn cleanup_log(table: &str, now_or: &str) -> String {
+    format!(
+        "DELETE FROM {table} WHERE (key, policy, at_ms, seq) IN \
+         (SELECT key, policy, at_ms, seq FROM {table} WHERE expires_at_ms <= {now_or} LIMIT ?2)"
+    )
+}
+
 impl SqliteEngine {
+    /// Whether the previous version's sliding log exists here (see
+    /// [`Statements::previous_log_exists`]).
+    async fn previous_log_exists(&self) -> Result<bool, BackendError> {
+        let tables: i64 = sqlx::query_scalar(&self.sql.previous_log_exists)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(tables > 0)
+    }
+
+    /// Deletes at most `batch` expired rows with `statement`; how many it deleted.
+    async fn delete_expired(
+        &self,
+        statement: &str,
+        now: Option<i64>,
+        batch: i64,
+    ) -> Result<u64, BackendError> {
+        let deleted = sqlx::query(statement)
+            .bind(now)
+            .bind(batch)
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected())
+    }
+
+    /// The count `statement` answers at `now`.
+    async fn count(&self, statement: &str, now: Option<i64>) -> Result<u64, BackendError> {
+        let rows: i64 = sqlx::query_scalar(statement)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(rows).unwrap_or_default())
+    }
+
     pub(super) async fn open(settings: &Settings<'_>) -> Result<Self, BackendError> {
         let in_memory = settings.url.contains(":memory:") || settings.url.contains("mode=memory");
         let mut options = SqliteConnectOptions::from_str(settings.url)?
@@ -134,35 +172,14 @@ impl SqliteEngine {
         })
     }
 
-    /// One quota's state, if it has not expired; for the sliding log, its counted entries.
+    /// One quota's state, if it has not expired. (Not for the sliding log, which keeps none:
+    /// see [`sliding_log`].)
     async fn load(
         &self,
         connection: &mut SqliteConnection,
         quota: &QuotaRow<'_>,
         now: u64,
     ) -> Result<Option<State>, BackendError> {
-        if let Policy::SlidingWindow { window_ms, .. } = *quota.policy {
-            let rows: Vec<(i64, i64)> = sqlx::query_as(&self.sql.load_log)
-                .bind(quota.key)
-                .bind(quota.policy_id)
-                .bind(counted_after(now, window_ms))
-                .fetch_all(connection)
-                .await?;
-            if rows.is_empty() {
-                return Ok(None);
-            }
-            let entries = rows
-                .into_iter()
-                .map(|(at_ms, cost)| {
-                    Some(LogEntry {
-                        at_ms: u64::try_from(at_ms).ok()?,
-                        cost: u64::try_from(cost).ok()?,
-                    })
-                })
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(unexpected)?;
-            return Ok(Some(State::Log(LogState::from_entries(entries))));
-        }
         let row: Option<(i64, i64, i64)> = sqlx::query_as(&self.sql.load_state)
             .bind(quota.key)
             .bind(quota.policy_id)
@@ -186,7 +203,7 @@ impl SqliteEngine {
                 current: amount,
                 previous,
             }),
-            // The sliding log was answered above; its row holds no state of its own.
+            // The sliding log keeps no state row (see `sliding_log`).
             Policy::TokenBucket { .. }
             | Policy::LeakyBucket { .. }
             | Policy::SlidingWindow { .. } => State::Bucket(BucketState {
@@ -196,6 +213,60 @@ impl SqliteEngine {
         }))
     }
 
+    /// One quota's verdict on a request of `cost`, and the state it was decided on (none for
+    /// the sliding log, which is read by index probes and keeps no state row).
+    async fn evaluate(
+        &self,
+        connection: &mut SqliteConnection,
+        quota: &QuotaRow<'_>,
+        now: u64,
+        cost: u64,
+    ) -> Result<(Verdict, Option<State>), BackendError> {
+        if let Policy::SlidingWindow { limit, window_ms } = *quota.policy {
+            let check = LogCheck {
+                limit,
+                window_ms,
+                now_ms: now,
+                cost,
+            };
+            let verdict = sliding_log::evaluate(&self.sql.log, connection, quota, check).await?;
+            return Ok((verdict, None));
+        }
+        let state = self.load(connection, quota, now).await?;
+        Ok((quota.policy.evaluate(state.as_ref(), now, cost), state))
+    }
+
+    /// Writes what a check leaves in one quota: the admitted request when every quota allowed,
+    /// else only a first rejection's state.
+    async fn record(
+        &self,
+        connection: &mut SqliteConnection,
+        quota: &QuotaRow<'_>,
+        state: Option<State>,
+        all_allowed: bool,
+        now: u64,
+        cost: u64,
+    ) -> Result<(), BackendError> {
+        if let Policy::SlidingWindow { window_ms, .. } = *quota.policy {
+            if all_allowed {
+                sliding_log::admit(&self.sql.log, connection, quota, window_ms, now, cost).await?;
+            }
+            return Ok(());
+        }
+        let new_state = if all_allowed {
+            Some(quota.policy.admit(state, now, cost))
+        } else if state.is_none() {
+            // A token bucket's refill clock starts at the first request, even rejected.
+            quota.policy.state_after_first_rejection(now)
+        } else {
+            None
+        };
+        match new_state {
+            Some(new_state) => self.store(connection, quota, &new_state, now).await,
+            None => Ok(()),
+        }
+    }
+
     /// Writes `state` (what [`Policy::admit`] or a first rejection produced) for one quota.
     async fn store(
         &self,
@@ -203,17 +274,14 @@ impl SqliteEngine {
         quota: &QuotaRow<'_>,
         state: &State,
         now: u64,
-        cost: u64,
     ) -> Result<(), BackendError> {
         let expires_at = clamp(quota.policy.expires_at(state, now));
         let (since, amount, previous) = match state {
             State::Window(window) => (window.window_start, window.count, 0),
             State::Counter(counter) => (counter.current_start, counter.current, counter.previous),
             State::Bucket(bucket) => (bucket.last_ms, bucket.level, 0),
-            State::Log(log) => {
-                let seq = self.append_entry(connection, quota, now, cost).await?;
-                (log.newest().unwrap_or(now), seq, 0)
-            }
+            // The sliding log is written by `sliding_log::admit`, never as a state.
+            State::Log(_) => return Err(unexpected()),
         };
         sqlx::query(&self.sql.store_state)
             .bind(quota.key)
@@ -225,40 +293,6 @@ impl SqliteEngine {
             .execute(connection)
             .await?;
         Ok(())
-    }
-
-    /// The sliding log's part of an admission: drop the entries no longer counted, append the
-    /// new one. Returns its sequence number.
-    async fn append_entry(
-        &self,
-        connection: &mut SqliteConnection,
-        quota: &QuotaRow<'_>,
-        now: u64,
-        cost: u64,
-    ) -> Result<u64, BackendError> {
-        let window_ms = quota.policy.window_ms();
-        sqlx::query(&self.sql.delete_uncounted)
-            .bind(quota.key)
-            .bind(quota.policy_id)
-            .bind(counted_after(now, window_ms))
-            .execute(&mut *connection)
-            .await?;
-        // The sequence survives the state row's expiry, so it never repeats.
-        let seq: i64 = sqlx::query_scalar(&self.sql.next_seq)
-            .bind(quota.key)
-            .bind(quota.policy_id)
-            .fetch_one(&mut *connection)
-            .await?;
-        sqlx::query(&self.sql.insert_entry)
-            .bind(quota.key)
-            .bind(quota.policy_id)
-            .bind(to_sql_int("now", now)?)
-            .bind(seq)
-            .bind(to_sql_int("cost", cost)?)
-            .bind(clamp(now.saturating_add(window_ms)))
-            .execute(connection)
-            .await?;
-        u64::try_from(seq).map_err(|_| unexpected())
     }
 }
 
@@ -323,29 +357,26 @@ impl Engine for SqliteEngine {
             })
             .collect();
         let mut states = Vec::with_capacity(quotas.len());
+        let mut verdicts = Vec::with_capacity(quotas.len());
         for quota in &quotas {
-            states.push(self.load(&mut transaction, quota, now).await?);
+            let (verdict, state) = self
+                .evaluate(&mut transaction, quota, now, request.cost)
+                .await?;
+            verdicts.push(verdict);
+            states.push(state);
         }
-        let verdicts: Vec<Verdict> = quotas
-            .iter()
-            .zip(&states)
-            .map(|(quota, state)| quota.policy.evaluate(state.as_ref(), now, request.cost))
-            .collect();
         if request.record {
             let all_allowed = verdicts.iter().all(|verdict| verdict.allowed);
             for (quota, state) in quotas.iter().zip(states) {
-                let new_state = if all_allowed {
-                    Some(quota.policy.admit(state, now, request.cost))
-                } else if state.is_none() {
-                    // A token bucket's refill clock starts at the first request, even rejected.
-                    quota.policy.state_after_first_rejection(now)
-                } else {
-                    None
-                };
-                if let Some(new_state) = new_state {
-                    self.store(&mut transaction, quota, &new_state, now, request.cost)
-                        .await?;
-                }
+                self.record(
+                    &mut transaction,
+                    quota,
+                    state,
+                    all_allowed,
+                    now,
+                    request.cost,
+                )
+                .await?;
             }
         }
         transaction.commit().await?;
@@ -376,28 +407,35 @@ impl Engine for SqliteEngine {
     ) -> Result<Deleted, BackendError> {
         let now = optional_int(now_ms)?;
         let batch = to_sql_int("cleanup batch", batch.get())?;
-        let mut deleted = [0; 2];
-        for (statement, count) in [&self.sql.cleanup_state, &self.sql.cleanup_log]
-            .into_iter()
-            .zip(&mut deleted)
-        {
-            *count = sqlx::query(statement)
-                .bind(now)
-                .bind(batch)
-                .execute(&self.pool)
+        let state = self
+            .delete_expired(&self.sql.cleanup_state, now, batch)
+            .await?;
+        let log = self
+            .delete_expired(&self.sql.cleanup_log, now, batch)
+            .await?;
+        let previous_log = if self.previous_log_exists().await? {
+            self.delete_expired(&self.sql.cleanup_previous_log, now, batch)
                 .await?
-                .rows_affected();
-        }
-        let [state, log] = deleted;
-        Ok(Deleted { state, log })
+        } else {
+            0
+        };
+        Ok(Deleted {
+            state,
+            log,
+            previous_log,
+        })
     }
 
     async fn count_expired(&self, now_ms: Option<u64>) -> Result<u64, BackendError> {
-        let expired: i64 = sqlx::query_scalar(&self.sql.count_expired)
-            .bind(optional_int(now_ms)?)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(u64::try_from(expired).unwrap_or_default())
+        let now = optional_int(now_ms)?;
+        let mut expired = self.count(&self.sql.count_expired, now).await?;
+        if self.previous_log_exists().await? {
+            let previous = self
+                .count(&self.sql.count_expired_previous_log, now)
+                .await?;
+            expired = expired.saturating_add(previous);
+        }
+        Ok(expired)
     }
 
     async fn drop_schema(&self) -> Result<(), BackendError> {
