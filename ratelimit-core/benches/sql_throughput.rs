@@ -5,13 +5,16 @@
 //! Ours: 16 tokio tasks (2 worker threads) share one `SqlBackend` with a pool of 16 connections;
 //! each loops `backend.check(&key, &limit)` on its own key for a fixed time, timing every call.
 //! Rows: fixed window and token bucket, with a limit ("1000000000/h") that never rejects, so
-//! every check writes; a rejection or an error aborts the bench.
+//! every check writes; and the sliding log on a full key: each task's `20000/h` log holds 20,000
+//! entries (admitted before the first round, on the database's clock, so none expires during a
+//! default run), and every check is a rejection that reads it. A check with another outcome, or
+//! an error, aborts the bench.
 //!
 //! The peer: `pgbench -n -M prepared -c 16 -j 2 -T <seconds>` with a one-statement script,
 //! `INSERT .. ON CONFLICT (key) DO UPDATE SET count = count + 1` on the row of its client id:
 //! 16 connections, one key per connection, one round trip per transaction, as ours.
 //!
-//! Rounds alternate: each round runs the peer and both of our rows in an order rotated by one
+//! Rounds alternate: each round runs the peer and each of our rows in an order rotated by one
 //! every round, so that a load spike from other work on the machine lands on both sides. The
 //! ratio reported is the median over rounds of ours / peer within a round.
 //!
@@ -21,10 +24,10 @@
 //! for pgbench).
 //!
 //! Settings (environment): `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`,
-//! loopback only), `SQL_BENCH_ROUNDS` (3), `SQL_BENCH_SECONDS` per run (8), `SQL_BENCH_TASKS`
-//! (16). The default run takes about 80 s. Its tables live under a prefix unique to the run and
-//! are dropped at the end, also when the bench fails. Results are also written to
-//! `target/tmp/sql_throughput.json` for `scripts/plot_sql.py`.
+//! loopback only), `SQL_BENCH_ROUNDS` (3), `SQL_BENCH_SECONDS` per run (8), `SQL_BENCH_TASKS` (16).
+//! A default run is 12 runs of 8 s, after the sliding logs are filled (320,000 checks). Its tables
+//! live under a prefix unique to the run and are dropped at the end, also when the bench fails.
+//! Results are also written to `target/tmp/sql_throughput.json` for `scripts/plot_sql.py`.
 
 // A bench is not library code: a setup that cannot run should abort loudly, and the report goes
 // to stdout.
@@ -52,6 +55,14 @@ const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// Never reached in a run: every check is allowed, so every run measures the same path.
 const RATE: &str = "1000000000/h";
 
+/// The sliding-log row's limit, each task's key filled with [`FULL_LOG_ENTRIES`] entries of
+/// cost 1 before the first round: every check of a run is then a rejection.
+const FULL_LOG_RATE: &str = "20000/h";
+const FULL_LOG_ENTRIES: u64 = 20_000;
+
+/// Checks in flight per key while the full logs are filled.
+const FILL_PARALLEL: u64 = 64;
+
 /// The kernel's clock ticks per second for `/proc/*/stat` times (`getconf CLK_TCK`).
 const CLOCK_TICKS_PER_SECOND: u64 = 100;
 
@@ -60,16 +71,23 @@ enum Contestant {
     Pgbench,
     FixedWindow,
     TokenBucket,
+    SlidingLogFull,
 }
 
 impl Contestant {
-    const ALL: [Self; 3] = [Self::Pgbench, Self::FixedWindow, Self::TokenBucket];
+    const ALL: [Self; 4] = [
+        Self::Pgbench,
+        Self::FixedWindow,
+        Self::TokenBucket,
+        Self::SlidingLogFull,
+    ];
 
     fn id(self) -> &'static str {
         match self {
             Self::Pgbench => "pgbench",
             Self::FixedWindow => "fixed_window",
             Self::TokenBucket => "token_bucket",
+            Self::SlidingLogFull => "sliding_log_full",
         }
     }
 
@@ -78,6 +96,7 @@ impl Contestant {
             Self::Pgbench => "pgbench single-row upsert (peer)",
             Self::FixedWindow => "ours fixed window",
             Self::TokenBucket => "ours token bucket",
+            Self::SlidingLogFull => "ours sliding log, full (rejects)",
         }
     }
 }
@@ -201,6 +220,7 @@ async fn sqlx_execute(url: &str, sql: &str) {
 
 fn run(settings: &Settings) {
     let script = prepare_peer(settings);
+    fill_full_logs(settings);
     let version = server_version(settings);
     println!(
         "PostgreSQL {} · {} tasks · {} rounds of {} s · load average {}",
@@ -218,8 +238,9 @@ fn run(settings: &Settings) {
         for contestant in order {
             let sample = match contestant {
                 Contestant::Pgbench => run_peer(settings, &script),
-                Contestant::FixedWindow => run_ours(settings, Limit::fixed_window(rate())),
-                Contestant::TokenBucket => run_ours(settings, Limit::token_bucket(rate())),
+                Contestant::FixedWindow => run_ours(settings, Limit::fixed_window(rate()), true),
+                Contestant::TokenBucket => run_ours(settings, Limit::token_bucket(rate()), true),
+                Contestant::SlidingLogFull => run_ours(settings, full_log_limit(), false),
             };
             println!(
                 "round {} {:<34} {:>9.0} checks/s  mean {:.2} ms  server {:.1} µs/check  client {:.1} µs/check  (load {})",
@@ -248,6 +269,41 @@ fn run(settings: &Settings) {
 
 fn rate() -> Rate {
     Rate::parse(RATE).unwrap()
+}
+
+fn full_log_limit() -> Limit {
+    Limit::sliding_window(Rate::parse(FULL_LOG_RATE).unwrap())
+}
+
+/// Fills every task's sliding log to its limit, [`FILL_PARALLEL`] checks per key at a time.
+fn fill_full_logs(settings: &Settings) {
+    let started = Instant::now();
+    runtime().block_on(async {
+        let backend = Arc::new(connect(settings).await);
+        let fillers: Vec<_> = (0..settings.tasks)
+            .flat_map(|task| (0..FILL_PARALLEL).map(move |filler| (task, filler)))
+            .map(|(task, filler)| {
+                let backend = Arc::clone(&backend);
+                let key = format!("task:{task}");
+                let checks = FULL_LOG_ENTRIES / FILL_PARALLEL
+                    + u64::from(filler < FULL_LOG_ENTRIES % FILL_PARALLEL);
+                tokio::spawn(async move {
+                    for _ in 0..checks {
+                        check_expecting(Arc::clone(&backend), key.clone(), full_log_limit(), true)
+                            .await;
+                    }
+                })
+            })
+            .collect();
+        for filler in fillers {
+            filler.await.unwrap();
+        }
+    });
+    println!(
+        "filled {} sliding logs with {FULL_LOG_ENTRIES} entries each in {:.1} s",
+        settings.tasks,
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// Creates the peer's table with one row per client and writes its pgbench script.
@@ -320,7 +376,8 @@ fn run_peer(settings: &Settings, script: &std::path::Path) -> Sample {
     }
 }
 
-fn run_ours(settings: &Settings, limit: Limit) -> Sample {
+/// Our run of `limit`, every check of which must be `allowed` (or rejected).
+fn run_ours(settings: &Settings, limit: Limit, allowed: bool) -> Sample {
     let runtime = runtime();
     runtime.block_on(async {
         let backend = Arc::new(connect(settings).await);
@@ -330,7 +387,7 @@ fn run_ours(settings: &Settings, limit: Limit) -> Sample {
         // Every connection open and every key stored before the clock starts.
         let warm_up: Vec<_> = keys
             .iter()
-            .map(|key| check_allowed(Arc::clone(&backend), key.clone(), limit.clone()))
+            .map(|key| check_expecting(Arc::clone(&backend), key.clone(), limit.clone(), allowed))
             .collect();
         for task in warm_up {
             tokio::spawn(task).await.unwrap();
@@ -348,7 +405,8 @@ fn run_ours(settings: &Settings, limit: Limit) -> Sample {
                     let mut latencies = Vec::new();
                     while Instant::now() < deadline {
                         let call = Instant::now();
-                        check_allowed(Arc::clone(&backend), key.clone(), limit.clone()).await;
+                        check_expecting(Arc::clone(&backend), key.clone(), limit.clone(), allowed)
+                            .await;
                         latencies.push(nanos(call.elapsed()));
                     }
                     latencies
@@ -376,10 +434,10 @@ fn run_ours(settings: &Settings, limit: Limit) -> Sample {
     })
 }
 
-async fn check_allowed(backend: Arc<SqlBackend>, key: String, limit: Limit) {
+async fn check_expecting(backend: Arc<SqlBackend>, key: String, limit: Limit, allowed: bool) {
     match backend.check(&key, &limit).await {
-        Ok(decision) if decision.allowed => {}
-        Ok(decision) => panic!("{key} was rejected: {decision:?}"),
+        Ok(decision) if decision.allowed == allowed => {}
+        Ok(decision) => panic!("{key}: expected allowed = {allowed}: {decision:?}"),
         Err(error) => panic!("{key}: {error}"),
     }
 }

@@ -8,7 +8,7 @@
 //! - a clock that steps back across several entries decides as the memory backend does;
 //! - running totals near the `BIGINT` limit are rebased, still deciding as the memory backend.
 //!
-//! Every test works in tables of its own prefix and drops them at the end.
+//! Every test works in tables of its own prefix and drops them at the end, also when it fails.
 
 use std::path::PathBuf;
 use std::str::FromStr as _;
@@ -108,7 +108,7 @@ async fn fill(
     limit: &Limit,
     (entries, cost): (u64, u64),
     parallel: u64,
-) {
+) -> Result<(), String> {
     let mut admitted = 0;
     while admitted < entries {
         let round = parallel.min(entries - admitted);
@@ -121,33 +121,34 @@ async fn fill(
         for check in checks {
             let decision = check
                 .await
-                .unwrap_or_else(|error| panic!("{error}"))
-                .unwrap_or_else(|error| panic!("filling {key} after {admitted}: {error}"));
-            assert!(
-                decision.allowed,
-                "filling {key} after {admitted}: {decision:?}"
-            );
+                .map_err(|error| error.to_string())?
+                .map_err(|error| format!("filling {key} after {admitted}: {error}"))?;
+            if !decision.allowed {
+                return Err(format!("filling {key} after {admitted}: {decision:?}"));
+            }
         }
         admitted += round;
         clock.advance(Duration::from_millis(10));
     }
+    Ok(())
 }
 
 /// A check on a full log: rejected, with a retry time.
-async fn over_limit(backend: &SqlBackend, key: &str, limit: &Limit) {
+async fn over_limit(backend: &SqlBackend, key: &str, limit: &Limit) -> Result<(), String> {
     let decision = backend
         .check(key, limit)
         .await
-        .unwrap_or_else(|error| panic!("{key}: {error}"));
-    assert!(
-        !decision.allowed && decision.remaining == 0 && decision.retry_after.is_some(),
-        "{key}: {decision:?}"
-    );
+        .map_err(|error| format!("{key}: {error}"))?;
+    if !decision.allowed && decision.remaining == 0 && decision.retry_after.is_some() {
+        Ok(())
+    } else {
+        Err(format!("{key}, expected a rejection: {decision:?}"))
+    }
 }
 
 /// Scans of `prefix`'s tables, and the rows they read (sequential scans' rows and index
 /// entries), as PostgreSQL's cumulative statistics have them.
-async fn rows_read(pool: &sqlx::PgPool, prefix: &str) -> (i64, i64) {
+async fn rows_read(pool: &sqlx::PgPool, prefix: &str) -> Result<(i64, i64), String> {
     sqlx::query_as(
         "SELECT coalesce(sum(t.seq_scan + coalesce(t.idx_scan, 0)), 0)::bigint, \
          (coalesce(sum(t.seq_tup_read), 0) + coalesce((SELECT sum(i.idx_tup_read) \
@@ -157,85 +158,102 @@ async fn rows_read(pool: &sqlx::PgPool, prefix: &str) -> (i64, i64) {
     .bind(prefix)
     .fetch_one(pool)
     .await
-    .unwrap_or_else(|error| panic!("reading statistics: {error}"))
+    .map_err(|error| format!("reading statistics: {error}"))
 }
 
 /// The statistics once every server process that used `prefix`'s tables has flushed them: a
 /// process flushes within about a second of going idle, and when it exits. Waits until at
 /// least `scans` scans are counted and nothing changed for 2 s.
-async fn settled_rows_read(pool: &sqlx::PgPool, prefix: &str, scans: i64) -> (i64, i64) {
+async fn settled_rows_read(
+    pool: &sqlx::PgPool,
+    prefix: &str,
+    scans: i64,
+) -> Result<(i64, i64), String> {
     let started = Instant::now();
-    let mut last = rows_read(pool, prefix).await;
+    let mut last = rows_read(pool, prefix).await?;
     let mut unchanged_since = Instant::now();
-    loop {
+    while started.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let now = rows_read(pool, prefix).await;
+        let now = rows_read(pool, prefix).await?;
         if now != last {
             (last, unchanged_since) = (now, Instant::now());
         } else if now.0 >= scans && unchanged_since.elapsed() >= Duration::from_secs(2) {
-            return now;
+            return Ok(now);
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "statistics of {prefix}* never settled at {scans}+ scans: {last:?}"
-        );
     }
+    Err(format!(
+        "statistics of {prefix}* never settled at {scans}+ scans: {last:?}"
+    ))
 }
 
 /// PostgreSQL: 256 over-limit checks on a log of 20,000 entries read a few rows each. A check
 /// that walked the log (sum of the counted costs, then the running sum for the retry time)
 /// would read about 40,000.
-async fn postgres_rows_read_per_check(database: &Database, clock: &ManualClock, limit: &Limit) {
+async fn postgres_rows_read_per_check(
+    database: &Database,
+    clock: &ManualClock,
+    limit: &Limit,
+) -> Result<(), String> {
     const CHECKS: i64 = 256;
     let stats = sqlx::PgPool::connect(&database.url)
         .await
-        .unwrap_or_else(|error| panic!("connecting: {error}"));
-    let (scans_before, rows_before) = settled_rows_read(&stats, &database.prefix, 0).await;
+        .map_err(|error| format!("connecting: {error}"))?;
+    let (scans_before, rows_before) = settled_rows_read(&stats, &database.prefix, 0).await?;
     // One connection, every check on its own: only these checks touch the tables, and the
     // process that ran them flushes its statistics when the pool is dropped.
     let measured = database.backend(clock, 1, 1).await;
     for _ in 0..CHECKS {
-        over_limit(&measured, "long", limit).await;
+        over_limit(&measured, "long", limit).await?;
     }
     drop(measured);
-    let (scans, rows) = settled_rows_read(&stats, &database.prefix, scans_before + CHECKS).await;
+    let settled = settled_rows_read(&stats, &database.prefix, scans_before + CHECKS).await;
     stats.close().await;
+    let (scans, rows) = settled?;
     let per_check = (rows - rows_before) / CHECKS;
     tracing::info!(
         per_check,
         scans = scans - scans_before,
         "rows read per check"
     );
-    assert!(
-        per_check <= 16,
-        "{per_check} rows read per over-limit check on a log of {FULL_ENTRIES} entries \
-         ({} rows in {} scans for {CHECKS} checks)",
-        rows - rows_before,
-        scans - scans_before
-    );
+    if per_check <= 16 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{per_check} rows read per over-limit check on a log of {FULL_ENTRIES} entries \
+             ({} rows in {} scans for {CHECKS} checks)",
+            rows - rows_before,
+            scans - scans_before
+        ))
+    }
 }
 
 /// MySQL and SQLite: over-limit checks on the log of 20,000 entries and on a log of one entry
 /// (of cost 20,000), taking turns so that load from other work on the machine hits both. The
 /// medians must be close: a check that walked the log would take thousands of times the work
 /// on the long one.
-async fn long_log_as_fast_as_a_short_one(backend: &SqlBackend, limit: &Limit) {
+async fn long_log_as_fast_as_a_short_one(
+    backend: &SqlBackend,
+    limit: &Limit,
+) -> Result<(), String> {
     const ROUNDS: usize = 64;
     let mut long = Vec::with_capacity(ROUNDS);
     let mut short = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
         for (key, times) in [("long", &mut long), ("short", &mut short)] {
             let started = Instant::now();
-            over_limit(backend, key, limit).await;
+            over_limit(backend, key, limit).await?;
             times.push(started.elapsed());
         }
     }
     let (long, short) = (median(long), median(short));
     tracing::info!(?long, ?short, "median over-limit check");
-    assert!(
-        long <= short * 3 + Duration::from_millis(3),
-        "median check on a log of {FULL_ENTRIES} entries {long:?}, on a log of one {short:?}"
-    );
+    if long <= short * 3 + Duration::from_millis(3) {
+        Ok(())
+    } else {
+        Err(format!(
+            "median check on a log of {FULL_ENTRIES} entries {long:?}, on a log of one {short:?}"
+        ))
+    }
 }
 
 fn median(mut times: Vec<Duration>) -> Duration {
@@ -247,30 +265,29 @@ async fn a_full_log_is_checked_without_walking_it(engine: Engine) {
     let Some(database) = Database::new(engine, &format!("swlong_{engine:?}")).await else {
         return;
     };
+    let outcome = full_log_steps(&database).await;
+    database.drop_tables().await;
+    if let Err(error) = outcome {
+        panic!("{engine:?}: {error}");
+    }
+}
+
+async fn full_log_steps(database: &Database) -> Result<(), String> {
     let clock = ManualClock::new(T0_MS);
     let backend = Arc::new(database.backend(&clock, 8, 64).await);
     let limit = Limit::sliding_window(rate(FULL));
     // SQLite has one writer: parallel checks would only queue for it.
-    let parallel = if matches!(engine, Engine::Sqlite) {
-        1
-    } else {
-        256
+    let parallel = match database.engine {
+        Engine::Sqlite => 1,
+        Engine::Postgres | Engine::Mysql => 256,
     };
-    fill(
-        &backend,
-        &clock,
-        "long",
-        &limit,
-        (FULL_ENTRIES, 1),
-        parallel,
-    )
-    .await;
-    fill(&backend, &clock, "short", &limit, (1, FULL_ENTRIES), 1).await;
-    match engine {
-        Engine::Postgres => postgres_rows_read_per_check(&database, &clock, &limit).await,
+    let long = (FULL_ENTRIES, 1);
+    fill(&backend, &clock, "long", &limit, long, parallel).await?;
+    fill(&backend, &clock, "short", &limit, (1, FULL_ENTRIES), 1).await?;
+    match database.engine {
+        Engine::Postgres => postgres_rows_read_per_check(database, &clock, &limit).await,
         Engine::Mysql | Engine::Sqlite => long_log_as_fast_as_a_short_one(&backend, &limit).await,
     }
-    database.drop_tables().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,7 +333,7 @@ const fn peek(at_ms: u64, cost: u64) -> Step {
 }
 
 /// Runs `steps` on the memory backend and on `sql` (both on `clock`), calling `between`
-/// before each SQL step; every decision must be the same. Returns how many were admitted and
+/// before each step; every decision must be the same. Returns how many were admitted and
 /// rejected.
 async fn decide_like_memory<F, Fut>(
     sql: &SqlBackend,
@@ -324,16 +341,16 @@ async fn decide_like_memory<F, Fut>(
     limit: &Limit,
     steps: &[Step],
     mut between: F,
-) -> (usize, usize)
+) -> Result<(usize, usize), String>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = ()>,
+    Fut: Future<Output = Result<(), String>>,
 {
     let memory = MemoryBackend::with_clock(clock.clone());
     let (mut admitted, mut rejected) = (0, 0);
     for (index, step) in steps.iter().enumerate() {
         clock.set_millis(T0_MS + step.at_ms);
-        between().await;
+        between().await?;
         let (expected, got) = if step.peek {
             (
                 memory.peek_n("k", limit, step.cost).await,
@@ -345,16 +362,20 @@ where
                 sql.check_n("k", limit, step.cost).await,
             )
         };
-        let expected = expected.unwrap_or_else(|error| panic!("memory, step {index}: {error}"));
-        let got = got.unwrap_or_else(|error| panic!("step {index} {step:?}: {error}"));
-        assert_eq!(got, expected, "step {index} {step:?}");
+        let expected = expected.map_err(|error| format!("memory, step {index}: {error}"))?;
+        let got = got.map_err(|error| format!("step {index} {step:?}: {error}"))?;
+        if got != expected {
+            return Err(format!(
+                "step {index} {step:?}: got {got:?}, expected {expected:?}"
+            ));
+        }
         if expected.allowed {
             admitted += 1;
         } else {
             rejected += 1;
         }
     }
-    (admitted, rejected)
+    Ok((admitted, rejected))
 }
 
 /// `10/m`: entries at 0, 10, 20 and 30 s, then the clock steps back across three of them, and
@@ -395,12 +416,13 @@ async fn a_clock_stepping_back_decides_like_memory(engine: Engine) {
     let clock = ManualClock::new(T0_MS);
     let backend = database.backend(&clock, 2, 64).await;
     let limit = Limit::sliding_window(rate("10/m"));
-    let (admitted, rejected) =
-        decide_like_memory(&backend, &clock, &limit, STEPPING_BACK, || async {}).await;
+    let outcome =
+        decide_like_memory(&backend, &clock, &limit, STEPPING_BACK, || async { Ok(()) }).await;
     database.drop_tables().await;
+    let (admitted, rejected) = outcome.unwrap_or_else(|error| panic!("{engine:?}: {error}"));
     assert!(
         admitted >= 10 && rejected >= 8,
-        "{admitted} admitted, {rejected} rejected"
+        "{engine:?}: {admitted} admitted, {rejected} rejected"
     );
 }
 
@@ -506,46 +528,56 @@ async fn totals_near_the_limit_are_rebased(engine: Engine) {
     let Some(database) = Database::new(engine, &format!("swtop_{engine:?}")).await else {
         return;
     };
+    let outcome = near_the_top(&database).await;
+    database.drop_tables().await;
+    let (admitted, rejected, rebased) =
+        outcome.unwrap_or_else(|error| panic!("{engine:?}: {error}"));
+    assert!(
+        admitted >= 30 && rejected >= 10 && rebased >= 20,
+        "{engine:?}: {admitted} admitted, {rejected} rejected, {rebased} rebased"
+    );
+}
+
+/// [`near_the_top_steps`], the totals raised before each; how many steps were admitted and
+/// rejected, and how many times the totals were found rebased.
+async fn near_the_top(database: &Database) -> Result<(usize, usize, usize), String> {
     let clock = ManualClock::new(T0_MS);
     let backend = database.backend(&clock, 2, 64).await;
-    let direct = Direct::connect(&database)
+    let direct = Direct::connect(database)
         .await
-        .unwrap_or_else(|error| panic!("{engine:?}: connecting: {error}"));
+        .map_err(|error| format!("connecting: {error}"))?;
     let limit = Limit::sliding_window(rate("562949953421312/m"));
-    let prefix = database.prefix.clone();
+    let prefix = &database.prefix;
     let mut margins = [3_i64 << 42, 1, 5 << 44, 0].into_iter().cycle();
     // Totals far below the top after they were raised there: the step between rebased them.
     let rebased = std::cell::Cell::new(0);
-    let (admitted, rejected) =
-        decide_like_memory(&backend, &clock, &limit, &near_the_top_steps(), || {
-            let top = i64::MAX - margins.next().unwrap_or_default();
-            let (direct, prefix, rebased) = (&direct, &prefix, &rebased);
-            async move {
-                let newest = direct.newest_total(prefix).await;
-                let newest = newest.unwrap_or_else(|error| panic!("reading the totals: {error}"));
-                let Some(newest) = newest else {
-                    return;
-                };
-                if newest < 1 << 62 {
-                    rebased.set(rebased.get() + 1);
-                }
-                if newest < top {
-                    direct
-                        .raise_totals(prefix, newest, top)
-                        .await
-                        .unwrap_or_else(|error| panic!("raising the totals: {error}"));
-                }
+    let outcome = decide_like_memory(&backend, &clock, &limit, &near_the_top_steps(), || {
+        let top = i64::MAX - margins.next().unwrap_or_default();
+        let (direct, rebased) = (&direct, &rebased);
+        async move {
+            let newest = direct
+                .newest_total(prefix)
+                .await
+                .map_err(|error| format!("reading the totals: {error}"))?;
+            let Some(newest) = newest else {
+                return Ok(());
+            };
+            if newest < 1 << 62 {
+                rebased.set(rebased.get() + 1);
             }
-        })
-        .await;
+            if newest < top {
+                direct
+                    .raise_totals(prefix, newest, top)
+                    .await
+                    .map_err(|error| format!("raising the totals: {error}"))?;
+            }
+            Ok(())
+        }
+    })
+    .await;
     direct.close().await;
-    database.drop_tables().await;
-    let rebased = rebased.get();
-    tracing::info!(admitted, rejected, rebased, "near the top");
-    assert!(
-        admitted >= 30 && rejected >= 10 && rebased >= 20,
-        "{admitted} admitted, {rejected} rejected, {rebased} rebased"
-    );
+    let (admitted, rejected) = outcome?;
+    Ok((admitted, rejected, rebased.get()))
 }
 
 #[tokio::test]
