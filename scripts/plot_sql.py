@@ -39,6 +39,7 @@ SERIES = [
     ("pgbench", "pgbench single-row upsert (peer)", "#7f7f7f"),
     ("fixed_window", "ours, fixed window", "#1f77b4"),
     ("token_bucket", "ours, token bucket", "#d62728"),
+    ("sliding_log_full", "ours, sliding log, full key (rejects)", "#2ca02c"),
 ]
 
 
@@ -141,7 +142,7 @@ def chart(results, rows):
     body += cpu_panel(rows, 600, top, 400, panel_height)
     legend_top = top + panel_height + 44
     for index, (_, label, colour) in enumerate(SERIES):
-        body += legend_entry(80 + index * 320, legend_top, colour, label)
+        body += legend_entry(80 + index * 240, legend_top, colour, label)
     explanations = [
         "Left: bars are medians over rounds, whiskers the slowest and fastest round, labels the median of the "
         "per-round ratios to pgbench.",
