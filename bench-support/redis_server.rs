@@ -1,16 +1,62 @@
 //! The Redis server a bench runs against, through a plain connection of its own (version, CPU
-//! time, command statistics, cleanup of the bench's keys), and the loopback check of its URL.
+//! time, command statistics, cleanup of the bench's keys), and the settings of a run, whose URL
+//! must be on loopback.
 //! Included by path, like `machine.rs`.
 
 // Each bench reads only part of this.
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::runtime::{Builder, Runtime};
 
+const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+
+/// What a Redis load bench runs, from the environment: `REDIS_URL` (default
+/// `redis://127.0.0.1:6379`, loopback only), `REDIS_BENCH_ROUNDS` (5), `REDIS_BENCH_SECONDS` per
+/// run (2), `REDIS_BENCH_TASKS` (50), and a key prefix unique to the run.
+pub struct Settings {
+    pub url: String,
+    pub rounds: usize,
+    pub run_time: Duration,
+    pub tasks: usize,
+    pub prefix: String,
+}
+
+impl Settings {
+    /// The settings of a run whose keys go under `<prefix_name>:<pid>-<start µs>:`.
+    pub fn from_env(prefix_name: &str) -> Self {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+        let host = host_of(&url);
+        assert!(
+            is_loopback(host),
+            "REDIS_URL {url:?} is not on loopback (host {host:?}); this bench only targets \
+             127.0.0.1, ::1 or localhost"
+        );
+        let number = |name: &str, default: f64| -> f64 {
+            std::env::var(name).map_or(default, |value| {
+                value
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}={value:?} is not a number"))
+            })
+        };
+        let started = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        Self {
+            url,
+            rounds: number("REDIS_BENCH_ROUNDS", 5.0) as usize,
+            run_time: Duration::from_secs_f64(number("REDIS_BENCH_SECONDS", 2.0)),
+            tasks: number("REDIS_BENCH_TASKS", 50.0) as usize,
+            prefix: format!(
+                "{prefix_name}:{}-{}:",
+                std::process::id(),
+                started.as_micros()
+            ),
+        }
+    }
+}
+
 /// The host of `redis://[user[:password]@]host[:port][/db]`.
-pub fn host_of(url: &str) -> &str {
+fn host_of(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split('/').next().unwrap_or_default();
     let host_port = authority
@@ -22,7 +68,7 @@ pub fn host_of(url: &str) -> &str {
     host_port.split(':').next().unwrap_or_default()
 }
 
-pub fn is_loopback(host: &str) -> bool {
+fn is_loopback(host: &str) -> bool {
     host == "localhost"
         || host
             .parse::<std::net::IpAddr>()

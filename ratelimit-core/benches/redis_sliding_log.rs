@@ -28,7 +28,7 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ratelimit_core::{Backend, Limit, Rate, RedisBackend};
 use tokio::runtime::Builder;
@@ -40,10 +40,8 @@ mod redis_server;
 #[path = "../../bench-support/stats.rs"]
 mod stats;
 
-use redis_server::{Server, host_of, is_loopback};
+use redis_server::{Server, Settings};
 use stats::{median, nanos, percentile_ms};
-
-const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
 /// Used up before every run, so the sliding log holds this many entries.
 const RATE: &str = "20000/h";
@@ -52,45 +50,6 @@ const FULL: u64 = 20_000;
 const KEY: &str = "full";
 
 const ALGORITHMS: [&str; 2] = ["fixed_window", "sliding_window"];
-
-struct Settings {
-    url: String,
-    rounds: usize,
-    run_time: Duration,
-    tasks: usize,
-    prefix: String,
-}
-
-impl Settings {
-    fn from_env() -> Self {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
-        let host = host_of(&url);
-        assert!(
-            is_loopback(host),
-            "REDIS_URL {url:?} is not on loopback (host {host:?}); this bench only targets \
-             127.0.0.1, ::1 or localhost"
-        );
-        let number = |name: &str, default: f64| -> f64 {
-            std::env::var(name).map_or(default, |value| {
-                value
-                    .parse()
-                    .unwrap_or_else(|_| panic!("{name}={value:?} is not a number"))
-            })
-        };
-        let started = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-        Self {
-            url,
-            rounds: number("REDIS_BENCH_ROUNDS", 5.0) as usize,
-            run_time: Duration::from_secs_f64(number("REDIS_BENCH_SECONDS", 2.0)),
-            tasks: number("REDIS_BENCH_TASKS", 50.0) as usize,
-            prefix: format!(
-                "ratelimit-bench-sliding:{}-{}:",
-                std::process::id(),
-                started.as_micros()
-            ),
-        }
-    }
-}
 
 fn limit(algorithm: &str) -> Limit {
     let rate = Rate::parse(RATE).unwrap();
@@ -115,7 +74,7 @@ struct Sample {
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
-    let settings = Settings::from_env();
+    let settings = Settings::from_env("ratelimit-bench-sliding");
     let server = Server::connect(&settings.url);
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| run(&settings, &server)));
     let deleted = server.delete_prefix(&settings.prefix);

@@ -1,5 +1,5 @@
 //! Test support shared by every backend test: the conformance suite, service discovery, the
-//! fault proxy and the expiry audit.
+//! fault proxy, the expiry audit and the SQL test databases.
 
 pub mod conformance;
 pub mod contention;
@@ -9,3 +9,4 @@ pub mod fault_proxy;
 pub mod redis_cluster;
 pub mod separate_limits;
 pub mod services;
+pub mod sql_database;

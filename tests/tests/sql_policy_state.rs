@@ -7,78 +7,19 @@
 //! counts beside this one. Every test works in tables of its own prefix and drops them at the
 //! end, so tests run in parallel.
 
-use std::path::PathBuf;
 use std::str::FromStr as _;
 use std::time::Duration;
 
 use ratelimit_core::{Algorithm, Backend, Decision, Limit, ManualClock, Rate, SqlBackend};
 use ratelimit_tests::conformance::T0_MS;
-use ratelimit_tests::services::{self, unique_sql_prefix};
+use ratelimit_tests::sql_database::{Database, Engine};
 
-/// A database each test can use: a shared server, or a SQLite file of its own.
-#[derive(Clone, Copy, Debug)]
-enum Engine {
-    Postgres,
-    Mysql,
-    Sqlite,
-}
-
-/// Where one test's tables live; the SQLite file is deleted on drop.
-struct Database {
-    engine: Engine,
-    url: String,
-    prefix: String,
-    file: Option<PathBuf>,
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        if let Some(file) = &self.file {
-            for suffix in ["", "-wal", "-shm", "-journal"] {
-                let mut path = file.clone().into_os_string();
-                path.push(suffix);
-                let _ = std::fs::remove_file(path);
-            }
-        }
-    }
-}
-
-impl Database {
-    /// The database for `engine`, or `None` to skip (the services decide, see `services`).
-    async fn new(engine: Engine, test: &str) -> Option<Self> {
-        let prefix = unique_sql_prefix(test);
-        let (url, file) = match engine {
-            Engine::Postgres => (services::postgres().await?.url().to_owned(), None),
-            Engine::Mysql => (services::mysql().await?.url().to_owned(), None),
-            Engine::Sqlite => {
-                let file = std::env::temp_dir().join(format!("{prefix}.sqlite3"));
-                (format!("sqlite://{}", file.display()), Some(file))
-            }
-        };
-        Some(Self {
-            engine,
-            url,
-            prefix,
-            file,
-        })
-    }
-
-    async fn backend(&self, clock: &ManualClock) -> SqlBackend {
-        SqlBackend::builder(&self.url)
-            .table_prefix(&self.prefix)
-            .pool_size(2)
-            .timeout(Duration::from_secs(10))
-            .clock(clock.clone())
-            .build()
-            .await
-            .unwrap_or_else(|error| panic!("connecting to {}: {error}", self.url))
-    }
-
-    async fn drop_tables(&self, clock: &ManualClock) {
-        if let Err(error) = self.backend(clock).await.drop_tables().await {
-            panic!("dropping {}*: {error}", self.prefix);
-        }
-    }
+async fn open_backend(database: &Database, clock: &ManualClock) -> SqlBackend {
+    let builder = database
+        .builder(clock)
+        .pool_size(2)
+        .timeout(Duration::from_secs(10));
+    database.connect(builder).await
 }
 
 fn rate(text: &str) -> Rate {
@@ -309,7 +250,7 @@ macro_rules! on_every_engine {
                     return;
                 };
                 let clock = ManualClock::new(T0_MS);
-                let backend = database.backend(&clock).await;
+                let backend = open_backend(&database, &clock).await;
                 let outcome = super::$scenario(&backend, &clock).await;
                 database.drop_tables(&clock).await;
                 if let Err(error) = outcome {
@@ -663,7 +604,7 @@ async fn upgrade_steps(database: &Database, direct: &Direct) -> Result<(), Strin
     }
 
     let clock = ManualClock::new(T0_MS);
-    let backend = database.backend(&clock).await;
+    let backend = open_backend(database, &clock).await;
     let minute = Limit::fixed_window(rate("5/m"));
     let hour = Limit::fixed_window(rate("10/h"));
     // The old rows are not read: the new tables count from zero, each limit on its own.
@@ -684,7 +625,7 @@ async fn upgrade_steps(database: &Database, direct: &Direct) -> Result<(), Strin
         4,
     )?;
     // Connecting again migrates nothing more and sees the same state.
-    let again = database.backend(&clock).await;
+    let again = open_backend(database, &clock).await;
     expect(
         "a second backend",
         peek(&again, "k", &minute).await?.allowed,
@@ -781,7 +722,7 @@ async fn beside_steps(database: &Database, direct: &Direct) -> Result<(), String
     )?;
 
     let clock = ManualClock::new(T0_MS);
-    let backend = database.backend(&clock).await;
+    let backend = open_backend(database, &clock).await;
     // Turns within one millisecond: a version that removed or renumbered the other's state
     // row would make it reuse an entry number there.
     for round in 0..2 {

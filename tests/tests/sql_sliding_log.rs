@@ -10,83 +10,32 @@
 //!
 //! Every test works in tables of its own prefix and drops them at the end, also when it fails.
 
-use std::path::PathBuf;
 use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ratelimit_core::{Backend, Limit, ManualClock, MemoryBackend, Rate, SqlBackend};
 use ratelimit_tests::conformance::T0_MS;
-use ratelimit_tests::services::{self, unique_sql_prefix};
+use ratelimit_tests::sql_database::{Database, Engine};
 
-/// A database each test can use: a shared server, or a SQLite file of its own.
-#[derive(Clone, Copy, Debug)]
-enum Engine {
-    Postgres,
-    Mysql,
-    Sqlite,
+/// A backend on a test's tables, deciding on `clock`; `batch_size` 1 sends every check on its
+/// own (PostgreSQL).
+async fn open_backend(
+    database: &Database,
+    clock: &ManualClock,
+    pool_size: u32,
+    batch_size: usize,
+) -> SqlBackend {
+    let builder = database
+        .builder(clock)
+        .pool_size(pool_size)
+        .batch_size(batch_size)
+        .timeout(Duration::from_secs(30));
+    database.connect(builder).await
 }
 
-/// Where one test's tables live; the SQLite file is deleted on drop.
-struct Database {
-    engine: Engine,
-    url: String,
-    prefix: String,
-    file: Option<PathBuf>,
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        if let Some(file) = &self.file {
-            for suffix in ["", "-wal", "-shm", "-journal"] {
-                let mut path = file.clone().into_os_string();
-                path.push(suffix);
-                let _ = std::fs::remove_file(path);
-            }
-        }
-    }
-}
-
-impl Database {
-    /// The database for `engine`, or `None` to skip (the services decide, see `services`).
-    async fn new(engine: Engine, test: &str) -> Option<Self> {
-        let prefix = unique_sql_prefix(test);
-        let (url, file) = match engine {
-            Engine::Postgres => (services::postgres().await?.url().to_owned(), None),
-            Engine::Mysql => (services::mysql().await?.url().to_owned(), None),
-            Engine::Sqlite => {
-                let file = std::env::temp_dir().join(format!("{prefix}.sqlite3"));
-                (format!("sqlite://{}", file.display()), Some(file))
-            }
-        };
-        Some(Self {
-            engine,
-            url,
-            prefix,
-            file,
-        })
-    }
-
-    /// A backend on this database's tables, deciding on `clock`; `batch_size` 1 sends every
-    /// check on its own (PostgreSQL).
-    async fn backend(&self, clock: &ManualClock, pool_size: u32, batch_size: usize) -> SqlBackend {
-        SqlBackend::builder(&self.url)
-            .table_prefix(&self.prefix)
-            .pool_size(pool_size)
-            .batch_size(batch_size)
-            .timeout(Duration::from_secs(30))
-            .clock(clock.clone())
-            .build()
-            .await
-            .unwrap_or_else(|error| panic!("connecting to {}: {error}", self.url))
-    }
-
-    async fn drop_tables(&self) {
-        let clock = ManualClock::new(T0_MS);
-        if let Err(error) = self.backend(&clock, 1, 1).await.drop_tables().await {
-            panic!("dropping {}*: {error}", self.prefix);
-        }
-    }
+async fn drop_tables(database: &Database) {
+    database.drop_tables(&ManualClock::new(T0_MS)).await;
 }
 
 fn rate(text: &str) -> Rate {
@@ -201,7 +150,7 @@ async fn postgres_rows_read_per_check(
     let (scans_before, rows_before) = settled_rows_read(&stats, &database.prefix, 0).await?;
     // One connection, every check on its own: only these checks touch the tables, and the
     // process that ran them flushes its statistics when the pool is dropped.
-    let measured = database.backend(clock, 1, 1).await;
+    let measured = open_backend(database, clock, 1, 1).await;
     for _ in 0..CHECKS {
         over_limit(&measured, "long", limit).await?;
     }
@@ -266,7 +215,7 @@ async fn a_full_log_is_checked_without_walking_it(engine: Engine) {
         return;
     };
     let outcome = full_log_steps(&database).await;
-    database.drop_tables().await;
+    drop_tables(&database).await;
     if let Err(error) = outcome {
         panic!("{engine:?}: {error}");
     }
@@ -274,7 +223,7 @@ async fn a_full_log_is_checked_without_walking_it(engine: Engine) {
 
 async fn full_log_steps(database: &Database) -> Result<(), String> {
     let clock = ManualClock::new(T0_MS);
-    let backend = Arc::new(database.backend(&clock, 8, 64).await);
+    let backend = Arc::new(open_backend(database, &clock, 8, 64).await);
     let limit = Limit::sliding_window(rate(FULL));
     // SQLite has one writer: parallel checks would only queue for it.
     let parallel = match database.engine {
@@ -414,11 +363,11 @@ async fn a_clock_stepping_back_decides_like_memory(engine: Engine) {
         return;
     };
     let clock = ManualClock::new(T0_MS);
-    let backend = database.backend(&clock, 2, 64).await;
+    let backend = open_backend(&database, &clock, 2, 64).await;
     let limit = Limit::sliding_window(rate("10/m"));
     let outcome =
         decide_like_memory(&backend, &clock, &limit, STEPPING_BACK, || async { Ok(()) }).await;
-    database.drop_tables().await;
+    drop_tables(&database).await;
     let (admitted, rejected) = outcome.unwrap_or_else(|error| panic!("{engine:?}: {error}"));
     assert!(
         admitted >= 10 && rejected >= 8,
@@ -529,7 +478,7 @@ async fn totals_near_the_limit_are_rebased(engine: Engine) {
         return;
     };
     let outcome = near_the_top(&database).await;
-    database.drop_tables().await;
+    drop_tables(&database).await;
     let (admitted, rejected, rebased) =
         outcome.unwrap_or_else(|error| panic!("{engine:?}: {error}"));
     assert!(
@@ -542,7 +491,7 @@ async fn totals_near_the_limit_are_rebased(engine: Engine) {
 /// rejected, and how many times the totals were found rebased.
 async fn near_the_top(database: &Database) -> Result<(usize, usize, usize), String> {
     let clock = ManualClock::new(T0_MS);
-    let backend = database.backend(&clock, 2, 64).await;
+    let backend = open_backend(database, &clock, 2, 64).await;
     let direct = Direct::connect(database)
         .await
         .map_err(|error| format!("connecting: {error}"))?;

@@ -241,6 +241,7 @@ impl Policy {
 
     /// [`Policy::admit`] on a stored state in place: a sliding log is extended where it is
     /// rather than moved out and back.
+    #[cfg(feature = "memory")]
     #[inline]
     pub(crate) fn admit_in_place(&self, state: &mut State, now_ms: u64, cost: u64) {
         if let (Self::SlidingWindow { window_ms, .. }, State::Log(log)) = (*self, &mut *state) {
