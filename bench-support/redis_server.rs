@@ -6,6 +6,7 @@
 // Each bench reads only part of this.
 #![allow(dead_code)]
 
+use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::runtime::{Builder, Runtime};
@@ -53,6 +54,23 @@ impl Settings {
             ),
         }
     }
+}
+
+/// Runs `run` against the server of `settings`, then deletes every key under the run's prefix
+/// (also when `run` panics) and fails if any is left.
+pub fn run_and_clean_up(settings: &Settings, run: impl FnOnce(&Settings, &Server)) {
+    let server = Server::connect(&settings.url);
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| run(settings, &server)));
+    let deleted = server.delete_prefix(&settings.prefix);
+    let left = server.scan_prefix(&settings.prefix).len();
+    println!(
+        "cleanup: deleted {deleted} keys under {:?}; {left} left",
+        settings.prefix
+    );
+    if let Err(payload) = outcome {
+        panic::resume_unwind(payload);
+    }
+    assert_eq!(left, 0, "keys left under {:?}", settings.prefix);
 }
 
 /// The host of `redis://[user[:password]@]host[:port][/db]`.

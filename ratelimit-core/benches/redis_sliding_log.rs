@@ -26,7 +26,6 @@
     clippy::print_stderr
 )]
 
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,18 +74,7 @@ struct Sample {
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
     let settings = Settings::from_env("ratelimit-bench-sliding");
-    let server = Server::connect(&settings.url);
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| run(&settings, &server)));
-    let deleted = server.delete_prefix(&settings.prefix);
-    let left = server.scan_prefix(&settings.prefix).len();
-    println!(
-        "cleanup: deleted {deleted} keys under {:?}; {left} left",
-        settings.prefix
-    );
-    if let Err(payload) = outcome {
-        panic::resume_unwind(payload);
-    }
-    assert_eq!(left, 0, "keys left under {:?}", settings.prefix);
+    redis_server::run_and_clean_up(&settings, run);
 }
 
 fn run(settings: &Settings, server: &Server) {

@@ -33,7 +33,6 @@
 )]
 
 use std::fmt::Write as _;
-use std::panic::{self, AssertUnwindSafe};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -164,18 +163,7 @@ struct Sample {
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
     let settings = Settings::from_env("ratelimit-bench");
-    let server = Server::connect(&settings.url);
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| run(&settings, &server)));
-    let deleted = server.delete_prefix(&settings.prefix);
-    let left = server.scan_prefix(&settings.prefix).len();
-    println!(
-        "cleanup: deleted {deleted} keys under {:?}; {left} left",
-        settings.prefix
-    );
-    if let Err(payload) = outcome {
-        panic::resume_unwind(payload);
-    }
-    assert_eq!(left, 0, "keys left under {:?}", settings.prefix);
+    redis_server::run_and_clean_up(&settings, run);
 }
 
 fn run(settings: &Settings, server: &Server) {

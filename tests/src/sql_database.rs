@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use ratelimit_core::{ManualClock, SqlBackend, SqlBackendBuilder};
+use ratelimit_core::{SqlBackend, SqlBackendBuilder};
 
 use crate::services::{self, unique_sql_prefix};
 
@@ -56,12 +56,11 @@ impl Database {
         })
     }
 
-    /// A builder of a backend on this database's tables, deciding on `clock`.
+    /// A builder of a backend on this database's tables (on the database's clock unless the
+    /// caller sets one).
     #[must_use]
-    pub fn builder(&self, clock: &ManualClock) -> SqlBackendBuilder {
-        SqlBackend::builder(&self.url)
-            .table_prefix(&self.prefix)
-            .clock(clock.clone())
+    pub fn builder(&self) -> SqlBackendBuilder {
+        SqlBackend::builder(&self.url).table_prefix(&self.prefix)
     }
 
     /// Builds `builder`; a database that cannot be reached fails the test.
@@ -73,8 +72,8 @@ impl Database {
     }
 
     /// Drops every table and routine of this database's prefix.
-    pub async fn drop_tables(&self, clock: &ManualClock) {
-        let backend = self.connect(self.builder(clock)).await;
+    pub async fn drop_tables(&self) {
+        let backend = self.connect(self.builder()).await;
         if let Err(error) = backend.drop_tables().await {
             panic!("dropping {}*: {error}", self.prefix);
         }

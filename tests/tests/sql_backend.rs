@@ -3,7 +3,6 @@
 //! contention, cleanup, odd keys, errors. Every test works in tables of its own prefix and drops
 //! them at the end, so tests run in parallel.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,74 +10,26 @@ use ratelimit_core::{Algorithm, Backend, BackendError, Limit, ManualClock, Rate,
 use ratelimit_tests::conformance;
 use ratelimit_tests::contention::{admitted_per_algorithm, admitted_under_contention};
 use ratelimit_tests::expiry_audit;
-use ratelimit_tests::services::{self, unique_sql_prefix};
+use ratelimit_tests::sql_database::{Database, Engine};
 
-/// A database each test can use: a shared server, or a SQLite file of its own.
-#[derive(Clone, Copy, Debug)]
-enum Engine {
-    Postgres,
-    Mysql,
-    Sqlite,
+/// A backend on a test's tables, deciding on `clock` (`None`: the database's clock).
+async fn open_backend(database: &Database, clock: Option<ManualClock>) -> SqlBackend {
+    open_backend_with_pool(database, clock, 4).await
 }
 
-/// Where one test's tables live; the SQLite file is deleted on drop.
-struct Database {
-    url: String,
-    prefix: String,
-    file: Option<PathBuf>,
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        if let Some(file) = &self.file {
-            for suffix in ["", "-wal", "-shm", "-journal"] {
-                let mut path = file.clone().into_os_string();
-                path.push(suffix);
-                let _ = std::fs::remove_file(path);
-            }
-        }
+async fn open_backend_with_pool(
+    database: &Database,
+    clock: Option<ManualClock>,
+    pool_size: u32,
+) -> SqlBackend {
+    let mut builder = database
+        .builder()
+        .pool_size(pool_size)
+        .timeout(Duration::from_secs(10));
+    if let Some(clock) = clock {
+        builder = builder.clock(clock);
     }
-}
-
-/// The database for `engine`, or `None` to skip (the services decide, see `services`).
-async fn database(engine: Engine, test: &str) -> Option<Database> {
-    let prefix = unique_sql_prefix(test);
-    let (url, file) = match engine {
-        Engine::Postgres => (services::postgres().await?.url().to_owned(), None),
-        Engine::Mysql => (services::mysql().await?.url().to_owned(), None),
-        Engine::Sqlite => {
-            let file = std::env::temp_dir().join(format!("{prefix}.sqlite3"));
-            (format!("sqlite://{}", file.display()), Some(file))
-        }
-    };
-    Some(Database { url, prefix, file })
-}
-
-impl Database {
-    async fn backend(&self, clock: Option<ManualClock>) -> SqlBackend {
-        self.backend_with_pool(clock, 4).await
-    }
-
-    async fn backend_with_pool(&self, clock: Option<ManualClock>, pool_size: u32) -> SqlBackend {
-        let mut builder = SqlBackend::builder(&self.url)
-            .table_prefix(&self.prefix)
-            .pool_size(pool_size)
-            .timeout(Duration::from_secs(10));
-        if let Some(clock) = clock {
-            builder = builder.clock(clock);
-        }
-        builder
-            .build()
-            .await
-            .unwrap_or_else(|error| panic!("connecting to {}: {error}", self.url))
-    }
-
-    async fn drop_tables(&self) {
-        let backend = self.backend(None).await;
-        if let Err(error) = backend.drop_tables().await {
-            panic!("dropping {}*: {error}", self.prefix);
-        }
-    }
+    database.connect(builder).await
 }
 
 fn rate(text: &str) -> Rate {
@@ -86,14 +37,14 @@ fn rate(text: &str) -> Rate {
 }
 
 async fn conformance(engine: Engine) {
-    let Some(database) = database(engine, &format!("conf_{engine:?}")).await else {
+    let Some(database) = Database::new(engine, &format!("conf_{engine:?}")).await else {
         return;
     };
     let database = Arc::new(database);
     let failures = conformance::run(
         |clock| {
             let database = Arc::clone(&database);
-            async move { Arc::new(database.backend(Some(clock)).await) as Arc<dyn Backend> }
+            async move { Arc::new(open_backend(&database, Some(clock)).await) as Arc<dyn Backend> }
         },
         "",
     )
@@ -119,14 +70,14 @@ async fn sqlite_matches_the_conformance_table() {
 
 /// `pools` backends (each its own pool) × 64 tasks × 5 attempts on one key, every algorithm.
 async fn contention(engine: Engine, pools: usize) {
-    let Some(database) = database(engine, &format!("hot_{engine:?}")).await else {
+    let Some(database) = Database::new(engine, &format!("hot_{engine:?}")).await else {
         return;
     };
     // A frozen clock: nothing refills, leaks or slides out while the tasks run.
     let clock = ManualClock::new(1_700_000_000_000);
     let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
     for _ in 0..pools {
-        backends.push(Arc::new(database.backend(Some(clock.clone())).await));
+        backends.push(Arc::new(open_backend(&database, Some(clock.clone())).await));
     }
     let results = admitted_per_algorithm(&backends).await;
     let hour = Duration::from_secs(3_600);
@@ -160,12 +111,12 @@ async fn sqlite_connections_and_many_tasks_admit_exactly_the_limit() {
 
 /// Database time (no injected clock) across two pools: one day-aligned window.
 async fn database_time(engine: Engine) {
-    let Some(database) = database(engine, &format!("dbtime_{engine:?}")).await else {
+    let Some(database) = Database::new(engine, &format!("dbtime_{engine:?}")).await else {
         return;
     };
     let backends: Vec<Arc<dyn Backend>> = vec![
-        Arc::new(database.backend(None).await),
-        Arc::new(database.backend(None).await),
+        Arc::new(open_backend(&database, None).await),
+        Arc::new(open_backend(&database, None).await),
     ];
     let limit = Limit::fixed_window(rate("50/d"));
     let admitted = admitted_under_contention(&backends, "db-clock", &limit, 32, 4).await;
@@ -197,11 +148,11 @@ async fn sqlite_time_is_used_without_an_injected_clock() {
 /// Rows expire when [`ratelimit_core::Policy::expires_at`] says; cleanup removes exactly those
 /// and says how many, and live state survives it.
 async fn cleanup(engine: Engine) {
-    let Some(database) = database(engine, &format!("cleanup_{engine:?}")).await else {
+    let Some(database) = Database::new(engine, &format!("cleanup_{engine:?}")).await else {
         return;
     };
     let clock = ManualClock::new(conformance::T0_MS);
-    let backend = database.backend(Some(clock.clone())).await;
+    let backend = open_backend(&database, Some(clock.clone())).await;
     let outcome = cleanup_steps(&backend, &clock).await;
     database.drop_tables().await;
     if let Err(error) = outcome {
@@ -289,11 +240,11 @@ async fn sqlite_cleanup_removes_exactly_the_expired_rows() {
 
 /// Cleanup in batches smaller than what expired still removes everything.
 async fn cleanup_in_batches(engine: Engine) {
-    let Some(database) = database(engine, &format!("batches_{engine:?}")).await else {
+    let Some(database) = Database::new(engine, &format!("batches_{engine:?}")).await else {
         return;
     };
     let clock = ManualClock::new(conformance::T0_MS);
-    let backend = database.backend(Some(clock.clone())).await;
+    let backend = open_backend(&database, Some(clock.clone())).await;
     let log = Limit::sliding_window(rate("5/s"));
     let window = Limit::fixed_window(rate("5/s"));
     let mut outcome = Ok(0);
@@ -330,10 +281,10 @@ async fn sqlite_cleanup_works_in_batches() {
 }
 
 async fn odd_keys(engine: Engine) {
-    let Some(database) = database(engine, &format!("keys_{engine:?}")).await else {
+    let Some(database) = Database::new(engine, &format!("keys_{engine:?}")).await else {
         return;
     };
-    let backend = database.backend(None).await;
+    let backend = open_backend(&database, None).await;
     let limit = Limit::fixed_window(rate("1/h"));
     let huge = "x".repeat(100_000);
     let keys = [
@@ -385,10 +336,10 @@ async fn sqlite_long_unicode_and_binary_keys_are_separate_buckets() {
 
 /// Reset forgets every algorithm and quota of the key, and only that key.
 async fn reset_everything(engine: Engine) {
-    let Some(database) = database(engine, &format!("reset_{engine:?}")).await else {
+    let Some(database) = Database::new(engine, &format!("reset_{engine:?}")).await else {
         return;
     };
-    let backend = database.backend(None).await;
+    let backend = open_backend(&database, None).await;
     let limits: Vec<Limit> = Algorithm::ALL
         .into_iter()
         .map(|algorithm| Limit::new(rate("1/h;2/d"), algorithm))
@@ -432,10 +383,10 @@ async fn sqlite_reset_forgets_every_algorithm_and_quota() {
 }
 
 async fn health(engine: Engine) {
-    let Some(database) = database(engine, &format!("health_{engine:?}")).await else {
+    let Some(database) = Database::new(engine, &format!("health_{engine:?}")).await else {
         return;
     };
-    let backend = database.backend(None).await;
+    let backend = open_backend(&database, None).await;
     let status = backend.health().await;
     let last = backend.health_status();
     database.drop_tables().await;
@@ -528,7 +479,7 @@ async fn sqlite_in_memory_works_with_one_connection() {
 /// every engine, so a service can open its stores in a background task (and the compiler
 /// checks it here).
 async fn connects_from_a_spawned_task(engine: Engine) {
-    let Some(database) = database(engine, &format!("spawned_connect_{engine:?}")).await else {
+    let Some(database) = Database::new(engine, &format!("spawned_connect_{engine:?}")).await else {
         return;
     };
     let builder = SqlBackend::builder(&database.url)
@@ -565,11 +516,11 @@ async fn sqlite_connects_from_a_spawned_task() {
 }
 
 async fn extreme_values(engine: Engine) {
-    let Some(database) = database(engine, &format!("extreme_{engine:?}")).await else {
+    let Some(database) = Database::new(engine, &format!("extreme_{engine:?}")).await else {
         return;
     };
     let clock = ManualClock::new(conformance::T0_MS);
-    let backend = database.backend(Some(clock.clone())).await;
+    let backend = open_backend(&database, Some(clock.clone())).await;
     let (broken, calls) = ratelimit_tests::extreme_values::run(&backend, &clock, "", 40).await;
     assert!(calls >= 160, "too few valid cases: {calls} calls");
     database.drop_tables().await;

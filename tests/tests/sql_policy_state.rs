@@ -16,7 +16,8 @@ use ratelimit_tests::sql_database::{Database, Engine};
 
 async fn open_backend(database: &Database, clock: &ManualClock) -> SqlBackend {
     let builder = database
-        .builder(clock)
+        .builder()
+        .clock(clock.clone())
         .pool_size(2)
         .timeout(Duration::from_secs(10));
     database.connect(builder).await
@@ -252,7 +253,7 @@ macro_rules! on_every_engine {
                 let clock = ManualClock::new(T0_MS);
                 let backend = open_backend(&database, &clock).await;
                 let outcome = super::$scenario(&backend, &clock).await;
-                database.drop_tables(&clock).await;
+                database.drop_tables().await;
                 if let Err(error) = outcome {
                     panic!("{engine:?}: {error}");
                 }
@@ -573,8 +574,7 @@ async fn upgrade(engine: Engine) {
         .await
         .unwrap_or_else(|error| panic!("{engine:?}: connecting: {error}"));
     let outcome = upgrade_steps(&database, &direct).await;
-    let clock = ManualClock::new(T0_MS);
-    database.drop_tables(&clock).await;
+    database.drop_tables().await;
     let left = direct.objects_named(&database.prefix).await;
     direct.close().await;
     if let Err(error) = outcome {
@@ -674,8 +674,7 @@ async fn previous_version_beside(engine: Engine) {
         .await
         .unwrap_or_else(|error| panic!("{engine:?}: connecting: {error}"));
     let outcome = beside_steps(&database, &direct).await;
-    let clock = ManualClock::new(T0_MS);
-    database.drop_tables(&clock).await;
+    database.drop_tables().await;
     let left = direct.objects_named(&database.prefix).await;
     direct.close().await;
     if let Err(error) = outcome {

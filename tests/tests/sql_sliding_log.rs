@@ -27,15 +27,12 @@ async fn open_backend(
     batch_size: usize,
 ) -> SqlBackend {
     let builder = database
-        .builder(clock)
+        .builder()
+        .clock(clock.clone())
         .pool_size(pool_size)
         .batch_size(batch_size)
         .timeout(Duration::from_secs(30));
     database.connect(builder).await
-}
-
-async fn drop_tables(database: &Database) {
-    database.drop_tables(&ManualClock::new(T0_MS)).await;
 }
 
 fn rate(text: &str) -> Rate {
@@ -215,7 +212,7 @@ async fn a_full_log_is_checked_without_walking_it(engine: Engine) {
         return;
     };
     let outcome = full_log_steps(&database).await;
-    drop_tables(&database).await;
+    database.drop_tables().await;
     if let Err(error) = outcome {
         panic!("{engine:?}: {error}");
     }
@@ -367,7 +364,7 @@ async fn a_clock_stepping_back_decides_like_memory(engine: Engine) {
     let limit = Limit::sliding_window(rate("10/m"));
     let outcome =
         decide_like_memory(&backend, &clock, &limit, STEPPING_BACK, || async { Ok(()) }).await;
-    drop_tables(&database).await;
+    database.drop_tables().await;
     let (admitted, rejected) = outcome.unwrap_or_else(|error| panic!("{engine:?}: {error}"));
     assert!(
         admitted >= 10 && rejected >= 8,
@@ -478,7 +475,7 @@ async fn totals_near_the_limit_are_rebased(engine: Engine) {
         return;
     };
     let outcome = near_the_top(&database).await;
-    drop_tables(&database).await;
+    database.drop_tables().await;
     let (admitted, rejected, rebased) =
         outcome.unwrap_or_else(|error| panic!("{engine:?}: {error}"));
     assert!(
