@@ -8,8 +8,7 @@
 //!
 //! The functions a counted request passes through once, here and in `key_source`, `key`,
 //! `client_ip`, `headers`, `header_template` and `unix_seconds`, are `#[inline]`: inlined into
-//! the guard they save the calls and the copies of their large results and arguments (what
-//! that bought was measured with the `guard_inprocess` bench under callgrind).
+//! the guard they save the calls and the copies of their large results and arguments.
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -247,7 +247,7 @@ fn ratelimit_text(remaining: u64, reset_secs: u64) -> (StackText<64>, Range<usiz
 /// `X-RateLimit-Remaining` and `RateLimit` in one allocation: the `r=` digits of `RateLimit`
 /// are exactly `X-RateLimit-Remaining`, so the first is a slice of the second's buffer (the
 /// text and its reference count in one block, moved there from the stack), rather than two
-/// allocations each freed on its own (measured with the `guard_inprocess` bench).
+/// allocations each freed on its own.
 fn remaining_and_ratelimit(remaining: u64, reset_secs: u64) -> (HeaderValue, HeaderValue) {
     let (text, digits) = ratelimit_text(remaining, reset_secs);
     let field = Bytes::from_owner(text);

@@ -1,11 +1,10 @@
 //! The current unix second, for `X-RateLimit-Reset` on every counted response.
 //!
-//! Reading the wall clock and subtracting the epoch costs more than reading the CPU's counter
-//! (measured with the `guard_inprocess` bench), so each thread reads it at most once a second: until that second is over,
-//! which quanta's counter (the CPU's time-stamp counter where it is invariant, as the memory
-//! store's clock uses) tells for a fraction of that, the second read last is still the current
-//! one. The wall clock is read again every second, so a step of the host's clock shows within
-//! a second.
+//! Reading the wall clock and subtracting the epoch costs more than reading the CPU's counter,
+//! so each thread reads it at most once a second: until that second is over, which quanta's
+//! counter (the CPU's time-stamp counter where it is invariant, as the memory store's clock
+//! uses) tells for a fraction of that, the second read last is still the current one. The wall
+//! clock is read again every second, so a step of the host's clock shows within a second.
 
 use std::cell::Cell;
 use std::sync::LazyLock;
